@@ -1,0 +1,430 @@
+"""Shared types of the analyzers: results, findings, thresholds, the registry and `analyze`.
+
+Importing this module must not import torch: the app reads these types before torch is
+loaded (DESIGN §2). Everything torch-related is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+class Severity(str, Enum):
+    """How bad a finding is; ordered info < warn < critical."""
+
+    INFO = "info"
+    WARN = "warn"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARN: 1, Severity.CRITICAL: 2}
+
+#: Codes whose value is bad when it is *below* the threshold (all others: above).
+LOWER_IS_WORSE = frozenset({"alpha_low", "int8_lossy", "low_rank"})
+
+#: DESIGN §6 defaults. A `<code>.critical` key holds the second, critical level.
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "ill_conditioned": 1e5,
+    "ill_conditioned.critical": 1e8,
+    "alpha_low": 2.0,
+    "alpha_high": 6.0,
+    "int8_lossy": 26.0,
+    "int8_lossy.critical": 16.0,
+    "outliers": 0.05,
+    "outliers.critical": 0.12,
+    "dead_units": 0.0,
+    "dead_units.critical": 0.10,
+    "low_rank": 0.1,
+    "low_rank.min_design_rank": 64.0,
+    "low_norm_tokens": 0.0,
+    "large_change": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule of DESIGN §6 that a tensor broke."""
+
+    analyzer: str
+    code: str
+    severity: Severity
+    value: float | None
+    threshold: float | None
+    message: str
+
+    def excess(self) -> float:
+        """How far past its threshold the value is, as a log ratio (for ranking top issues)."""
+        v, t = self.value, self.threshold
+        if v is None or t is None or not math.isfinite(t):
+            return math.inf
+        if not math.isfinite(v):
+            return math.inf
+        if t > 0 and v > 0:
+            r = math.log(v / t)
+        else:
+            r = v - t
+        return -r if self.code in LOWER_IS_WORSE else r
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "analyzer": self.analyzer,
+            "code": self.code,
+            "severity": self.severity.value,
+            "value": self.value,
+            "threshold": self.threshold,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Finding:
+        return cls(
+            analyzer=d["analyzer"],
+            code=d["code"],
+            severity=Severity(d["severity"]),
+            value=d.get("value"),
+            threshold=d.get("threshold"),
+            message=d.get("message", ""),
+        )
+
+
+def top_issue_key(finding: Finding) -> tuple[int, float]:
+    """Sort key: critical before warn before info, then by how far past the threshold."""
+    return (-finding.severity.rank, -finding.excess())
+
+
+@dataclass
+class TensorResult:
+    """What the analyzers found for one tensor.
+
+    `metrics[analyzer]` holds exactly the DESIGN §5 keys of that analyzer; `data[analyzer]`
+    holds the arrays behind its plots (lists or numpy arrays); `skipped[analyzer]` says why an
+    analyzer did not apply; `errors[analyzer]` records an analyzer that raised.
+    """
+
+    name: str
+    kind: str | None = None
+    shape: tuple[int, ...] = ()
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def worst_severity(self) -> Severity | None:
+        if not self.findings:
+            return None
+        return max((f.severity for f in self.findings), key=lambda s: s.rank)
+
+    def merge(self, other: TensorResult) -> TensorResult:
+        """Fold a later partial result for the same tensor into this one (in place)."""
+        for analyzer, values in other.metrics.items():
+            self.metrics.setdefault(analyzer, {}).update(values)
+        for analyzer, values in other.data.items():
+            self.data.setdefault(analyzer, {}).update(values)
+        seen = {(f.analyzer, f.code) for f in other.findings}
+        self.findings = [f for f in self.findings if (f.analyzer, f.code) not in seen]
+        self.findings.extend(other.findings)
+        for analyzer in other.metrics:
+            self.skipped.pop(analyzer, None)
+            self.errors.pop(analyzer, None)
+        self.skipped.update(other.skipped)
+        self.errors.update(other.errors)
+        self.timings.update(other.timings)
+        self.elapsed_s += other.elapsed_s
+        if other.kind and not self.kind:
+            self.kind = other.kind
+        if other.shape and not self.shape:
+            self.shape = other.shape
+        return self
+
+    def to_dict(self, *, with_data: bool = True) -> dict[str, Any]:
+        """A plain dict (numpy values turned into Python ones); non-finite floats kept as is."""
+        d: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "metrics": to_plain(self.metrics),
+            "findings": [f.to_dict() for f in self.findings],
+            "skipped": dict(self.skipped),
+            "errors": dict(self.errors),
+            "timings": dict(self.timings),
+            "elapsed_s": self.elapsed_s,
+        }
+        if with_data:
+            d["data"] = to_plain(self.data)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorResult:
+        return cls(
+            name=d["name"],
+            kind=d.get("kind"),
+            shape=tuple(d.get("shape", ())),
+            metrics={k: dict(v) for k, v in d.get("metrics", {}).items()},
+            findings=[Finding.from_dict(f) for f in d.get("findings", [])],
+            data={k: dict(v) for k, v in d.get("data", {}).items()},
+            skipped=dict(d.get("skipped", {})),
+            errors=dict(d.get("errors", {})),
+            timings=dict(d.get("timings", {})),
+            elapsed_s=float(d.get("elapsed_s", 0.0)),
+        )
+
+
+def to_plain(obj: Any) -> Any:
+    """numpy/torch scalars and arrays -> Python floats, ints and lists (recursively)."""
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, (bool, int, float, str)) or obj is None:
+        return obj
+    if isinstance(obj, Enum):
+        return obj.value
+    tolist = getattr(obj, "tolist", None)
+    if tolist is not None:
+        return to_plain(tolist())
+    item = getattr(obj, "item", None)
+    if item is not None:
+        return item()
+    return obj
+
+
+class SkipAnalyzer(Exception):  # noqa: N818 - it is a signal, not an error
+    """Raised by an analyzer that does not apply to a tensor; the message is the reason."""
+
+
+@dataclass
+class Context:
+    """What an analyzer function gets: the tensor as float32 plus everything known about it."""
+
+    name: str
+    tensor: torch.Tensor  # float32, finite (unless the analyzer is `stats`), on `device`
+    kind: str | None
+    options: Mapping[str, Any]
+    thresholds: Mapping[str, float]
+    cache: dict[str, Any] = field(default_factory=dict)  # shared between analyzers of one call
+
+    @property
+    def is_matrix(self) -> bool:
+        return self.tensor.dim() >= 2 and self.tensor.shape[0] >= 2 and self.matrix_cols >= 2
+
+    @property
+    def matrix_cols(self) -> int:
+        t = self.tensor
+        return int(t.numel() // t.shape[0]) if t.dim() >= 1 and t.shape[0] else 0
+
+    def matrix(self) -> torch.Tensor:
+        """The tensor as a 2-D matrix: `(shape[0], -1)` for more than two dims (DESIGN §5)."""
+        t = self.tensor
+        return t if t.dim() == 2 else t.reshape(t.shape[0], -1)
+
+
+@dataclass
+class Output:
+    """What an analyzer function returns."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    #: metrics to merge into *another* analyzer's section, e.g. quant_alpha -> quantization
+    extra_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+AnalyzerFn = Callable[[Context], Output]
+
+
+@dataclass(frozen=True)
+class AnalyzerSpec:
+    name: str
+    fn: AnalyzerFn
+    version: str
+    heavy: bool  # heavy analyzers (eigen-decompositions) run after every cheap one (DESIGN §7)
+    needs_finite: bool = True
+    default: bool = True  # part of the default scan
+
+
+_REGISTRY: dict[str, AnalyzerSpec] = {}
+
+
+def register(
+    name: str, *, version: str, heavy: bool = False, needs_finite: bool = True,
+    default: bool = True,
+) -> Callable[[AnalyzerFn], AnalyzerFn]:
+    """Decorator that adds an analyzer function to the registry under `name`."""
+
+    def deco(fn: AnalyzerFn) -> AnalyzerFn:
+        _REGISTRY[name] = AnalyzerSpec(name, fn, version, heavy, needs_finite, default)
+        return fn
+
+    return deco
+
+
+def registry() -> Mapping[str, AnalyzerSpec]:
+    _load_all()
+    return dict(_REGISTRY)
+
+
+def names() -> list[str]:
+    """Every registered analyzer, cheap ones first, in the order a scan runs them."""
+    _load_all()
+    return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].heavy, _ORDER.get(n, 99), n))
+
+
+def default_methods() -> list[str]:
+    return [n for n in names() if _REGISTRY[n].default]
+
+
+_ORDER = {"stats": 0, "sparsity": 1, "quantization": 2, "embedding": 3, "spectral": 10}
+
+
+def _load_all() -> None:
+    # Imported for their @register side effects.
+    from analyzers import (  # noqa: F401
+        embedding,
+        quantization,
+        sparsity,
+        spectral,
+        stats,
+    )
+
+
+def thresholds_from(options: Mapping[str, Any] | None) -> dict[str, float]:
+    merged = dict(DEFAULT_THRESHOLDS)
+    if options:
+        merged.update({k: float(v) for k, v in (options.get("thresholds") or {}).items()})
+    return merged
+
+
+def as_float32(tensor: Any, device: str | None = None) -> torch.Tensor:
+    """Any tensor-like (torch of any float dtype incl. bf16/fp8, numpy, list) -> float32 torch."""
+    import numpy as np
+    import torch
+
+    if isinstance(tensor, torch.Tensor):
+        t = tensor
+    else:
+        t = torch.as_tensor(np.asarray(tensor))
+    if t.dtype != torch.float32:
+        t = t.to(torch.float32)
+    if device is not None and str(t.device) != device:
+        t = t.to(device)
+    return t
+
+
+def pick_device(preference: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is present, else 'mps', else 'cpu'; other values pass through."""
+    if preference != "auto":
+        return preference
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def analyze(
+    name: str,
+    tensor: Any,
+    *,
+    kind: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    methods: Sequence[str] | None = None,
+) -> TensorResult:
+    """Run `methods` (default: the default set) on one tensor. Never raises for bad values:
+    a non-applicable analyzer lands in `skipped`, a failing one in `errors`."""
+    t0 = time.perf_counter()
+    reg = registry()
+    methods = list(methods) if methods is not None else default_methods()
+    opts: Mapping[str, Any] = options or {}
+    result = TensorResult(name=name, kind=kind)
+    try:
+        x = as_float32(tensor, opts.get("device"))
+    except Exception as exc:  # e.g. an unsupported dtype
+        result.errors["input"] = f"{type(exc).__name__}: {exc}"
+        result.elapsed_s = time.perf_counter() - t0
+        return result
+    result.shape = tuple(int(s) for s in x.shape)
+    ctx = Context(name=name, tensor=x, kind=kind, options=opts, thresholds=thresholds_from(opts))
+    finite = _finite_or_flag(x, result)
+    for m in methods:
+        spec = reg.get(m)
+        if spec is None:
+            result.errors[m] = f"unknown analyzer {m!r}"
+            continue
+        if spec.needs_finite and not finite:
+            result.skipped[m] = "nonfinite"
+            continue
+        if x.numel() == 0:
+            result.skipped[m] = "empty tensor"
+            continue
+        ts = time.perf_counter()
+        try:
+            out = spec.fn(ctx)
+        except SkipAnalyzer as skip:
+            result.skipped[m] = str(skip)
+        except Exception as exc:
+            result.errors[m] = f"{type(exc).__name__}: {exc}"
+        else:
+            if out.metrics:
+                result.metrics.setdefault(m, {}).update(out.metrics)
+            for other, values in out.extra_metrics.items():
+                result.metrics.setdefault(other, {}).update(values)
+            if out.data:
+                result.data.setdefault(m, {}).update(out.data)
+            result.findings.extend(out.findings)
+        result.timings[m] = time.perf_counter() - ts
+    result.elapsed_s = time.perf_counter() - t0
+    return result
+
+
+def _finite_or_flag(x: torch.Tensor, result: TensorResult) -> bool:
+    import torch
+
+    if x.numel() == 0 or bool(torch.isfinite(x).all()):
+        return True
+    n_nan = int(torch.isnan(x).sum())
+    n_inf = int(torch.isinf(x).sum())
+    result.findings.append(
+        Finding(
+            analyzer="stats",
+            code="nonfinite",
+            severity=Severity.CRITICAL,
+            value=float(n_nan + n_inf),
+            threshold=0.0,
+            message=f"{n_nan} NaN and {n_inf} Inf values",
+        )
+    )
+    return False
+
+
+def finding(
+    analyzer: str, code: str, severity: Severity, value: float | None, threshold: float | None,
+    message: str,
+) -> Finding:
+    """Shorthand used by the analyzer modules."""
+    return Finding(analyzer, code, severity, value, threshold, message)
+
+
+def iter_findings(results: Iterable[TensorResult]) -> list[tuple[str, Finding]]:
+    """Every finding of every result as (tensor name, finding), top issues first."""
+    pairs = [(r.name, f) for r in results for f in r.findings]
+    pairs.sort(key=lambda p: top_issue_key(p[1]))
+    return pairs

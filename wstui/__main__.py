@@ -1,0 +1,3 @@
+from wstui.cli import main
+
+raise SystemExit(main())

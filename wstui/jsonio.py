@@ -1,0 +1,49 @@
+"""Strict JSON: non-finite floats become null, numpy/torch values become plain Python.
+
+Every JSON file wstui writes goes through `dump`, so that a strict parser (one that rejects
+NaN and Infinity) reads all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from analyzers.core import to_plain
+
+
+def strict(obj: Any) -> Any:
+    """`obj` as plain JSON values with every non-finite float replaced by None."""
+    obj = to_plain(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, *, indent: int | None = None) -> str:
+    return json.dumps(strict(obj), indent=indent, allow_nan=False)
+
+
+def dump(obj: Any, path: str | Path, *, indent: int | None = 1) -> Path:
+    """Write atomically (temp file + rename) so that a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(dumps(obj, indent=indent) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def loads_strict(text: str) -> Any:
+    """Parse JSON, rejecting NaN/Infinity (what tests use to check our output)."""
+
+    def reject(token: str) -> Any:
+        raise ValueError(f"non-strict JSON constant {token}")
+
+    return json.loads(text, parse_constant=reject)
