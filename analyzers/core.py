@@ -204,7 +204,7 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-class SkipAnalyzer(Exception):  # noqa: N818 - it is a signal, not an error
+class SkipAnalyzer(Exception):
     """Raised by an analyzer that does not apply to a tensor; the message is the reason."""
 
 

@@ -59,7 +59,8 @@ def build_app_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"wstui {__version__}")
     p.add_argument("path", help="checkpoint file, folder, or cached HF repo id")
-    p.add_argument("--diff", metavar="PATH_B", default=None, help="compare with a second checkpoint")
+    p.add_argument("--diff", metavar="PATH_B", default=None,
+                   help="compare with a second checkpoint")
     p.add_argument("--export-dir", default=".", help="where `e`/`E` write JSON")
     p.add_argument("--no-mouse", action="store_true", help="do not capture the mouse")
     _add_scan_options(p)
