@@ -1,0 +1,68 @@
+"""write_gguf and the GGUF reader agree with the safetensors a tiny llama came from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wstui.checkpoint.gguf_names import gguf_to_hf, hf_to_gguf
+from wstui.checkpoint.gguf_write import permute_qk, unpermute_qk, write_gguf
+
+gguf = pytest.importorskip("gguf")
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(
+        vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg)
+    return model.state_dict(), cfg.to_dict()
+
+
+def test_permute_is_inverted():
+    w = np.arange(32 * 5, dtype=np.float32).reshape(32, 5)
+    p = permute_qk(w, 4)
+    assert not np.array_equal(p, w)
+    assert np.array_equal(unpermute_qk(p, 4), w)
+    b = np.arange(32, dtype=np.float32)
+    assert np.array_equal(unpermute_qk(permute_qk(b, 2), 2), b)
+
+
+def test_write_gguf_names_and_types(tiny_llama, tmp_path):
+    sd, cfg = tiny_llama
+    path = write_gguf(sd, cfg, tmp_path / "m.gguf", qtype="Q8_0")
+    r = gguf.GGUFReader(path)
+    types = {t.name: t.tensor_type.name for t in r.tensors}
+    assert types["blk.0.attn_q.weight"] == "Q8_0"
+    assert types["blk.1.ffn_norm.weight"] == "F32"
+    assert types["output.weight"] == "Q8_0"
+    assert len(types) == len(sd)
+    q = next(t for t in r.tensors if t.name == "blk.0.attn_k.weight")
+    raw = gguf.quants.dequantize(q.data, q.tensor_type)
+    want = permute_qk(sd["model.layers.0.self_attn.k_proj.weight"].numpy(), 2)
+    np.testing.assert_allclose(raw, want, atol=np.abs(want).max() / 100)
+
+
+def test_write_gguf_rejects_unknown_names(tiny_llama, tmp_path):
+    sd, cfg = tiny_llama
+    with pytest.raises(ValueError, match="no GGUF name"):
+        write_gguf({"foo.bar": sd["model.norm.weight"]}, cfg, tmp_path / "x.gguf")
+
+
+def test_names_round_trip_llama():
+    for hf in ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+               "model.layers.11.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight",
+               "model.layers.40.post_attention_layernorm.weight"]:
+        assert gguf_to_hf(hf_to_gguf(hf, "llama"), "llama") == hf
+    assert hf_to_gguf("model.layers.3.self_attn.q_proj.weight", "llama") == "blk.3.attn_q.weight"
+    assert gguf_to_hf("output.weight", "llama") == "lm_head.weight"
+    experts = gguf_to_hf("blk.2.ffn_gate_exps.weight", "llama")
+    assert experts == "model.layers.2.mlp.experts.gate_proj"
+    assert gguf_to_hf("blk.0.attn_q.weight", "no-such-arch") is None
+    assert hf_to_gguf("model.layers.0.rotary_emb.inv_freq", "llama") is None
