@@ -1,0 +1,232 @@
+"""From a user's PATH to an opened `Checkpoint`: files, folders, sharded indexes, cached repo ids.
+
+Picks the weight files, hands them to the reader of their format, parses `config.json` beside
+them and lets `naming` annotate the tensors. Nothing is ever downloaded: a repo id must already
+be in the local Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from wstui.checkpoint.base import Checkpoint, CheckpointError
+
+#: file extension -> format
+EXTENSIONS = {
+    ".safetensors": "safetensors",
+    ".bin": "torch",
+    ".pt": "torch",
+    ".pth": "torch",
+    ".gguf": "gguf",
+}
+
+#: files of a training run that share the extensions but hold no weights
+NOT_WEIGHTS = frozenset(
+    {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth"}
+)
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def hf_cache_dir() -> Path:
+    """The hub cache: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path("~/.cache/huggingface/hub").expanduser()
+
+
+def resolve_repo_id(repo_id: str) -> Path:
+    """The snapshot folder of a cached repo: refs/main's revision, else the newest snapshot."""
+    cache = hf_cache_dir()
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        try:
+            rev = ref.read_text().strip()
+        except OSError:
+            rev = ""
+        if rev and (snapshots / rev).is_dir():
+            return snapshots / rev
+    candidates = [p for p in snapshots.iterdir() if p.is_dir()] if snapshots.is_dir() else []
+    if not candidates:
+        raise CheckpointError(
+            repo_id,
+            f"not a file or folder, and not in the local Hugging Face cache (looked in {repo}); "
+            "wstui never downloads",
+        )
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def _check_file(path: Path) -> None:
+    """A readable regular file, or a one-line error saying what it is instead."""
+    if path.is_dir():
+        raise CheckpointError(path, "is a directory where a weight file is expected")
+    if not path.exists():
+        what = "broken link" if path.is_symlink() else "does not exist"
+        raise CheckpointError(path, what)
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as exc:
+        raise CheckpointError(path, "permission denied (cannot read the file)") from exc
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot open: {exc.strerror or exc}") from exc
+
+
+def _format_of(path: Path) -> str:
+    fmt = EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise CheckpointError(
+            path,
+            f"unsupported file type {path.suffix or '(no extension)'}; "
+            "expected .safetensors, .bin, .pt, .pth, .gguf, a folder or an index .json",
+        )
+    return fmt
+
+
+def read_index(index: Path) -> list[Path]:
+    """The shard files a `*.index.json` names (in first-mention order), each checked to exist."""
+    _check_file(index)
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(index, f"index is not valid JSON ({exc})") from exc
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(index, "index has no weight_map")
+    shards: list[Path] = []
+    for shard in dict.fromkeys(weight_map.values()):
+        if not isinstance(shard, str):
+            raise CheckpointError(index, f"index names a shard that is not a string: {shard!r}")
+        path = index.parent / shard
+        if path.is_dir():
+            raise CheckpointError(path, "is a directory where a shard file is expected")
+        if not path.exists():
+            raise CheckpointError(index, f"index names shard {shard} which does not exist")
+        shards.append(path)
+    return shards
+
+
+def _weights_in_folder(folder: Path) -> list[Path]:
+    """The weight files of a folder, by preference: safetensors index, safetensors, bin index,
+    bin/pt, gguf."""
+    for index_name in ("model.safetensors.index.json",):
+        if (folder / index_name).exists():
+            return read_index(folder / index_name)
+    found = sorted(folder.glob("*.safetensors.index.json"))
+    if found:
+        return read_index(found[0])
+    found = sorted(folder.glob("*.safetensors"))
+    if found:
+        return found
+    if (folder / "pytorch_model.bin.index.json").exists():
+        return read_index(folder / "pytorch_model.bin.index.json")
+    found = sorted(folder.glob("*.bin.index.json"))
+    if found:
+        return read_index(found[0])
+    found = sorted(
+        p
+        for ext in ("*.bin", "*.pt", "*.pth")
+        for p in folder.glob(ext)
+        if p.name not in NOT_WEIGHTS
+    )
+    if found:
+        return found
+    found = sorted(folder.glob("*.gguf"))
+    if found:
+        return found
+    if not any(folder.iterdir()):
+        raise CheckpointError(folder, "folder is empty")
+    if (folder / "config.json").exists():
+        raise CheckpointError(
+            folder, "folder has config.json but no weight files (.safetensors, .bin, .pt, .gguf)"
+        )
+    raise CheckpointError(folder, "folder holds no weight files (.safetensors, .bin, .pt, .gguf)")
+
+
+def _read_config(folder: Path, notes: list[str]) -> dict[str, Any] | None:
+    """config.json beside the weights; a broken one is noted and ignored, never fatal."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        notes.append(f"{path}: ignored, not valid JSON ({exc})")
+        return None
+    if not isinstance(data, dict):
+        notes.append(f"{path}: ignored, not a JSON object")
+        return None
+    return data
+
+
+def _open_reader(fmt: str, files: list[Path]) -> tuple[list, list, dict]:
+    if fmt == "safetensors":
+        from wstui.checkpoint import safetensors as mod
+    elif fmt == "torch":
+        from wstui.checkpoint import torch_bin as mod
+    else:
+        try:
+            from wstui.checkpoint import gguf as mod
+        except ImportError as exc:  # pragma: no cover - the gguf reader ships with wstui
+            raise CheckpointError(files[0], f"GGUF reader unavailable ({exc})") from exc
+    return mod.open_files(files)
+
+
+def locate(path: str | Path) -> tuple[Path, list[Path], Path, dict[str, Any]]:
+    """(checkpoint path, weight files, folder holding config.json, extra metadata)."""
+    text = str(path)
+    p = Path(text).expanduser()
+    meta: dict[str, Any] = {}
+    if not p.exists() and not p.is_symlink():
+        if _REPO_ID.match(text) and not text.endswith(tuple(EXTENSIONS)):
+            p = resolve_repo_id(text)
+            meta["repo_id"] = text
+        else:
+            raise CheckpointError(p, "does not exist")
+    if p.is_dir():
+        return p, _weights_in_folder(p), p, meta
+    if p.name.endswith(".index.json"):
+        return p, read_index(p), p.parent, meta
+    _check_file(p)
+    _format_of(p)
+    return p, [p], p.parent, meta
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Open a file, folder, sharded index or cached repo id; reads headers only."""
+    root, files, config_dir, meta = locate(path)
+    formats = {_format_of(f) for f in files}
+    if len(formats) > 1:
+        raise CheckpointError(root, f"mixes weight formats {sorted(formats)}")
+    for f in files:
+        _check_file(f)
+    fmt = formats.pop()
+    refs, readers, reader_meta = _open_reader(fmt, files)
+    notes: list[str] = []
+    config = _read_config(config_dir, notes)
+    meta.update(reader_meta)
+    if notes:
+        meta.setdefault("notes", []).extend(notes)
+    ckpt = Checkpoint(
+        path=root, format=fmt, files=files, tensors=refs, config=config, metadata=meta,
+        readers=readers,
+    )
+    try:
+        from wstui.checkpoint.naming import annotate
+    except ImportError:  # TODO(readers): drop this guard once naming.py lands
+        annotate = None
+    if annotate is not None:
+        try:
+            annotate(ckpt)
+        except Exception:
+            ckpt.close()
+            raise
+    return ckpt

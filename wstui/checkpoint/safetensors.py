@@ -1,0 +1,234 @@
+"""safetensors reader: parses the header itself, so opening reads a few kilobytes and no torch.
+
+The format is an 8-byte little-endian header length, a JSON header mapping tensor names to
+`{dtype, shape, data_offsets}` (offsets relative to the data section), then the raw bytes.
+Every inconsistency a damaged file can have is checked at open and raised as a one-line
+`CheckpointError`. Loading maps the file (numpy memmap, copy-on-write) and views the tensor's
+bytes with `torch.frombuffer`: no read of other tensors, no full-file read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wstui.checkpoint.base import FLOAT_DTYPES, CheckpointError, TensorRef
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+#: safetensors dtype -> (bytes per element, torch dtype attribute); None itemsize = sub-byte
+DTYPES: dict[str, tuple[int | None, str | None]] = {
+    "BOOL": (1, "bool"),
+    "U8": (1, "uint8"),
+    "I8": (1, "int8"),
+    "I16": (2, "int16"),
+    "U16": (2, "uint16"),
+    "I32": (4, "int32"),
+    "U32": (4, "uint32"),
+    "I64": (8, "int64"),
+    "U64": (8, "uint64"),
+    "F16": (2, "float16"),
+    "BF16": (2, "bfloat16"),
+    "F32": (4, "float32"),
+    "F64": (8, "float64"),
+    "F8_E4M3": (1, "float8_e4m3fn"),
+    "F8_E5M2": (1, "float8_e5m2"),
+    "F8_E8M0": (1, "float8_e8m0fnu"),
+    "C64": (8, "complex64"),
+    "F4": (None, None),
+    "F6_E2M3": (None, None),
+    "F6_E3M2": (None, None),
+}
+
+#: the safetensors library refuses headers above 100 MB; so do we (a garbage length is huge)
+MAX_HEADER = 100_000_000
+
+
+def _note_for(dtype: str) -> str | None:
+    """Why a tensor of this storage dtype is listed but not analyzed (None: analyzable)."""
+    if dtype in FLOAT_DTYPES and dtype in DTYPES:
+        return None
+    if dtype in ("BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64"):
+        return f"integer/bool tensor ({dtype}): listed, not analyzed"
+    if dtype == "F8_E8M0":
+        return "F8_E8M0 holds exponent-only scales: listed, not analyzed"
+    if dtype in DTYPES:
+        return f"{dtype} is not supported by the analyzers"
+    return f"unknown safetensors dtype {dtype}"
+
+
+def read_header(path: Path) -> tuple[dict[str, Any], int, int]:
+    """(header dict, start of the data section, data section size); validates the framing."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(
+                    path, f"too short for a safetensors file ({size} bytes; truncated?)"
+                )
+            (hlen,) = struct.unpack("<Q", head)
+            if hlen > size - 8:
+                raise CheckpointError(
+                    path,
+                    f"header length {hlen} is larger than the file ({size} bytes); "
+                    "truncated or not a safetensors file",
+                )
+            if hlen > MAX_HEADER:
+                raise CheckpointError(path, f"header length {hlen} is implausibly large")
+            raw = f.read(hlen)
+    except PermissionError as exc:
+        raise CheckpointError(path, "permission denied (cannot read the file)") from exc
+    except IsADirectoryError as exc:
+        raise CheckpointError(path, "is a directory, expected a .safetensors file") from exc
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(path, f"header is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "header is not a JSON object")
+    return header, 8 + hlen, size - 8 - hlen
+
+
+def _parse_entry(path: Path, name: str, entry: Any, data_size: int) -> tuple[str, tuple, int, int]:
+    """(dtype, shape, begin, end) of one header entry, checked against the data section."""
+    if not isinstance(entry, dict):
+        raise CheckpointError(path, f"header entry for tensor {name!r} is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise CheckpointError(path, f"tensor {name!r} has no dtype")
+    if not isinstance(shape, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+    ):
+        raise CheckpointError(path, f"tensor {name!r} has a bad shape {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise CheckpointError(path, f"tensor {name!r} has bad data_offsets {offsets!r}")
+    begin, end = offsets
+    if end > data_size:
+        raise CheckpointError(
+            path,
+            f"tensor {name!r} data_offsets [{begin}, {end}] lie outside the data section "
+            f"({data_size} bytes; truncated file?)",
+        )
+    numel = 1
+    for s in shape:
+        numel *= s
+    itemsize = DTYPES.get(dtype, (None, None))[0]
+    if itemsize is not None and numel * itemsize != end - begin:
+        raise CheckpointError(
+            path,
+            f"tensor {name!r}: dtype {dtype} x shape {shape} needs {numel * itemsize} bytes "
+            f"but data_offsets span {end - begin}",
+        )
+    return dtype, tuple(shape), begin, end
+
+
+class SafetensorsReader:
+    """One .safetensors file: its parsed header and, once a tensor is loaded, a memory map."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        header, self.data_start, self.data_size = read_header(path)
+        meta = header.pop("__metadata__", None)
+        self.metadata: dict[str, Any] = meta if isinstance(meta, dict) else {}
+        self.entries: dict[str, tuple[str, tuple, int, int]] = {
+            name: _parse_entry(path, name, entry, self.data_size)
+            for name, entry in header.items()
+        }
+        spans = sorted(
+            ((b, e, n) for n, (_, _, b, e) in self.entries.items() if e > b),
+        )
+        for (_, e0, n0), (b1, _, n1) in itertools.pairwise(spans):
+            if b1 < e0:
+                raise CheckpointError(path, f"tensors {n0!r} and {n1!r} overlap in the data")
+        self._map: np.memmap | None = None
+
+    def refs(self) -> list[TensorRef]:
+        """TensorRefs in file-offset order (the order the writer laid them out)."""
+        out = []
+        for name, (dtype, shape, begin, end) in sorted(
+            self.entries.items(), key=lambda kv: (kv[1][2], kv[0])
+        ):
+            note = _note_for(dtype)
+            out.append(
+                TensorRef(
+                    name=name, shape=shape, dtype=dtype, nbytes=end - begin, file=self.path,
+                    reader=self, analyzable=note is None, note=note,
+                )
+            )
+        return out
+
+    def _mapped(self) -> np.memmap:
+        if self._map is None:
+            import numpy as np
+
+            try:
+                # copy-on-write: writable for torch.frombuffer, never writes back to the file
+                self._map = np.memmap(self.path, dtype=np.uint8, mode="c")
+            except OSError as exc:
+                raise CheckpointError(self.path, f"cannot map: {exc.strerror or exc}") from exc
+        return self._map
+
+    def raw(self, ref: TensorRef) -> torch.Tensor:
+        """The stored tensor as a view of the map (storage dtype, no copy)."""
+        import torch
+
+        dtype, shape, begin, end = self.entries[ref.name]
+        tdtype = getattr(torch, DTYPES[dtype][1] or "", None)
+        if tdtype is None:
+            raise CheckpointError(self.path, f"tensor {ref.name}: dtype {dtype} has no torch type")
+        if end == begin:
+            return torch.empty(shape, dtype=tdtype)
+        mm = self._mapped()
+        flat = torch.frombuffer(
+            mm, dtype=tdtype, count=(end - begin) // tdtype.itemsize,
+            offset=self.data_start + begin,
+        )
+        return flat.reshape(shape)
+
+    def load(
+        self, ref: TensorRef, *, device: str, dtype: torch.dtype | None, hf_layout: bool
+    ) -> torch.Tensor:
+        """A fresh tensor (never aliasing the map) as `dtype` on `device`."""
+        t = self.raw(ref)
+        out = t.to(device=device, dtype=dtype or t.dtype)
+        if out.device.type == "cpu" and out.numel() and out.data_ptr() == t.data_ptr():
+            out = out.clone()
+        return out
+
+    def close(self) -> None:
+        # dropping the reference unmaps once no loaded view still uses it
+        self._map = None
+
+
+def open_files(files: list[Path]) -> tuple[list[TensorRef], list[SafetensorsReader], dict]:
+    """Open .safetensors files (one model, possibly sharded): refs, readers, metadata."""
+    refs: list[TensorRef] = []
+    readers: list[SafetensorsReader] = []
+    seen: dict[str, Path] = {}
+    metadata: dict[str, Any] = {}
+    for path in files:
+        reader = SafetensorsReader(path)
+        readers.append(reader)
+        for ref in reader.refs():
+            if ref.name in seen:
+                raise CheckpointError(
+                    path, f"tensor {ref.name!r} is also in {seen[ref.name].name}"
+                )
+            seen[ref.name] = path
+            refs.append(ref)
+        for k, v in reader.metadata.items():
+            metadata.setdefault(k, v)
+    return refs, readers, {"safetensors_metadata": metadata} if metadata else {}
