@@ -243,6 +243,8 @@ class Output:
     findings: list[Finding] = field(default_factory=list)
     #: metrics to merge into *another* analyzer's section, e.g. quant_alpha -> quantization
     extra_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: plot data to merge into another analyzer's section, e.g. quantization_full -> quantization
+    extra_data: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 AnalyzerFn = Callable[[Context], Output]
@@ -292,15 +294,20 @@ def default_methods() -> list[str]:
 _ORDER = {"stats": 0, "sparsity": 1, "quantization": 2, "embedding": 3, "spectral": 10}
 
 
+#: Modules that register analyzers, imported for their @register side effects.
+_MODULES = ("stats", "sparsity", "quantization", "embedding", "spectral", "quant_alpha")
+
+
 def _load_all() -> None:
-    # Imported for their @register side effects.
-    from analyzers import (  # noqa: F401
-        embedding,
-        quantization,
-        sparsity,
-        spectral,
-        stats,
-    )
+    """Import every analyzer module present in the package. A module that is not there (the
+    package is built in pieces) is left out; one that is there but fails to import raises."""
+    import importlib
+    import importlib.util
+
+    for mod in _MODULES:
+        full = f"analyzers.{mod}"
+        if importlib.util.find_spec(full) is not None:
+            importlib.import_module(full)
 
 
 def thresholds_from(options: Mapping[str, Any] | None) -> dict[str, float]:
@@ -389,6 +396,8 @@ def analyze(
                 result.metrics.setdefault(other, {}).update(values)
             if out.data:
                 result.data.setdefault(m, {}).update(out.data)
+            for other, values in out.extra_data.items():
+                result.data.setdefault(other, {}).update(values)
             result.findings.extend(out.findings)
         result.timings[m] = time.perf_counter() - ts
     result.elapsed_s = time.perf_counter() - t0
@@ -398,7 +407,9 @@ def analyze(
 def _finite_or_flag(x: torch.Tensor, result: TensorResult) -> bool:
     import torch
 
-    if x.numel() == 0 or bool(torch.isfinite(x).all()):
+    # A finite sum proves every value finite (NaN and Inf propagate); only a non-finite sum
+    # (or one that overflowed) needs the elementwise check, which is ten times slower.
+    if x.numel() == 0 or math.isfinite(float(x.sum())) or bool(torch.isfinite(x).all()):
         return True
     n_nan = int(torch.isnan(x).sum())
     n_inf = int(torch.isinf(x).sum())
@@ -428,3 +439,46 @@ def iter_findings(results: Iterable[TensorResult]) -> list[tuple[str, Finding]]:
     pairs = [(r.name, f) for r in results for f in r.findings]
     pairs.sort(key=lambda p: top_issue_key(p[1]))
     return pairs
+
+
+#: Percentiles are exact up to this many values, over an evenly strided sample beyond (DESIGN §5).
+EXACT_QUANTILE_LIMIT = 2**24
+
+
+def strided_sample(flat: torch.Tensor, limit: int = EXACT_QUANTILE_LIMIT) -> torch.Tensor:
+    """`flat` itself when it has at most `limit` values, else `limit` evenly spaced ones."""
+    import torch
+
+    n = flat.numel()
+    if n <= limit:
+        return flat
+    if n % limit == 0:
+        return flat[:: n // limit]
+    idx = torch.arange(limit, device=flat.device, dtype=torch.float64).mul_(n / limit)
+    return flat[idx.to(torch.int64)]
+
+
+def quantiles(flat: torch.Tensor, qs: Sequence[float], limit: int = EXACT_QUANTILE_LIMIT,
+              ) -> list[float]:
+    """Quantiles (linear interpolation, as numpy's default) of a 1-D float tensor, exact up to
+    `limit` values and over `strided_sample(flat, limit)` beyond. Selection, not a full sort:
+    numpy's introselect on the CPU, torch on other devices."""
+    import numpy as np
+    import torch
+
+    x = strided_sample(flat.reshape(-1), limit)
+    if x.numel() == 0:
+        return [math.nan for _ in qs]
+    if x.device.type == "cpu":
+        a = x.detach().numpy()
+        return [float(v) for v in np.quantile(a, list(qs))]
+    srt = torch.sort(x).values
+    n = srt.numel()
+    out = []
+    for q in qs:
+        pos = q * (n - 1)
+        lo = math.floor(pos)
+        hi = min(lo + 1, n - 1)
+        a, b = float(srt[lo]), float(srt[hi])
+        out.append(a + (b - a) * (pos - lo))
+    return out
