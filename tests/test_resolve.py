@@ -1,0 +1,126 @@
+"""Path resolution: files by extension, folder preference order, cached HF repo ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from wstui.checkpoint import CheckpointError, open_checkpoint
+from wstui.checkpoint.resolve import hf_cache_dir
+
+
+def _fake_cache(root: Path, repo: str, revs: list[str], main: str | None) -> Path:
+    """A hub cache laid out like huggingface_hub's: refs/main, snapshots/<rev>/ files."""
+    repo_dir = root / ("models--" + repo.replace("/", "--"))
+    for i, rev in enumerate(revs):
+        snap = repo_dir / "snapshots" / rev
+        snap.mkdir(parents=True)
+        save_file({f"rev{i}": torch.ones(2)}, snap / "model.safetensors")
+        (snap / "config.json").write_text(json.dumps({"model_type": "llama", "rev": rev}))
+        t = time.time() - 100 + i
+        os.utime(snap, (t, t))
+    if main is not None:
+        (repo_dir / "refs").mkdir(parents=True)
+        (repo_dir / "refs" / "main").write_text(main + "\n")
+    return repo_dir
+
+
+def _clear_hf_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HOME", raising=False)
+
+
+def test_cache_dir_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_hf_env(monkeypatch)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert hf_cache_dir() == tmp_path / "home" / ".cache" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hfhome"))
+    assert hf_cache_dir() == tmp_path / "hfhome" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hubcache"))
+    assert hf_cache_dir() == tmp_path / "hubcache"
+
+
+def test_repo_id_uses_refs_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_hf_env(monkeypatch)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    _fake_cache(tmp_path, "org/tiny", ["aaa", "bbb"], main="aaa")
+    with open_checkpoint("org/tiny") as ckpt:
+        assert ckpt.path == tmp_path / "models--org--tiny" / "snapshots" / "aaa"
+        assert [t.name for t in ckpt.tensors] == ["rev0"]
+        assert ckpt.config["rev"] == "aaa"
+        assert ckpt.metadata["repo_id"] == "org/tiny"
+
+
+def test_repo_id_newest_snapshot_without_ref(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clear_hf_env(monkeypatch)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.chdir(tmp_path)
+    _fake_cache(tmp_path / "hf" / "hub", "org/tiny", ["old", "new"], main=None)
+    with open_checkpoint("org/tiny") as ckpt:
+        assert ckpt.path.name == "new"
+
+
+def test_repo_id_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_hf_env(monkeypatch)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError) as err:
+        open_checkpoint("org/missing-model")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "org/missing-model" in msg
+    assert "not in the local Hugging Face cache" in msg
+    assert "never downloads" in msg
+    assert str(tmp_path / "empty") in msg
+
+
+def test_existing_path_wins_over_repo_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "org" / "tiny").mkdir(parents=True)
+    save_file({"local": torch.ones(2)}, tmp_path / "org" / "tiny" / "model.safetensors")
+    with open_checkpoint("org/tiny") as ckpt:
+        assert [t.name for t in ckpt.tensors] == ["local"]
+
+
+def test_folder_prefers_safetensors_over_bin(tmp_path: Path) -> None:
+    save_file({"st": torch.ones(2)}, tmp_path / "model.safetensors")
+    torch.save({"pt": torch.ones(2)}, tmp_path / "pytorch_model.bin")
+    torch.save({"args": 1}, tmp_path / "training_args.bin")
+    with open_checkpoint(tmp_path) as ckpt:
+        assert ckpt.format == "safetensors"
+    (tmp_path / "model.safetensors").unlink()
+    with open_checkpoint(tmp_path) as ckpt:  # training_args.bin is not a weight file
+        assert ckpt.format == "torch"
+        assert [f.name for f in ckpt.files] == ["pytorch_model.bin"]
+
+
+def test_bad_config_json_is_a_note(tmp_path: Path) -> None:
+    save_file({"w": torch.ones(2)}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text("{not json")
+    with open_checkpoint(tmp_path) as ckpt:
+        assert ckpt.config is None
+        assert any("config.json" in n for n in ckpt.metadata["notes"])
+
+
+def test_config_beside_a_single_file(tmp_path: Path) -> None:
+    save_file({"w": torch.ones(2)}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with open_checkpoint(tmp_path / "model.safetensors") as ckpt:
+        assert ckpt.config == {"model_type": "gpt2"}
+
+
+def test_unsupported_extension(tmp_path: Path) -> None:
+    path = tmp_path / "weights.npz"
+    path.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"unsupported file type \.npz") as err:
+        open_checkpoint(path)
+    assert str(path) in str(err.value)

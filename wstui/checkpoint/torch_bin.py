@@ -1,0 +1,196 @@
+"""PyTorch pickle reader (`.bin`, `.pt`, `.pth`): weights-only, memory-mapped where possible.
+
+`torch.load(weights_only=True)` never runs code from the file: a pickle that asks for a global
+outside the allow-list is refused, and we say which global it wanted. Zip-format files are
+memory-mapped (`mmap=True`), so listing reads the pickle but not the tensor bytes; the legacy
+non-zip format cannot be mapped and is read into memory.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wstui.checkpoint.base import CheckpointError, TensorRef
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+#: torch dtype name -> the safetensors vocabulary used for every format
+DTYPE_NAMES = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
+    "float8_e4m3fnuz": "F8_E4M3FNUZ",
+    "float8_e5m2fnuz": "F8_E5M2FNUZ",
+    "float8_e8m0fnu": "F8_E8M0",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "uint16": "U16",
+    "uint32": "U32",
+    "uint64": "U64",
+    "bool": "BOOL",
+    "complex64": "C64",
+    "complex128": "C128",
+}
+ANALYZABLE = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+
+#: keys under which training code nests the weights
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
+
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.bfloat16` -> `BF16` (safetensors vocabulary; unknown types keep torch's name)."""
+    name = str(dtype).removeprefix("torch.")
+    return DTYPE_NAMES.get(name, name.upper())
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _torch_load(path: Path) -> Any:
+    """`torch.load` with weights only; every failure becomes a one-line CheckpointError."""
+    import torch
+
+    try:
+        try:
+            return torch.load(path, weights_only=True, mmap=True, map_location="cpu")
+        except RuntimeError as exc:
+            if "mmap can only be used" not in str(exc):
+                raise
+            # legacy (non-zip) format: cannot be mapped, read it into memory
+            return torch.load(path, weights_only=True, mmap=False, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        m = _GLOBAL_RE.search(str(exc))
+        wanted = f"wants to import {m.group(1)}" if m else "asks for more than plain tensors"
+        raise CheckpointError(
+            path,
+            f"unsafe pickle refused: it {wanted}; wstui loads PyTorch files with "
+            "weights_only=True and never runs code from a checkpoint",
+        ) from exc
+    except PermissionError as exc:
+        raise CheckpointError(path, "permission denied (cannot read the file)") from exc
+    except IsADirectoryError as exc:
+        raise CheckpointError(path, "is a directory where a weight file is expected") from exc
+    except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, … on bad bytes
+        raise CheckpointError(
+            path, f"not a readable PyTorch checkpoint (truncated or corrupt?): {_first_line(exc)}"
+        ) from exc
+
+
+def _is_tensor(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
+def unwrap(obj: Any) -> dict[str, torch.Tensor]:
+    """The state dict inside a training checkpoint, flattened to dotted names.
+
+    `{"state_dict": …}`, `{"model": …}`, `{"module": …}` are unwrapped when the top level holds
+    no tensors itself; other nested dicts of tensors get dotted names; non-tensors are dropped.
+    """
+    while isinstance(obj, dict) and not any(_is_tensor(v) for v in obj.values()):
+        inner = next(
+            (obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict) and obj[k]), None
+        )
+        if inner is None:
+            break
+        obj = inner
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if _is_tensor(node):
+            out[prefix] = node
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+
+    if isinstance(obj, dict):
+        walk("", obj)
+    return out
+
+
+class TorchReader:
+    """One PyTorch file: its (memory-mapped) state dict."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        obj = _torch_load(path)
+        if not isinstance(obj, dict):
+            raise CheckpointError(
+                path, f"holds a {type(obj).__name__}, not a state dict of tensors"
+            )
+        self.tensors: dict[str, torch.Tensor] | None = unwrap(obj)
+        if not self.tensors:
+            raise CheckpointError(path, "holds no tensors (not a weights file?)")
+
+    def refs(self) -> list[TensorRef]:
+        """TensorRefs in stored order; a tensor sharing another's storage gets `tied_to`."""
+        import torch
+
+        out: list[TensorRef] = []
+        seen: dict[tuple, str] = {}
+        for name, t in (self.tensors or {}).items():
+            dtype = dtype_name(t.dtype)
+            note = None
+            if t.layout != torch.strided or t.is_quantized:
+                note = f"{t.layout} / quantized torch tensor: listed, not analyzed"
+            elif dtype not in ANALYZABLE:
+                note = f"integer/bool tensor ({dtype}): listed, not analyzed"
+            ref = TensorRef(
+                name=name, shape=tuple(t.shape), dtype=dtype,
+                nbytes=t.numel() * t.element_size(), file=self.path, reader=self,
+                analyzable=note is None, note=note,
+            )
+            if note is None and t.numel():
+                key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride())
+                if key in seen:
+                    ref.tied_to = seen[key]
+                else:
+                    seen[key] = name
+            out.append(ref)
+        return out
+
+    def load(
+        self, ref: TensorRef, *, device: str, dtype: torch.dtype | None, hf_layout: bool
+    ) -> torch.Tensor:
+        """A fresh tensor (never aliasing the map) as `dtype` on `device`."""
+        if self.tensors is None:
+            raise CheckpointError(self.path, f"tensor {ref.name}: reader is closed")
+        t = self.tensors[ref.name]
+        out = t.to(device=device, dtype=dtype or t.dtype)
+        if out.device.type == "cpu" and out.numel() and out.data_ptr() == t.data_ptr():
+            out = out.clone()
+        return out
+
+    def close(self) -> None:
+        self.tensors = None  # drops the mapped storages
+
+
+def open_files(files: list[Path]) -> tuple[list[TensorRef], list[TorchReader], dict]:
+    """Open PyTorch weight files (one model, possibly sharded): refs, readers, metadata."""
+    refs: list[TensorRef] = []
+    readers: list[TorchReader] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        reader = TorchReader(path)
+        readers.append(reader)
+        for ref in reader.refs():
+            if ref.name in seen:
+                raise CheckpointError(path, f"tensor {ref.name!r} is also in {seen[ref.name].name}")
+            seen[ref.name] = path
+            refs.append(ref)
+    return refs, readers, {}
