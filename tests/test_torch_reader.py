@@ -86,9 +86,11 @@ def test_unwrap_flattens_and_drops_non_tensors() -> None:
 def test_tied_storage_is_marked(tmp_path: Path) -> None:
     emb = torch.randn(10, 4)
     path = tmp_path / "tied.bin"
-    torch.save({"embed.weight": emb, "lm_head.weight": emb}, path)
+    torch.save({"lm_head.weight": emb, "model.embed_tokens.weight": emb}, path)
     with open_checkpoint(path) as ckpt:
-        assert ckpt.tensor("lm_head.weight").tied_to == "embed.weight"
+        # the reader reports shared storage, naming keeps the embedding as the original
+        assert ckpt.tensor("lm_head.weight").tied_to == "model.embed_tokens.weight"
+        assert ckpt.tensor("model.embed_tokens.weight").tied_to is None
         assert ckpt.n_params == 40
 
 

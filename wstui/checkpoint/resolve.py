@@ -219,14 +219,11 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         path=root, format=fmt, files=files, tensors=refs, config=config, metadata=meta,
         readers=readers,
     )
+    from wstui.checkpoint.naming import annotate
+
     try:
-        from wstui.checkpoint.naming import annotate
-    except ImportError:  # TODO(readers): drop this guard once naming.py lands
-        annotate = None
-    if annotate is not None:
-        try:
-            annotate(ckpt)
-        except Exception:
-            ckpt.close()
-            raise
+        annotate(ckpt)
+    except Exception:
+        ckpt.close()
+        raise
     return ckpt

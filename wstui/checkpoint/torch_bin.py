@@ -138,11 +138,10 @@ class TorchReader:
             raise CheckpointError(path, "holds no tensors (not a weights file?)")
 
     def refs(self) -> list[TensorRef]:
-        """TensorRefs in stored order; a tensor sharing another's storage gets `tied_to`."""
+        """TensorRefs in stored order."""
         import torch
 
         out: list[TensorRef] = []
-        seen: dict[tuple, str] = {}
         for name, t in (self.tensors or {}).items():
             dtype = dtype_name(t.dtype)
             note = None
@@ -150,19 +149,21 @@ class TorchReader:
                 note = f"{t.layout} / quantized torch tensor: listed, not analyzed"
             elif dtype not in ANALYZABLE:
                 note = f"integer/bool tensor ({dtype}): listed, not analyzed"
-            ref = TensorRef(
-                name=name, shape=tuple(t.shape), dtype=dtype,
-                nbytes=t.numel() * t.element_size(), file=self.path, reader=self,
-                analyzable=note is None, note=note,
+            out.append(
+                TensorRef(
+                    name=name, shape=tuple(t.shape), dtype=dtype,
+                    nbytes=t.numel() * t.element_size(), file=self.path, reader=self,
+                    analyzable=note is None, note=note,
+                )
             )
-            if note is None and t.numel():
-                key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride())
-                if key in seen:
-                    ref.tied_to = seen[key]
-                else:
-                    seen[key] = name
-            out.append(ref)
         return out
+
+    def storage_key(self, ref: TensorRef) -> tuple | None:
+        """Equal for two tensors that are the same bytes (tied weights); `naming` groups by it."""
+        t = (self.tensors or {}).get(ref.name)
+        if t is None or not t.numel() or t.is_sparse or t.is_quantized:
+            return None
+        return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
 
     def load(
         self, ref: TensorRef, *, device: str, dtype: torch.dtype | None, hf_layout: bool
