@@ -1,0 +1,169 @@
+"""Rich tables for `wstui scan`: the summary, the per-kind summary and the top issues."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from analyzers.core import LOWER_IS_WORSE, Severity, TensorResult
+from wstui.scan import ScanReport
+
+SEVERITY_STYLE = {Severity.CRITICAL: "bold red", Severity.WARN: "yellow", Severity.INFO: "cyan"}
+
+KIND_ORDER = ("embedding", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_qkv",
+              "attn_o", "mlp_gate", "mlp_up", "mlp_down", "mlp_gate_up", "moe_router",
+              "moe_expert", "norm", "lm_head", "bias", "other")
+
+
+def fmt(v: Any) -> str:
+    """A number in at most ~8 characters; '–' for missing, 'inf' for infinite."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) < 10**7 else f"{v:.3g}"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def human_count(n: int) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+def int8_sqnr(result: TensorResult) -> float | None:
+    """Per-tensor symmetric 8-bit SQNR (dB), the number behind `int8_lossy`."""
+    for s in result.metrics.get("quantization", {}).get("schemes", []) or []:
+        if s.get("bits") == 8 and s.get("granularity") == "tensor" and s.get("scheme") == "sym":
+            return s.get("sqnr_db")
+    return None
+
+
+def _metric(analyzer: str, key: str) -> Callable[[TensorResult], Any]:
+    return lambda r: r.metrics.get(analyzer, {}).get(key)
+
+
+#: (column title, getter) of the per-kind summary; a column shows when any kind has a value
+KIND_COLUMNS: Sequence[tuple[str, Callable[[TensorResult], Any]]] = (
+    ("alpha", _metric("spectral", "alpha")),
+    ("cond. number", _metric("spectral", "condition_number")),
+    ("stable rank", _metric("spectral", "stable_rank")),
+    ("rank util.", _metric("spectral", "rank_utilization")),
+    ("int8 SQNR dB", int8_sqnr),
+    ("kurtosis", _metric("stats", "kurtosis")),
+    ("outliers 1.5IQR", _metric("quantization", "outlier_frac_1p5")),
+)
+
+
+def _median(values: list[Any]) -> float | None:
+    xs = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+          and not math.isnan(float(v))]
+    return statistics.median(xs) if xs else None
+
+
+def summary_table(report: ScanReport, *, workers: int | None = None,
+                  cached: int | None = None) -> Table:
+    ck = report.checkpoint
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("checkpoint", f"{ck.get('path')} ({ck.get('format')}, {len(ck.get('files', []))} "
+              f"file{'s' if len(ck.get('files', [])) != 1 else ''})")
+    dtypes = ", ".join(f"{k} {v}" for k, v in sorted((ck.get("dtypes") or {}).items()))
+    t.add_row("parameters", f"{human_count(int(ck.get('n_params') or 0))} in "
+              f"{ck.get('n_tensors')} tensors ({dtypes})")
+    t.add_row("scanned", f"{len(report.entries)} tensors, methods {', '.join(report.methods)}"
+              + (f", {cached} from cache" if cached else ""))
+    run = f"{report.elapsed_s:.2f} s on {report.device}"
+    if workers:
+        run += f", {workers} worker{'s' if workers != 1 else ''}"
+    if not report.complete:
+        run += " (interrupted: partial results)"
+    t.add_row("time", run)
+    counts = {s: 0 for s in Severity}
+    for i in report.top_issues:
+        counts[i.finding.severity] += 1
+    parts = [Text(f"{counts[s]} {s.value}", style=SEVERITY_STYLE[s] if counts[s] else "dim")
+             for s in (Severity.CRITICAL, Severity.WARN, Severity.INFO)]
+    t.add_row("findings", Text(", ").join(parts))
+    n_err = sum(1 for e in report.entries if e.result.errors)
+    if n_err:
+        t.add_row("errors", Text(f"{n_err} tensors with analyzer errors (see --json)",
+                                 style="red"))
+    return t
+
+
+def kind_table(report: ScanReport) -> Table | None:
+    """Medians of the key metrics per module kind."""
+    by_kind: dict[str, list[TensorResult]] = {}
+    for e in report.entries:
+        by_kind.setdefault(e.ref.kind or "other", []).append(e.result)
+    if not by_kind:
+        return None
+    cols = [(title, get) for title, get in KIND_COLUMNS
+            if any(get(r) is not None for rs in by_kind.values() for r in rs)]
+    t = Table(title="Per module kind (medians)", title_justify="left", header_style="bold")
+    t.add_column("kind")
+    t.add_column("tensors", justify="right")
+    for title, _ in cols:
+        t.add_column(title, justify="right")
+    t.add_column("findings", justify="right")
+    order = {k: i for i, k in enumerate(KIND_ORDER)}
+    for kind in sorted(by_kind, key=lambda k: (order.get(k, len(order)), k)):
+        rs = by_kind[kind]
+        n_find = sum(len(r.findings) for r in rs)
+        t.add_row(kind, str(len(rs)), *[fmt(_median([get(r) for r in rs])) for _, get in cols],
+                  str(n_find) if n_find else "–")
+    return t
+
+
+def issues_table(report: ScanReport, limit: int = 20) -> Table:
+    issues = report.top_issues[: max(0, limit)]
+    title = f"Top issues ({len(issues)} of {len(report.top_issues)})"
+    t = Table(title=title, title_justify="left", header_style="bold")
+    t.add_column("severity")
+    t.add_column("tensor", overflow="fold")
+    t.add_column("code")
+    t.add_column("value vs threshold", justify="right")
+    t.add_column("message", overflow="fold")
+    for i in issues:
+        f = i.finding
+        op = "<" if f.code in LOWER_IS_WORSE else ">"
+        vs = fmt(f.value) if f.threshold is None else f"{fmt(f.value)} {op} {fmt(f.threshold)}"
+        t.add_row(Text(f.severity.value, style=SEVERITY_STYLE[f.severity]),
+                  i.ref.display_name, f.code, vs, f.message)
+    return t
+
+
+def render(report: ScanReport, *, top: int = 20, workers: int | None = None,
+           cached: int | None = None) -> Group:
+    parts: list[Any] = [summary_table(report, workers=workers, cached=cached), Text("")]
+    kt = kind_table(report)
+    if kt is not None:
+        parts += [kt, Text("")]
+    if report.top_issues:
+        parts.append(issues_table(report, top))
+    else:
+        parts.append(Text("No findings.", style="green"))
+    return Group(*parts)
+
+
+def print_report(report: ScanReport, console: Console | None = None, **kwargs: Any) -> None:
+    console = console or Console()
+    console.print(render(report, **kwargs))
