@@ -66,3 +66,52 @@ def test_names_round_trip_llama():
     assert experts == "model.layers.2.mlp.experts.gate_proj"
     assert gguf_to_hf("blk.0.attn_q.weight", "no-such-arch") is None
     assert hf_to_gguf("model.layers.0.rotary_emb.inv_freq", "llama") is None
+
+
+def _safetensors(tmp_path, sd) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k).numpy() for k in f.keys()}  # noqa: SIM118
+
+
+def test_gguf_matches_safetensors_after_hf_layout(tiny_llama, tmp_path):
+    from wstui.checkpoint.gguf import open_files
+
+    sd, cfg = tiny_llama
+    st = _safetensors(tmp_path, sd)
+    path = write_gguf(sd, cfg, tmp_path / "m.gguf", qtype="F32")
+    refs, readers, meta = open_files([path])
+    assert meta["llama.attention.head_count"] == 4
+    assert meta["llama.attention.head_count_kv"] == 2
+    assert {r.hf_name for r in refs} == set(st)
+    permuted = 0
+    for ref in refs:
+        want = st[ref.hf_name]
+        assert ref.shape == want.shape, ref.name
+        np.testing.assert_array_equal(ref.load(hf_layout=True).numpy(), want)
+        raw = ref.load().numpy()
+        if ".attn_q." in ref.name or ".attn_k." in ref.name:
+            assert not np.array_equal(raw, want), ref.name
+            permuted += 1
+        else:
+            np.testing.assert_array_equal(raw, want)
+    assert permuted == 4
+    for r in readers:
+        r.close()
+
+
+def test_q8_gguf_close_to_safetensors(tiny_llama, tmp_path):
+    from wstui.checkpoint.gguf import open_files
+
+    sd, cfg = tiny_llama
+    refs, _, _ = open_files([write_gguf(sd, cfg, tmp_path / "q8.gguf")])
+    for ref in refs:
+        want = sd[ref.hf_name].numpy()
+        got = ref.load(hf_layout=True).numpy()
+        err = np.sqrt(np.mean((got - want) ** 2) / np.mean(want**2))
+        assert err < (1e-2 if want.ndim == 2 else 1e-7), ref.name
+        assert ref.dtype == ("Q8_0" if want.ndim == 2 else "F32")

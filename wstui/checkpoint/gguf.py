@@ -1,0 +1,413 @@
+"""GGUF reader: header, scalar metadata and tensor infos parsed by hand; weights on demand.
+
+Why not `gguf.GGUFReader` at open: it builds numpy views of every metadata array, so a
+tokenizer with 50k-150k strings costs seconds before the first tensor is listed. Here the
+file is memory-mapped and walked with `struct.unpack_from`; arrays are skipped (string arrays
+by hopping over their lengths), so only the pages holding the header are touched.
+Dequantizing stays with the `gguf` package (`gguf.quants`), which knows every ggml type.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+import threading
+from contextlib import suppress
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from wstui.checkpoint.base import CheckpointError, TensorRef
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4
+#: numeric arrays up to this length are kept in the metadata (per-layer head counts, ...)
+SMALL_ARRAY = 64
+
+#: GGUF value type -> struct format (scalars); 8 = string, 9 = array
+_SCALARS = {k: struct.Struct(f) for k, f in {
+    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+    10: "<Q", 11: "<q", 12: "<d"}.items()}
+_STRING, _ARRAY = 8, 9
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_HEADER = struct.Struct("<4sIQQ")
+
+#: architectures whose q/k rows llama.cpp's converter permutes (LlamaModel.undo_permute and
+#: the classes that inherit it): the "normal" rope pairs adjacent rows, HF pairs halves
+PERMUTED_ARCHS = frozenset(
+    {"llama", "mistral", "deci", "granite", "granitemoe", "granitehybrid", "llada",
+     "nanbeige", "arcee", "smollm3", "apertus"}
+)
+#: architectures whose RMSNorm weights the converter stores as 1 + w (Gemma's (1 + w) norm)
+NORM_PLUS_ONE_ARCHS = frozenset({"gemma", "gemma2", "gemma3"})
+#: gpt2 stores Conv1D (in x out) matrices; the converter transposes them to (out x in)
+_GPT2_TRANSPOSED = re.compile(r"^blk\.\d+\.(attn_qkv|attn_output|ffn_up|ffn_down)\.weight$")
+_QK = re.compile(r"^blk\.(\d+)\.attn_(q|k)\.(weight|bias)$")
+_INT_TYPES = frozenset({"I8", "I16", "I32", "I64"})
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _ggml_types() -> tuple[Any, dict[Any, tuple[int, int]]]:
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    return GGMLQuantizationType, GGML_QUANT_SIZES
+
+
+@cache
+def _loadable(type_id: int) -> bool:
+    """Whether `gguf.quants` (or numpy, for F64) can turn this type into floats."""
+    import gguf
+
+    qt, sizes = _ggml_types()
+    t = qt(type_id)
+    if t.name in _INT_TYPES:
+        return False
+    if t.name in ("F32", "F16", "F64", "BF16"):
+        return True
+    _, type_size = sizes[t]
+    try:
+        gguf.quants.dequantize(np.zeros((1, type_size), dtype=np.uint8), t)
+    except (NotImplementedError, ValueError, KeyError):
+        return False
+    return True
+
+
+class _Walker:
+    """Cursor over the mapped bytes; raises _Truncated when a read runs past the end."""
+
+    __slots__ = ("buf", "off", "size")
+
+    def __init__(self, buf: Any, size: int) -> None:
+        self.buf, self.off, self.size = buf, 0, size
+
+    def unpack(self, st: struct.Struct) -> tuple:
+        try:
+            v = st.unpack_from(self.buf, self.off)
+        except struct.error:
+            raise _Truncated from None
+        self.off += st.size
+        return v
+
+    def u32(self) -> int:
+        return self.unpack(_U32)[0]
+
+    def u64(self) -> int:
+        return self.unpack(_U64)[0]
+
+    def string(self) -> str:
+        n = self.u64()
+        end = self.off + n
+        if end > self.size:
+            raise _Truncated
+        s = bytes(self.buf[self.off:end]).decode("utf-8", errors="replace")
+        self.off = end
+        return s
+
+    def skip_strings(self, count: int) -> None:
+        """Hop over `count` length-prefixed strings without decoding them."""
+        buf, off, size = self.buf, self.off, self.size
+        unpack = _U64.unpack_from
+        try:
+            for _ in range(count):
+                off += 8 + unpack(buf, off)[0]
+        except struct.error:
+            raise _Truncated from None
+        if off > size:
+            raise _Truncated
+        self.off = off
+
+    def value(self, vtype: int, key: str) -> Any:
+        st = _SCALARS.get(vtype)
+        if st is not None:
+            return self.unpack(st)[0]
+        if vtype == _STRING:
+            return self.string()
+        if vtype == _ARRAY:
+            return self.array(key)
+        raise ValueError(f"metadata {key!r} has unknown value type {vtype}")
+
+    def array(self, key: str) -> Any:
+        etype = self.u32()
+        count = self.u64()
+        st = _SCALARS.get(etype)
+        if st is not None:
+            if count <= SMALL_ARRAY and etype != 7:
+                vals = self.unpack(struct.Struct("<" + st.format[1] * count)) if count else ()
+                return list(vals)
+            self.off += st.size * count
+            if self.off > self.size:
+                raise _Truncated
+            return _SkippedArray(count)
+        if etype == _STRING:
+            self.skip_strings(count)
+            return _SkippedArray(count)
+        if etype == _ARRAY:
+            for _ in range(count):
+                self.array(key)
+            return _SkippedArray(count)
+        raise ValueError(f"metadata {key!r} is an array of unknown type {etype}")
+
+
+class _SkippedArray:
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+
+class GGUFTensorReader:
+    """Loads tensors of one GGUF file through a read-only numpy memmap (opened lazily)."""
+
+    def __init__(self, path: Path, infos: dict[str, tuple[int, int, tuple[int, ...]]],
+                 metadata: dict[str, Any]) -> None:
+        self.path = path
+        self._infos = infos  # name -> (absolute offset, ggml type id, ggml dims)
+        self._meta = metadata
+        self._mm: np.memmap | None = None
+        self._lock = threading.Lock()
+
+    def _map(self) -> np.memmap:
+        with self._lock:
+            if self._mm is None:
+                try:
+                    self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+                except OSError as e:
+                    raise CheckpointError(self.path, f"cannot map file: {e.strerror or e}") from e
+            return self._mm
+
+    def close(self) -> None:
+        with self._lock:
+            mm, self._mm = self._mm, None
+        if mm is not None and getattr(mm, "_mmap", None) is not None:
+            # a view still alive keeps the map open: leave that one to the GC
+            with suppress(BufferError, ValueError):
+                mm._mmap.close()
+
+    def array(self, ref: TensorRef) -> np.ndarray:
+        """The tensor as a float32 numpy array in PyTorch order, dequantized."""
+        import gguf
+
+        off, type_id, dims = self._infos[ref.name]
+        qt, _ = _ggml_types()
+        t = qt(type_id)
+        raw = self._map()[off:off + ref.nbytes]
+        shape = tuple(reversed(dims))
+        if t.name == "F32":
+            out = np.array(raw.view(np.float32))
+        elif t.name == "F64":
+            out = raw.view(np.float64).astype(np.float32)
+        elif t.name == "F16":
+            out = raw.view(np.float16).astype(np.float32)
+        else:
+            rows = 1
+            for d in dims[1:]:
+                rows *= d
+            out = gguf.quants.dequantize(np.asarray(raw).reshape(rows, -1), t)
+        return out.reshape(shape)
+
+    def load(self, ref: TensorRef, *, device: str = "cpu", dtype: torch.dtype | None = None,
+             hf_layout: bool = False) -> torch.Tensor:
+        import torch
+
+        try:
+            arr = self.array(ref)
+        except (ValueError, OSError) as e:
+            raise CheckpointError(self.path, f"tensor {ref.name}: {e}") from e
+        if hf_layout:
+            arr = to_hf_layout(ref.name, arr, self._meta)
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        return t.to(device=device, dtype=dtype or torch.float32)
+
+
+def _head_count(meta: dict[str, Any], arch: str, key: str, block: int) -> int | None:
+    v = meta.get(f"{arch}.attention.{key}")
+    if isinstance(v, list):
+        v = v[block] if block < len(v) else None
+    return int(v) if v else None
+
+
+def to_hf_layout(name: str, arr: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """Undo what llama.cpp's converter did to a tensor so it matches the HF checkpoint.
+
+    llama family: q/k rows back from the interleaved rope order; gemma: norm weights minus
+    the 1 the converter added; gpt2: Conv1D matrices back to (in x out).
+    """
+    from wstui.checkpoint.gguf_write import unpermute_qk
+
+    arch = str(meta.get("general.architecture", ""))
+    if arch in PERMUTED_ARCHS and (m := _QK.match(name)):
+        block = int(m.group(1))
+        n_head = _head_count(meta, arch, "head_count", block)
+        if m.group(2) == "k":
+            n_head = _head_count(meta, arch, "head_count_kv", block) or n_head
+        if n_head and arr.shape[0] % (2 * n_head) == 0:
+            return unpermute_qk(arr, n_head)
+    elif arch in NORM_PLUS_ONE_ARCHS and name.endswith("norm.weight"):
+        return arr - 1.0
+    elif arch == "gpt2" and arr.ndim == 2 and _GPT2_TRANSPOSED.match(name):
+        return arr.T
+    return arr
+
+
+def _parse(path: Path) -> tuple[dict[str, Any], list[tuple[str, int, tuple[int, ...], int]],
+                                int, int]:
+    """(metadata, [(name, type id, ggml dims, relative offset)], data start, file size)."""
+    try:
+        size = os.path.getsize(path)
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the mmap
+    except IsADirectoryError:
+        raise CheckpointError(path, "is a directory, expected a .gguf file") from None
+    except PermissionError:
+        raise CheckpointError(path, "permission denied") from None
+    except OSError as e:
+        raise CheckpointError(path, f"cannot open: {e.strerror or e}") from None
+    with f:
+        if size < _HEADER.size:
+            if f.read(4) not in (MAGIC[:size], MAGIC):
+                raise CheckpointError(path, "not a GGUF file (bad magic)")
+            raise CheckpointError(path, f"truncated GGUF: {size} bytes, header needs 24")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            try:
+                return _parse_buffer(path, mm, size)
+            except _Truncated:
+                raise CheckpointError(path, "truncated GGUF: metadata runs past the end of "
+                                            f"the file ({size} bytes)") from None
+
+
+def _parse_buffer(path: Path, buf: Any, size: int):
+    w = _Walker(buf, size)
+    magic, version, n_tensors, n_kv = w.unpack(_HEADER)
+    if magic != MAGIC:
+        raise CheckpointError(path, f"not a GGUF file (bad magic {magic!r})")
+    if version not in SUPPORTED_VERSIONS:
+        if struct.unpack("<I", struct.pack(">I", version))[0] in SUPPORTED_VERSIONS:
+            raise CheckpointError(path, "big-endian GGUF is not supported")
+        raise CheckpointError(path, f"unsupported GGUF version {version} (need 2 or 3)")
+    # each KV takes >= 12 bytes and each tensor info >= 24: a bigger count is a broken file
+    if n_kv * 12 + n_tensors * 24 > size:
+        raise CheckpointError(path, f"corrupt GGUF header: {n_tensors} tensors, {n_kv} "
+                                    f"metadata entries do not fit in {size} bytes")
+    meta: dict[str, Any] = {"gguf.version": version}
+    arrays: dict[str, int] = {}
+    for _ in range(n_kv):
+        key = w.string()
+        vtype = w.u32()
+        try:
+            val = w.value(vtype, key)
+        except ValueError as e:
+            raise CheckpointError(path, str(e)) from None
+        if isinstance(val, _SkippedArray):
+            arrays[key] = val.count
+        else:
+            meta[key] = val
+    meta["gguf.arrays"] = arrays  # skipped arrays and their lengths (e.g. the vocab size)
+    infos = []
+    for _ in range(n_tensors):
+        name = w.string()
+        n_dims = w.u32()
+        if n_dims > MAX_DIMS:
+            raise CheckpointError(path, f"tensor {name}: {n_dims} dims (ggml allows {MAX_DIMS})")
+        dims = w.unpack(struct.Struct("<" + "Q" * n_dims)) if n_dims else ()
+        type_id = w.u32()
+        rel = w.u64()
+        infos.append((name, type_id, tuple(int(d) for d in dims), rel))
+    align = meta.get("general.alignment", DEFAULT_ALIGNMENT)
+    if not isinstance(align, int) or align <= 0:
+        raise CheckpointError(path, f"bad general.alignment {align!r}")
+    start = -(-w.off // align) * align
+    return meta, infos, start, size
+
+
+def _tensor_nbytes(dims: tuple[int, ...], type_id: int) -> int | None:
+    qt, sizes = _ggml_types()
+    try:
+        block, type_size = sizes[qt(type_id)]
+    except (ValueError, KeyError):
+        return None
+    n = 1
+    for d in dims:
+        n *= d
+    if dims and dims[0] % block:
+        raise ValueError(f"row length {dims[0]} is not a multiple of the block size {block}")
+    return n // block * type_size
+
+
+def _open_one(path: Path) -> tuple[list[TensorRef], GGUFTensorReader, dict[str, Any]]:
+    from wstui.checkpoint.gguf_names import gguf_to_hf
+
+    meta, infos, start, size = _parse(path)
+    qt, _ = _ggml_types()
+    arch = str(meta.get("general.architecture", "llama"))
+    ends = [*sorted({rel for _, _, _, rel in infos}), size - start]
+    refs: list[TensorRef] = []
+    table: dict[str, tuple[int, int, tuple[int, ...]]] = {}
+    for name, type_id, dims, rel in infos:
+        shape = tuple(reversed(dims))
+        try:
+            nbytes = _tensor_nbytes(dims, type_id)
+        except ValueError as e:
+            raise CheckpointError(path, f"tensor {name}: {e}") from None
+        note = None
+        if nbytes is None:
+            # unknown type: list it, sized up to the next tensor's offset
+            nxt = next((e for e in ends if e > rel), size - start)
+            nbytes = max(0, nxt - rel)
+            dtype, analyzable, note = f"ggml_type_{type_id}", False, (
+                f"unsupported ggml type {type_id}")
+        else:
+            dtype = qt(type_id).name
+            if start + rel + nbytes > size:
+                raise CheckpointError(path, f"truncated GGUF: tensor {name} data ends at byte "
+                                            f"{start + rel + nbytes}, file has {size}")
+            analyzable = _loadable(type_id)
+            if not analyzable:
+                note = ("integer tensor" if dtype in _INT_TYPES
+                        else f"gguf.quants cannot dequantize {dtype}")
+        table[name] = (start + rel, type_id, dims)
+        refs.append(TensorRef(name=name, shape=shape, dtype=dtype, nbytes=nbytes, file=path,
+                              hf_name=gguf_to_hf(name, arch), analyzable=analyzable,
+                              note=note))
+    reader = GGUFTensorReader(path, table, meta)
+    for r in refs:
+        r.reader = reader
+    return refs, reader, meta
+
+
+def open_files(files: list[Path]) -> tuple[list[TensorRef], list[GGUFTensorReader],
+                                           dict[str, Any]]:
+    """Open one GGUF or the shards of a split GGUF; reads headers only.
+
+    Metadata: the scalar KVs of the first file (`general.architecture`,
+    `{arch}.block_count`, `{arch}.attention.head_count`, ...), numeric arrays of up to 64
+    items as lists, `gguf.version`, and `gguf.arrays` (key -> length of each skipped array).
+    """
+    refs: list[TensorRef] = []
+    readers: list[GGUFTensorReader] = []
+    meta: dict[str, Any] = {}
+    try:
+        for i, f in enumerate(files):
+            r, reader, m = _open_one(Path(f))
+            if i == 0:
+                meta = m
+            else:  # shards share the first file's metadata (arch, head counts) for hf_layout
+                reader._meta = meta
+            refs.extend(r)
+            readers.append(reader)
+    except BaseException:
+        for reader in readers:
+            reader.close()
+        raise
+    return refs, readers, meta
