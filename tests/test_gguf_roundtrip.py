@@ -115,3 +115,54 @@ def test_q8_gguf_close_to_safetensors(tiny_llama, tmp_path):
         err = np.sqrt(np.mean((got - want) ** 2) / np.mean(want**2))
         assert err < (1e-2 if want.ndim == 2 else 1e-7), ref.name
         assert ref.dtype == ("Q8_0" if want.ndim == 2 else "F32")
+
+
+def _tiny_names(arch: str) -> list[str]:
+    """State-dict names of a tiny random-init transformers model (built on the meta device)."""
+    t = pytest.importorskip("transformers")
+    common = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64)
+    cfg, cls = {
+        "llama": (lambda: t.LlamaConfig(num_key_value_heads=2, **common), "LlamaForCausalLM"),
+        "qwen2": (lambda: t.Qwen2Config(num_key_value_heads=2, **common), "Qwen2ForCausalLM"),
+        "gemma": (lambda: t.GemmaConfig(head_dim=8, **common), "GemmaForCausalLM"),
+        "phi3": (lambda: t.Phi3Config(pad_token_id=0, **common), "Phi3ForCausalLM"),
+        "gpt2": (lambda: t.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4),
+                 "GPT2LMHeadModel"),
+        "gptneox": (lambda: t.GPTNeoXConfig(**common), "GPTNeoXForCausalLM"),
+        "bert": (lambda: t.BertConfig(**common), "BertModel"),
+    }[arch]
+    with torch.device("meta"):
+        model = getattr(t, cls)(cfg())
+    return list(model.state_dict())
+
+
+# HF tensors llama.cpp's converter drops (tied heads, BERT's pooler): no GGUF name
+_NO_GGUF = {"gemma": {"lm_head.weight"}, "bert": {"pooler.dense.weight", "pooler.dense.bias"}}
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "phi3", "gpt2", "gptneox", "bert"])
+def test_names_round_trip_through_transformers_models(arch):
+    names = _tiny_names(arch)
+    for hf in names:
+        g = hf_to_gguf(hf, arch)
+        if hf in _NO_GGUF.get(arch, set()):
+            assert g is None, hf
+            continue
+        assert g is not None, hf
+        assert gguf_to_hf(g, arch) == hf, (hf, g)
+
+
+def test_open_checkpoint_end_to_end(tiny_llama, tmp_path):
+    """resolve -> gguf.open_files -> naming: kinds and blocks come from the HF names."""
+    from wstui.checkpoint import open_checkpoint
+
+    sd, cfg = tiny_llama
+    path = write_gguf(sd, cfg, tmp_path / "e2e.gguf", qtype="Q4_0")
+    with open_checkpoint(path) as ckpt:
+        assert ckpt.format == "gguf" and len(ckpt.tensors) == len(sd)
+        assert ckpt.metadata["general.architecture"] == "llama"
+        q = ckpt.tensor("model.layers.1.self_attn.q_proj.weight")
+        assert (q.name, q.kind, q.block, q.dtype) == ("blk.1.attn_q.weight", "attn_q", 1, "Q4_0")
+        assert ckpt.tensor("output.weight").kind == "lm_head"
+        assert ckpt.tensor("token_embd.weight").kind == "embedding"
