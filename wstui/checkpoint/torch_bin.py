@@ -56,8 +56,10 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first sentence of an exception message (torch's run to paragraphs)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:200]
+    text = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    return text[:200] or type(exc).__name__
 
 
 def _torch_load(path: Path) -> Any:

@@ -1,0 +1,223 @@
+"""A corpus of broken checkpoints, built in a temporary folder, one per way a file can be bad.
+
+Each `Case` says what to open, which file the one-line error must name, and words the message
+must contain. Everything is made from small valid files, then damaged byte by byte; the unsafe
+pickles are written as raw pickle opcodes and are never unpickled by anything but torch's
+weights-only unpickler (which refuses them).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+
+def _evil_pickle(module: str) -> bytes:
+    """Protocol-2 opcodes: PROTO 2, GLOBAL module.system, MARK 'echo' TUPLE, REDUCE, STOP.
+
+    Plain `pickle.load` would call os.system("echo"); only torch's weights-only unpickler ever
+    sees these bytes, and it refuses at the GLOBAL.
+    """
+    return (
+        b"\x80\x02c" + module.encode() + b"\nsystem\n"
+        + b"(X\x04\x00\x00\x00echot" + b"R."
+    )
+
+
+@dataclass
+class Case:
+    """A broken input: `target` is what the user passes, `names` the file the error names."""
+
+    target: Path | str
+    names: Path
+    words: tuple[str, ...] = ()
+    cli: bool = False  # also checked through `python -m wstui ls`
+    extra: dict = field(default_factory=dict)
+
+
+def _st_header(
+    path: Path, header: dict | bytes, data: bytes = b"", hlen: int | None = None
+) -> Path:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw) if hlen is None else hlen) + raw + data)
+    return path
+
+
+def _gguf(path: Path) -> Path:
+    import gguf
+
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(1)
+    w.add_tensor("blk.0.attn_q.weight", np.ones((8, 32), np.float32))
+    w.add_tensor("blk.0.attn_k.weight", np.ones((4, 32), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _set_ggml_type(data: bytearray, name: bytes, ggml_type: int) -> None:
+    """Patch the type id of one tensor info (after name, n_dims:u32, dims:u64 x n_dims)."""
+    i = data.index(name) + len(name)
+    (n_dims,) = struct.unpack_from("<I", data, i)
+    struct.pack_into("<I", data, i + 4 + 8 * n_dims, ggml_type)
+
+
+def build_corpus(root: Path) -> dict[str, Case]:
+    """Write every bad input under `root`; returns case name -> Case."""
+    root.mkdir(parents=True, exist_ok=True)
+    cases: dict[str, Case] = {}
+
+    def case(name: str, target: Path | str, names: Path | None = None, *words: str,
+             cli: bool = False) -> None:
+        cases[name] = Case(target, names if names is not None else Path(target), words, cli)
+
+    good_st = root / "good.safetensors"
+    save_file({"a": torch.arange(12.0).reshape(3, 4), "b": torch.ones(4)}, good_st)
+    good_bytes = good_st.read_bytes()
+    good_bin = root / "good.bin"
+    torch.save({"a": torch.arange(12.0).reshape(3, 4)}, good_bin)
+
+    # --- paths and folders
+    case("missing_path", root / "nope.safetensors", None, "does not exist", cli=True)
+    (root / "empty").mkdir()
+    case("empty_folder", root / "empty", None, "empty", cli=True)
+    (root / "config_only").mkdir()
+    (root / "config_only" / "config.json").write_text('{"model_type": "llama"}')
+    case("config_without_weights", root / "config_only", None, "config.json", "no weight")
+    (root / "notes").mkdir()
+    (root / "notes" / "README.md").write_text("hello")
+    case("folder_without_weights", root / "notes", None, "no weight files")
+    (root / "weights.npz").write_bytes(b"PK")
+    case("unsupported_extension", root / "weights.npz", None, "unsupported file type")
+    noperm = root / "noperm.safetensors"
+    noperm.write_bytes(good_bytes)
+    noperm.chmod(0)
+    case("no_read_permission", noperm, None, "permission denied")
+    (root / "dir_shard").mkdir()
+    (root / "dir_shard" / "model.safetensors").mkdir()
+    case("directory_as_weight_file", root / "dir_shard", root / "dir_shard" / "model.safetensors",
+         "is a directory")
+    (root / "dir_in_index").mkdir()
+    (root / "dir_in_index" / "shard.safetensors").mkdir()
+    (root / "dir_in_index" / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "shard.safetensors"}})
+    )
+    case("directory_named_by_index", root / "dir_in_index",
+         root / "dir_in_index" / "shard.safetensors", "is a directory")
+    (root / "broken_link").mkdir()
+    (root / "broken_link" / "model.safetensors").symlink_to(root / "blobs" / "missing")
+    case("broken_symlink", root / "broken_link", root / "broken_link" / "model.safetensors",
+         "broken link")
+
+    # --- sharded indexes
+    for fmt, index_name, shard in (
+        ("st", "model.safetensors.index.json", "model-00002-of-00002.safetensors"),
+        ("bin", "pytorch_model.bin.index.json", "pytorch_model-00002-of-00002.bin"),
+    ):
+        folder = root / f"index_{fmt}"
+        folder.mkdir()
+        first = folder / shard.replace("00002-of", "00001-of")
+        if fmt == "st":
+            save_file({"a": torch.ones(2)}, first)
+        else:
+            torch.save({"a": torch.ones(2)}, first)
+        (folder / index_name).write_text(
+            json.dumps({"weight_map": {"a": first.name, "b": shard}})
+        )
+        case(f"index_missing_shard_{fmt}", folder, folder / index_name, shard, "does not exist",
+             cli=fmt == "st")
+    (root / "index_bad").mkdir()
+    (root / "index_bad" / "model.safetensors.index.json").write_text("{weight_map: nope")
+    case("index_not_json", root / "index_bad", root / "index_bad" / "model.safetensors.index.json",
+         "not valid JSON")
+
+    # --- safetensors damage
+    p = root / "truncated.safetensors"
+    p.write_bytes(good_bytes[:-10])
+    case("st_truncated", p, None, "truncated", cli=True)
+    p = root / "truncated_in_header.safetensors"
+    p.write_bytes(good_bytes[:20])
+    case("st_truncated_in_header", p, None, "larger than the file")
+    p = root / "tiny.safetensors"
+    p.write_bytes(b"\x01\x02")
+    case("st_shorter_than_length_field", p, None, "too short")
+    case("st_header_length_too_large",
+         _st_header(root / "hlen.safetensors", {"a": {}}, hlen=10**9), None,
+         "header length 1000000000", "larger than the file", cli=True)
+    case("st_header_not_json", _st_header(root / "notjson.safetensors", b"{'a': oops}  "), None,
+         "not valid JSON", cli=True)
+    case("st_header_not_utf8", _st_header(root / "binary.safetensors", b"\xff\xfe\x00{"), None,
+         "not valid JSON")
+    case("st_header_not_object", _st_header(root / "list.safetensors", b"[1, 2]"), None,
+         "not a JSON object")
+    f32 = {"dtype": "F32", "shape": [2, 2]}
+    case("st_offsets_outside_data",
+         _st_header(root / "outside.safetensors",
+                    {"a": {**f32, "data_offsets": [16, 32]}}, bytes(16)),
+         None, "outside the data")
+    case("st_offsets_reversed",
+         _st_header(root / "reversed.safetensors",
+                    {"a": {**f32, "data_offsets": [16, 0]}}, bytes(16)),
+         None, "bad data_offsets")
+    case("st_overlapping_tensors",
+         _st_header(root / "overlap.safetensors",
+                    {"a": {**f32, "data_offsets": [0, 16]}, "b": {**f32, "data_offsets": [8, 24]}},
+                    bytes(24)),
+         None, "overlap")
+    case("st_dtype_shape_disagree",
+         _st_header(root / "mismatch.safetensors",
+                    {"a": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 16]}}, bytes(16)),
+         None, "BF16", "needs 8 bytes", "span 16")
+    case("st_bad_shape",
+         _st_header(root / "shape.safetensors",
+                    {"a": {"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 16]}}, bytes(16)),
+         None, "bad shape")
+    case("st_entry_not_object",
+         _st_header(root / "entry.safetensors", {"a": [1, 2]}), None, "not an object")
+
+    # --- PyTorch pickles
+    p = root / "evil_raw.bin"
+    p.write_bytes(_evil_pickle("posix"))
+    case("bin_pickle_imports_code", p, None, "unsafe", "posix.system", cli=True)
+    with zipfile.ZipFile(good_bin) as src, zipfile.ZipFile(root / "evil_zip.pt", "w") as dst:
+        for info in src.infolist():
+            payload = src.read(info)
+            if info.filename.endswith("data.pkl"):
+                payload = _evil_pickle("os")
+            dst.writestr(info, payload)
+    case("bin_zip_pickle_imports_code", root / "evil_zip.pt", None, "unsafe", "os.system")
+    p = root / "truncated.bin"
+    p.write_bytes(good_bin.read_bytes()[:200])
+    case("bin_truncated", p, None, "truncated or corrupt")
+    p = root / "garbage.pt"
+    p.write_bytes(b"this is not a pickle at all " * 8)
+    case("bin_garbage", p, None, "not a readable PyTorch checkpoint")
+    p = root / "list.pt"
+    torch.save([torch.ones(2)], p)
+    case("bin_not_a_state_dict", p, None, "holds a list")
+
+    # --- GGUF damage (the reader is helper "gguf"'s; the corpus checks it end to end)
+    good_gguf = _gguf(root / "good.gguf")
+    data = good_gguf.read_bytes()
+    p = root / "badmagic.gguf"
+    p.write_bytes(b"GGML" + data[4:])
+    case("gguf_bad_magic", p, None, "magic", cli=True)
+    p = root / "truncated.gguf"
+    p.write_bytes(data[: len(data) - 64])
+    case("gguf_truncated", p, None, "truncated")
+    p = root / "truncated_header.gguf"
+    p.write_bytes(data[:40])
+    case("gguf_truncated_in_header", p, None, "GGUF")
+    unknown = bytearray(data)
+    _set_ggml_type(unknown, b"blk.0.attn_k.weight", 99)
+    (root / "unknown_type.gguf").write_bytes(bytes(unknown))  # opens: see the test
+    return cases
