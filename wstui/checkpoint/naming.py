@@ -380,9 +380,11 @@ class TreeNode:
         return sum(1 for _ in self.iter_tensors())
 
 
-def _leaf_key(ref: TensorRef, info: NameInfo) -> tuple[int, int, int, str]:
+def _leaf_key(ref: TensorRef, info: NameInfo) -> tuple[int, int, int, int, str]:
+    # outside blocks the bigger table of a kind comes first (BERT: words before token types)
+    size = -ref.numel if info.block is None else 0
     return (_KIND_RANK.get(info.module_kind, len(KINDS)),
-            -1 if info.expert is None else info.expert, info.param_rank, ref.name)
+            -1 if info.expert is None else info.expert, info.param_rank, size, ref.name)
 
 
 def _leaf(ref: TensorRef, info: NameInfo, group: str, label: str) -> TreeNode:
