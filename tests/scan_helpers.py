@@ -11,6 +11,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from analyzers import core
+from analyzers.core import Output, Severity, SkipAnalyzer, finding
 from wstui.checkpoint.base import Checkpoint, CheckpointError, TensorRef
 
 _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -119,3 +121,63 @@ def small_model(seed: int = 0, layers: int = 2, hidden: int = 48) -> dict[str, t
     out["model.norm.weight"] = torch.ones(hidden)
     out["position_ids"] = torch.arange(16, dtype=torch.int64)
     return out
+
+
+CALLS: list[tuple[str, str]] = []
+_calls_lock = threading.Lock()
+
+
+def _log(analyzer: str, name: str) -> None:
+    with _calls_lock:
+        CALLS.append((analyzer, name))
+
+
+def install_fakes(monkeypatch) -> None:
+    """A private registry with cheap `fstats`, `fquant` and heavy `fspec`, `fboom`, `fslow`
+    (the last two not default); every call is logged in CALLS."""
+    monkeypatch.setattr(core, "_REGISTRY", {})
+    monkeypatch.setattr(core, "_load_all", lambda: None)
+    CALLS.clear()
+
+    @core.register("fstats", version="1")
+    def fstats(ctx):
+        _log("fstats", ctx.name)
+        t = ctx.tensor
+        return Output(metrics={"mean": float(t.mean()), "numel": int(t.numel())})
+
+    @core.register("fquant", version="1")
+    def fquant(ctx):
+        _log("fquant", ctx.name)
+        if ctx.tensor.dim() < 2:
+            raise SkipAnalyzer("1-D tensor")
+        return Output(metrics={"schemes": [
+            {"bits": 8, "granularity": "tensor", "scheme": "sym", "sqnr_db": 40.0},
+            {"bits": 4, "granularity": "channel", "scheme": "asym", "sqnr_db": 20.0},
+        ]})
+
+    @core.register("fspec", version="1", heavy=True)
+    def fspec(ctx):
+        _log("fspec", ctx.name)
+        if not ctx.is_matrix:
+            raise SkipAnalyzer("not a matrix")
+        s = torch.linalg.svdvals(ctx.matrix().double())
+        cond = float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
+        out = Output(metrics={"condition_number": cond, "sv_max": float(s[0])},
+                     data={"spectrum": s.tolist()})
+        if cond > ctx.thresholds.get("ill_conditioned", 1e5):
+            out.findings.append(finding("fspec", "ill_conditioned", Severity.WARN, cond, 1e5,
+                                        "ill conditioned"))
+        return out
+
+    @core.register("fboom", version="1", heavy=True, default=False)
+    def fboom(ctx):
+        _log("fboom", ctx.name)
+        if "q_proj" in ctx.name:
+            raise RuntimeError("kaboom")
+        return Output(metrics={"ok": True})
+
+    @core.register("fslow", version="1", heavy=True, default=False)
+    def fslow(ctx):
+        _log("fslow", ctx.name)
+        time.sleep(0.3)
+        return Output(metrics={"ok": True})

@@ -13,72 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from analyzers import core
-from analyzers.core import Output, Severity, SkipAnalyzer, finding
-from tests.scan_helpers import make_checkpoint, small_model
+from tests.scan_helpers import CALLS, install_fakes, make_checkpoint, small_model
 from wstui.scan import BIG_NUMEL, ScanEngine, select_tensors, validate_methods
-
-CALLS: list[tuple[str, str]] = []
-_calls_lock = threading.Lock()
-
-
-def _log(analyzer: str, name: str) -> None:
-    with _calls_lock:
-        CALLS.append((analyzer, name))
 
 
 @pytest.fixture
 def fake_registry(monkeypatch, tmp_path):
-    """A registry with cheap `fstats`, `fquant` and heavy `fspec`, `fboom`, `fslow`."""
-    monkeypatch.setattr(core, "_REGISTRY", {})
-    monkeypatch.setattr(core, "_load_all", lambda: None)
     monkeypatch.setenv("WSTUI_CACHE_DIR", str(tmp_path / "cache"))
-    CALLS.clear()
-
-    @core.register("fstats", version="1")
-    def fstats(ctx):
-        _log("fstats", ctx.name)
-        t = ctx.tensor
-        return Output(metrics={"mean": float(t.mean()), "numel": int(t.numel())})
-
-    @core.register("fquant", version="1")
-    def fquant(ctx):
-        _log("fquant", ctx.name)
-        if ctx.tensor.dim() < 2:
-            raise SkipAnalyzer("1-D tensor")
-        return Output(metrics={"schemes": [
-            {"bits": 8, "granularity": "tensor", "scheme": "sym", "sqnr_db": 40.0},
-            {"bits": 4, "granularity": "channel", "scheme": "asym", "sqnr_db": 20.0},
-        ]})
-
-    @core.register("fspec", version="1", heavy=True)
-    def fspec(ctx):
-        _log("fspec", ctx.name)
-        if not ctx.is_matrix:
-            raise SkipAnalyzer("not a matrix")
-        s = torch.linalg.svdvals(ctx.matrix().double())
-        cond = float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
-        out = Output(metrics={"condition_number": cond, "sv_max": float(s[0])},
-                     data={"spectrum": s.tolist()})
-        if cond > ctx.thresholds.get("ill_conditioned", 1e5):
-            out.findings.append(finding("fspec", "ill_conditioned", Severity.WARN, cond, 1e5,
-                                        "ill conditioned"))
-        return out
-
-    @core.register("fboom", version="1", heavy=True, default=False)
-    def fboom(ctx):
-        _log("fboom", ctx.name)
-        if "q_proj" in ctx.name:
-            raise RuntimeError("kaboom")
-        return Output(metrics={"ok": True})
-
-    @core.register("fslow", version="1", heavy=True, default=False)
-    def fslow(ctx):
-        _log("fslow", ctx.name)
-        time.sleep(0.3)
-        return Output(metrics={"ok": True})
-
-    yield
+    install_fakes(monkeypatch)
 
 
 @pytest.fixture
