@@ -111,3 +111,23 @@ def test_ties_and_notes(family_dirs: dict) -> None:
         assert "Conv1D" in c_attn.note
     with open_checkpoint(family_dirs["llama"]["bin"]) as ckpt:
         assert all(t.tied_to is None and t.note is None for t in ckpt.tensors)
+
+
+def test_gguf_names_give_the_same_tree(family_dirs: dict, tmp_path: Path) -> None:
+    """A llama written as GGUF (llama.cpp names) lists the same kinds and blocks in the same
+    order as the safetensors it came from."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from wstui.checkpoint.gguf_write import write_gguf
+    from wstui.checkpoint.naming import tree_order
+
+    src = family_dirs["llama"]["safetensors"]
+    config = json.loads((src / "config.json").read_text())
+    path = write_gguf(load_file(src / "model.safetensors"), config, tmp_path / "llama.gguf")
+    with open_checkpoint(src) as st, open_checkpoint(path) as gg:
+        want = [(t.hf_name, t.kind, t.block) for t in tree_order(st.tensors)]
+        got = [(t.hf_name, t.kind, t.block) for t in tree_order(gg.tensors)]
+        assert got == want
+        assert gg.tensor("blk.1.attn_q.weight").kind == "attn_q"
