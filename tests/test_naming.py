@@ -297,8 +297,8 @@ def test_moe_experts_get_their_own_node_in_numeric_order() -> None:
     experts = mlp.children[1]
     assert (experts.group, experts.label) == ("experts", "experts (12)")
     assert [t.label for t in experts.children][:4] == [
-        "block_sparse_moe.experts.0.w1.weight", "block_sparse_moe.experts.0.w2.weight",
-        "block_sparse_moe.experts.0.w3.weight", "block_sparse_moe.experts.1.w1.weight"]
+        "block_sparse_moe.experts.0.w1.weight", "block_sparse_moe.experts.0.w3.weight",
+        "block_sparse_moe.experts.0.w2.weight", "block_sparse_moe.experts.1.w1.weight"]
     assert experts.children[-1].label.startswith("block_sparse_moe.experts.10.")
 
 
@@ -318,3 +318,16 @@ def test_naming_imports_no_torch() -> None:
     code = ("import sys, wstui.checkpoint.naming as n; n.kind_and_block('lm_head.weight');"
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_expert_parts_sort_gate_up_down() -> None:
+    c = ckpt(["model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.experts.gate_up_proj",
+              "model.layers.0.mlp.shared_expert.down_proj.weight",
+              "model.layers.0.mlp.shared_expert.up_proj.weight",
+              "model.layers.0.mlp.shared_expert.gate_proj.weight"])
+    annotate(c)
+    mlp = build_tree(c.tensors).children[0].children[0]
+    assert [t.label for t in mlp.children] == [
+        "mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight",
+        "mlp.experts.gate_up_proj", "mlp.experts.down_proj",
+        "mlp.shared_expert.down_proj.weight"]

@@ -380,11 +380,17 @@ class TreeNode:
         return sum(1 for _ in self.iter_tensors())
 
 
-def _leaf_key(ref: TensorRef, info: NameInfo) -> tuple[int, int, int, int, str]:
+def _leaf_key(ref: TensorRef, info: NameInfo) -> tuple[int, int, int, int, int, str]:
     # outside blocks the bigger table of a kind comes first (BERT: words before token types)
     size = -ref.numel if info.block is None else 0
+    # inside an expert: gate, up, down, as in a dense MLP (Mixtral's w1, w3, w2)
+    sub = 0
+    if info.module_kind == "moe_expert":
+        parts = info.local.split(".")
+        mod = parts[-1] if parts[-1] in _SIMPLE or len(parts) < 2 else parts[-2]
+        sub = _KIND_RANK.get(_SIMPLE.get(mod, "other"), 0)
     return (_KIND_RANK.get(info.module_kind, len(KINDS)),
-            -1 if info.expert is None else info.expert, info.param_rank, size, ref.name)
+            -1 if info.expert is None else info.expert, sub, info.param_rank, size, ref.name)
 
 
 def _leaf(ref: TensorRef, info: NameInfo, group: str, label: str) -> TreeNode:
