@@ -264,3 +264,75 @@ def test_gguf_copy(demo_paths, manifest, base):
         assert (err <= step * 0.6 + 127 * 2.0**-24).all(), name
     up = gguf.quants.dequantize(stored["blk.0.ffn_up.weight"].data, gguf.GGMLQuantizationType.Q8_0)
     assert not up.reshape(base[dead["tensor"]].shape)[dead["detail"]["row"]].any()
+
+
+#: which analyzer raises each planted finding code (nonfinite comes from analyzers.core itself)
+CODE_ANALYZER = {"dead_units": "sparsity", "int8_lossy": "quantization", "nonfinite": "stats",
+                 "ill_conditioned": "spectral", "alpha_low": "spectral",
+                 "low_norm_tokens": "embedding"}
+
+
+@pytest.mark.slow
+def test_analyzers_find_exactly_the_planted_defects(manifest, base):
+    """Every planted defect gives its finding; nothing else is warn/critical (DESIGN §6)."""
+    analyzers = pytest.importorskip("analyzers")
+    from wstui.checkpoint.naming import kind_and_block
+
+    wanted = ["stats", "sparsity", "quantization", "embedding", "spectral"]
+    methods = [m for m in wanted if m in analyzers.names()]
+    if not methods:
+        pytest.skip("no analyzer registered yet")
+    expected: dict[str, set[tuple[str, str]]] = {}
+    for d in manifest["defects"]:
+        if CODE_ANALYZER[d["code"]] in methods or d["code"] == "nonfinite":
+            expected.setdefault(d["tensor"], set()).add((d["code"], d["severity"]))
+    found: dict[str, set[tuple[str, str]]] = {}
+    for name, value in base.items():
+        kind, _ = kind_and_block(name)
+        result = analyzers.analyze(name, value, kind=kind, methods=methods,
+                                   options={"quant_bits": [8]})  # 8 bits decide int8_lossy
+        assert not result.errors, (name, result.errors)
+        want = {code for code, _ in expected.get(name, ())}
+        codes = {(f.code, f.severity.value) for f in result.findings
+                 if f.severity.value != "info" or f.code in want}
+        if codes:
+            found[name] = codes
+    assert found == expected
+
+
+@pytest.fixture
+def demo_cache(monkeypatch, demo_paths) -> Path:
+    """`wstui demo` without --out builds into the (patched) cache dir: reuse the session build."""
+    monkeypatch.setattr("wstui.demo.default_dir", lambda: demo_paths.root)
+    return demo_paths.root
+
+
+@pytest.mark.parametrize("no_diff", [False, True])
+def test_demo_opens_the_app(monkeypatch, demo_cache, no_diff):
+    import argparse
+    import types
+
+    from wstui.commands import demo as demo_cmd
+
+    calls = []
+    fake = types.ModuleType("wstui.commands.app")
+    fake.open_app = lambda path, **kw: calls.append((Path(path), kw)) or 0
+    monkeypatch.setitem(sys.modules, "wstui.commands.app", fake)
+    args = argparse.Namespace(out=None, no_diff=no_diff, force=False)
+    assert demo_cmd.run(args) == 0
+    [(path, kw)] = calls
+    assert path == demo_cache / "base"
+    assert kw["diff"] == (None if no_diff else demo_cache / "finetuned")
+    assert kw["export_dir"] == "."
+
+
+def test_demo_lists_the_base_without_the_app(monkeypatch, demo_cache, capsys):
+    import argparse
+
+    from wstui.commands import demo as demo_cmd
+
+    monkeypatch.setitem(sys.modules, "wstui.commands.app", None)  # import fails
+    assert demo_cmd.run(argparse.Namespace(out=None, no_diff=False, force=False)) == 0
+    out = capsys.readouterr().out
+    assert "model.layers.5.mlp.down_proj.weight" in out
+    assert str(demo_cache / "manifest.json") in out
