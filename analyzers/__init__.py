@@ -6,8 +6,9 @@ Never imports textual, rich or wstui. The core types import without torch; `anal
 
 from __future__ import annotations
 
-from typing import Any
-
+# Bound after the submodule import, so `analyzers.compare` stays the function (a lazy wrapper
+# would be replaced by the submodule the first time anything imports `analyzers.compare`).
+from analyzers.compare import compare
 from analyzers.core import (
     DEFAULT_THRESHOLDS,
     Finding,
@@ -35,9 +36,3 @@ __all__ = [
     "top_issue_key",
 ]
 
-
-def compare(a: Any, b: Any, **kwargs: Any) -> TensorResult:
-    """Compare two tensors of one name (diff mode); see `analyzers.compare.compare`."""
-    from analyzers.compare import compare as _compare
-
-    return _compare(a, b, **kwargs)

@@ -295,7 +295,9 @@ _ORDER = {"stats": 0, "sparsity": 1, "quantization": 2, "embedding": 3, "spectra
 
 
 #: Modules that register analyzers, imported for their @register side effects.
-_MODULES = ("stats", "sparsity", "quantization", "embedding", "spectral", "quant_alpha")
+_MODULES = (
+    "stats", "sparsity", "quantization", "embedding", "spectral", "quant_alpha", "quant_sweep",
+)
 
 
 def _load_all() -> None:
@@ -459,10 +461,11 @@ def strided_sample(flat: torch.Tensor, limit: int = EXACT_QUANTILE_LIMIT) -> tor
 
 
 def quantiles(flat: torch.Tensor, qs: Sequence[float], limit: int = EXACT_QUANTILE_LIMIT,
-              ) -> list[float]:
+              *, overwrite: bool = False) -> list[float]:
     """Quantiles (linear interpolation, as numpy's default) of a 1-D float tensor, exact up to
     `limit` values and over `strided_sample(flat, limit)` beyond. Selection, not a full sort:
-    numpy's introselect on the CPU, torch on other devices."""
+    numpy's introselect on the CPU, torch on other devices. `overwrite=True` lets it reorder
+    a scratch tensor in place instead of copying it."""
     import numpy as np
     import torch
 
@@ -471,7 +474,7 @@ def quantiles(flat: torch.Tensor, qs: Sequence[float], limit: int = EXACT_QUANTI
         return [math.nan for _ in qs]
     if x.device.type == "cpu":
         a = x.detach().numpy()
-        return [float(v) for v in np.quantile(a, list(qs))]
+        return [float(v) for v in np.quantile(a, list(qs), overwrite_input=overwrite)]
     srt = torch.sort(x).values
     n = srt.numel()
     out = []

@@ -1,0 +1,183 @@
+"""How tensor B differs from tensor A of the same name (DESIGN §5 "compare", diff mode).
+
+`compare(a, b, *, name=None, kind=None, options=None) -> TensorResult` with
+`metrics["compare"]`: `l2_distance = ‖B-A‖_F`, `rel_change = ‖B-A‖_F / ‖A‖_F`, `cosine`
+(flattened), `max_abs_diff`, `frac_changed` (|B-A| > 1e-6·abs_max(A)); for matrices also the
+spectrum of ΔW = B - A: `delta_stable_rank`, `delta_energy_rank_90`, and the power-law alphas
+`alpha_a`, `alpha_b`, `delta_alpha = alpha_b - alpha_a` (None where a fit fails).
+`data["compare"]`: `spectrum_a`, `spectrum_b` (σ descending, at most 4096 log-spaced picks),
+`hist_edges` (65 common linear edges), `hist_a`, `hist_b` (64 counts each).
+Finding `large_change` (warn) when rel_change > 0.5. Never raises: different shapes or
+unreadable input land in `errors["compare"]`, NaN/Inf in `skipped["compare"]`.
+`options["compare_spectral"] = False` leaves out the three spectra (the costly part).
+
+The spectra come from `analyzers.spectral.eigenvalues` (the scan's spectral path); without that
+module a float64 `torch.linalg.svdvals` stands in. Alphas come from `analyzers.powerlaw`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from analyzers.core import (
+    Severity,
+    TensorResult,
+    as_float32,
+    finding,
+    thresholds_from,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+FRAC_CHANGED_REL = 1e-6
+MAX_SPECTRUM_POINTS = 4096
+
+
+def singular_values(m: torch.Tensor) -> np.ndarray:
+    """σ of the matrix `m`, descending, float64 numpy."""
+    import numpy as np
+    import torch
+
+    try:
+        from analyzers.spectral import eigenvalues
+    except ImportError:
+        eigenvalues = None
+    if eigenvalues is not None:
+        ev = np.asarray(eigenvalues(m), dtype=np.float64)
+        return np.sqrt(np.clip(np.sort(ev)[::-1], 0.0, None))
+    return torch.linalg.svdvals(m.to(torch.float64).cpu()).numpy()
+
+
+def spectrum_picks(sv: np.ndarray, limit: int = MAX_SPECTRUM_POINTS) -> list[float]:
+    """All σ up to `limit`, else `limit` picks at log-spaced ranks (first and last kept)."""
+    import numpy as np
+
+    if sv.size <= limit:
+        return sv.tolist()
+    ranks = np.unique(np.geomspace(1, sv.size, limit).round().astype(np.int64)) - 1
+    return sv[ranks].tolist()
+
+
+def _alpha(sv: np.ndarray) -> float | None:
+    from analyzers.powerlaw import fit_powerlaw
+
+    fit = fit_powerlaw(sv * sv)
+    return fit.alpha
+
+
+def _delta_spectrum(sv: np.ndarray) -> dict[str, Any]:
+    import numpy as np
+
+    energy = sv * sv
+    total = float(energy.sum())
+    if total == 0.0:
+        return {"delta_stable_rank": 0.0, "delta_energy_rank_90": 0}
+    k = int(np.searchsorted(np.cumsum(energy), 0.9 * total, side="left")) + 1
+    return {"delta_stable_rank": total / float(energy[0]),
+            "delta_energy_rank_90": min(k, sv.size)}
+
+
+def _elementwise(a: torch.Tensor, b: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor]:
+    import torch
+
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    d = fb - fa
+    s_dd = float(torch.dot(d, d))
+    s_aa = float(torch.dot(fa, fa))
+    s_bb = float(torch.dot(fb, fb))
+    s_ab = float(torch.dot(fa, fb))
+    l2 = math.sqrt(s_dd)
+    norm_a = math.sqrt(s_aa)
+    if norm_a > 0:
+        rel = l2 / norm_a
+    else:
+        rel = 0.0 if l2 == 0 else math.inf
+    denom = math.sqrt(s_aa * s_bb)
+    if s_dd == 0.0 and s_aa > 0:
+        cos = 1.0
+    else:
+        cos = max(-1.0, min(1.0, s_ab / denom)) if denom > 0 else math.nan
+    n = d.numel()
+    abs_d = d.abs_()
+    max_diff = float(abs_d.max()) if n else 0.0
+    abs_max_a = float(fa.abs().max()) if n else 0.0
+    changed = int(torch.count_nonzero(abs_d > FRAC_CHANGED_REL * abs_max_a)) if n else 0
+    return {
+        "l2_distance": l2,
+        "rel_change": rel,
+        "cosine": cos,
+        "max_abs_diff": max_diff,
+        "frac_changed": changed / n if n else 0.0,
+    }, abs_d
+
+
+def _histograms(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
+    from analyzers.stats import histogram
+
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    lo = min(float(fa.min()), float(fb.min()))
+    hi = max(float(fa.max()), float(fb.max()))
+    ha, hb = histogram(fa, lo, hi), histogram(fb, lo, hi)
+    return {"hist_edges": ha["edges"], "hist_a": ha["counts"], "hist_b": hb["counts"]}
+
+
+def compare(
+    a: Any, b: Any, *, name: str | None = None, kind: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> TensorResult:
+    """Compare B against A (base); see the module docstring. Never raises."""
+    import torch
+
+    t0 = time.perf_counter()
+    opts: Mapping[str, Any] = options or {}
+    result = TensorResult(name=name or "", kind=kind)
+    try:
+        ta = as_float32(a, opts.get("device"))
+        tb = as_float32(b, opts.get("device"))
+    except Exception as exc:
+        result.errors["compare"] = f"{type(exc).__name__}: {exc}"
+        result.elapsed_s = time.perf_counter() - t0
+        return result
+    result.shape = tuple(int(s) for s in ta.shape)
+    if ta.shape != tb.shape:
+        result.errors["compare"] = (
+            f"shape mismatch: A {tuple(ta.shape)} vs B {tuple(tb.shape)}")
+    elif ta.numel() == 0:
+        result.skipped["compare"] = "empty tensor"
+    elif not (bool(torch.isfinite(ta).all()) and bool(torch.isfinite(tb).all())):
+        result.skipped["compare"] = "nonfinite"
+    else:
+        try:
+            _fill(result, ta, tb, opts)
+        except Exception as exc:
+            result.errors["compare"] = f"{type(exc).__name__}: {exc}"
+    result.timings["compare"] = result.elapsed_s = time.perf_counter() - t0
+    return result
+
+
+def _fill(result: TensorResult, ta: torch.Tensor, tb: torch.Tensor,
+          opts: Mapping[str, Any]) -> None:
+    metrics, _ = _elementwise(ta, tb)
+    data = _histograms(ta, tb)
+    is_matrix = ta.dim() >= 2 and ta.shape[0] >= 2 and ta.numel() // ta.shape[0] >= 2
+    if is_matrix and opts.get("compare_spectral", True):
+        ma = ta.reshape(ta.shape[0], -1)
+        mb = tb.reshape(tb.shape[0], -1)
+        sa, sb = singular_values(ma), singular_values(mb)
+        metrics.update(_delta_spectrum(singular_values(mb - ma)))
+        alpha_a, alpha_b = _alpha(sa), _alpha(sb)
+        metrics.update(alpha_a=alpha_a, alpha_b=alpha_b,
+                       delta_alpha=alpha_b - alpha_a if None not in (alpha_a, alpha_b) else None)
+        data.update(spectrum_a=spectrum_picks(sa), spectrum_b=spectrum_picks(sb))
+    result.metrics["compare"] = metrics
+    result.data["compare"] = data
+    th = thresholds_from(opts)["large_change"]
+    rel = metrics["rel_change"]
+    if rel > th:
+        result.findings.append(finding("compare", "large_change", Severity.WARN, rel, th,
+                                       f"‖B-A‖/‖A‖ = {rel:.3g} > {th:g}"))

@@ -1,0 +1,86 @@
+"""Near-zero values, dead rows and columns, spread of row norms (DESIGN §5 "sparsity").
+
+Keys: `near_zero_frac_1e-6`, `near_zero_frac_1e-4`, `near_zero_frac_1e-2` (fraction of values
+with |w| below 1e-6, 1e-4, 1e-2); for matrices also `dead_rows`, `dead_cols` (how many rows /
+columns have every |w| <= 1e-6), `dead_row_ids`, `dead_col_ids` (the first 50 of each) and
+`row_norm_cv` (std / mean of the row L2 norms, ddof=0). 1-D tensors (and 1xN, Nx1) get the
+near-zero fractions only. Finding `dead_units`: warn for any dead row or column, critical when
+dead rows are more than 10% of the rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from analyzers.core import Context, Finding, Output, Severity, finding, register
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+NEAR_ZERO = {"near_zero_frac_1e-6": 1e-6, "near_zero_frac_1e-4": 1e-4, "near_zero_frac_1e-2": 1e-2}
+DEAD_ABS = 1e-6
+MAX_IDS = 50
+
+
+def near_zero(flat: torch.Tensor) -> dict[str, float]:
+    """Fractions of |w| below each NEAR_ZERO level (numpy counts on the CPU: several times
+    faster than torch's comparisons there)."""
+    import numpy as np
+    import torch
+
+    n = flat.numel()
+    if flat.device.type == "cpu":
+        a = np.abs(flat.detach().numpy())
+        return {k: int(np.count_nonzero(a < t)) / n for k, t in NEAR_ZERO.items()}
+    a = flat.abs()
+    return {k: int(torch.count_nonzero(a < t)) / n for k, t in NEAR_ZERO.items()}
+
+
+def _dead(absmax: torch.Tensor) -> tuple[int, list[int]]:
+    import torch
+
+    ids = torch.nonzero(absmax <= DEAD_ABS).reshape(-1)
+    return int(ids.numel()), [int(i) for i in ids[:MAX_IDS].tolist()]
+
+
+def dead_units(m: torch.Tensor) -> dict[str, Any]:
+    """Dead rows / columns and the row-norm coefficient of variation of the matrix `m`."""
+    import torch
+
+    row_abs = torch.maximum(m.amax(dim=1), m.amin(dim=1).neg_())
+    col_abs = torch.maximum(m.amax(dim=0), m.amin(dim=0).neg_())
+    n_rows, row_ids = _dead(row_abs)
+    n_cols, col_ids = _dead(col_abs)
+    norms = torch.linalg.vector_norm(m, dim=1).to(torch.float64)
+    mean = float(norms.mean())
+    cv = float(norms.std(correction=0)) / mean if mean > 0 else math.nan
+    return {"dead_rows": n_rows, "dead_cols": n_cols, "dead_row_ids": row_ids,
+            "dead_col_ids": col_ids, "row_norm_cv": cv}
+
+
+def dead_findings(m: Mapping[str, Any], n_rows: int, th: Mapping[str, float]) -> list[Finding]:
+    """DESIGN §6 `dead_units`."""
+    dead = m["dead_rows"] + m["dead_cols"]
+    frac = m["dead_rows"] / n_rows if n_rows else 0.0
+    crit = th["dead_units.critical"]
+    if frac > crit:
+        return [finding("sparsity", "dead_units", Severity.CRITICAL, frac, crit,
+                        f"{m['dead_rows']} of {n_rows} rows are all zero "
+                        f"({100 * frac:.1f}% > {100 * crit:g}%)")]
+    if dead > th["dead_units"]:
+        return [finding("sparsity", "dead_units", Severity.WARN, float(dead), th["dead_units"],
+                        f"{m['dead_rows']} dead rows and {m['dead_cols']} dead columns")]
+    return []
+
+
+@register("sparsity", version="1")
+def sparsity(ctx: Context) -> Output:
+    metrics: dict[str, Any] = near_zero(ctx.tensor.reshape(-1))
+    findings: list[Finding] = []
+    if ctx.is_matrix:
+        mat = ctx.matrix()
+        metrics.update(dead_units(mat))
+        findings = dead_findings(metrics, int(mat.shape[0]), ctx.thresholds)
+    return Output(metrics=metrics, findings=findings)
