@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,21 @@ def _evil_pickle(module: str) -> bytes:
         b"\x80\x02c" + module.encode() + b"\nsystem\n"
         + b"(X\x04\x00\x00\x00echot" + b"R."
     )
+
+
+#: every case `build_corpus` writes (static, so that tests parametrize without building it)
+CASE_NAMES = (
+    "missing_path", "empty_folder", "config_without_weights", "folder_without_weights",
+    "unsupported_extension", "no_read_permission", "directory_as_weight_file",
+    "directory_named_by_index", "broken_symlink", "index_missing_shard_st",
+    "index_missing_shard_bin", "index_not_json", "st_truncated", "st_truncated_in_header",
+    "st_shorter_than_length_field", "st_header_length_too_large", "st_header_not_json",
+    "st_header_not_utf8", "st_header_not_object", "st_offsets_outside_data",
+    "st_offsets_reversed", "st_overlapping_tensors", "st_dtype_shape_disagree", "st_bad_shape",
+    "st_entry_not_object", "bin_pickle_imports_code", "bin_zip_pickle_imports_code",
+    "bin_truncated", "bin_garbage", "bin_not_a_state_dict", "bin_torchscript_archive",
+    "gguf_bad_magic", "gguf_truncated", "gguf_truncated_in_header",
+)
 
 
 @dataclass
@@ -204,6 +220,12 @@ def build_corpus(root: Path) -> dict[str, Case]:
     p = root / "list.pt"
     torch.save([torch.ones(2)], p)
     case("bin_not_a_state_dict", p, None, "holds a list")
+
+    p = root / "scripted.pt"
+    with warnings.catch_warnings():  # torch.jit is deprecated, and still what people have
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), p)
+    case("bin_torchscript_archive", p, None, "TorchScript", "unsafe")
 
     # --- GGUF damage (the reader is helper "gguf"'s; the corpus checks it end to end)
     good_gguf = _gguf(root / "good.gguf")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.badinput_corpus import Case, build_corpus
+from tests.badinput_corpus import CASE_NAMES, Case, build_corpus
 from wstui.checkpoint import CheckpointError, open_checkpoint
 
 _ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -21,15 +21,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
     return build_corpus(tmp_path_factory.mktemp("badinput"))
 
 
-def _case_names() -> list[str]:
-    # the names are static: build once into a throwaway folder to parametrize
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        return list(build_corpus(Path(d)))
-
-
-CASES = _case_names()
 CLI_CASES = ["missing_path", "empty_folder", "index_missing_shard_st", "st_truncated",
              "st_header_length_too_large", "st_header_not_json", "bin_pickle_imports_code",
              "gguf_bad_magic"]
@@ -51,7 +42,11 @@ def deny_unreadable(monkeypatch: pytest.MonkeyPatch, corpus: dict[str, Case]) ->
     monkeypatch.setattr(builtins, "open", guarded)
 
 
-@pytest.mark.parametrize("name", CASES)
+def test_corpus_builds_every_named_case(corpus: dict[str, Case]) -> None:
+    assert tuple(corpus) == CASE_NAMES
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_bad_input_is_one_line_naming_the_file(
     name: str, corpus: dict[str, Case], deny_unreadable: None
 ) -> None:
@@ -98,3 +93,7 @@ def test_cli_prints_one_line_and_exits_2(name: str, corpus: dict[str, Case]) -> 
     assert len(lines) == 1, proc.stderr
     assert str(case.names) in lines[0]
     assert proc.stdout.strip() == ""
+
+
+def test_cli_cases_are_flagged_in_the_corpus(corpus: dict[str, Case]) -> None:
+    assert sorted(CLI_CASES) == sorted(n for n, c in corpus.items() if c.cli)

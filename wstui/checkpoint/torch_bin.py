@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,13 +68,15 @@ def _torch_load(path: Path) -> Any:
     import torch
 
     try:
-        try:
-            return torch.load(path, weights_only=True, mmap=True, map_location="cpu")
-        except RuntimeError as exc:
-            if "mmap can only be used" not in str(exc):
-                raise
-            # legacy (non-zip) format: cannot be mapped, read it into memory
-            return torch.load(path, weights_only=True, mmap=False, map_location="cpu")
+        with warnings.catch_warnings():  # torch warns on TorchScript archives; stderr stays clean
+            warnings.simplefilter("ignore")
+            try:
+                return torch.load(path, weights_only=True, mmap=True, map_location="cpu")
+            except RuntimeError as exc:
+                if "mmap can only be used" not in str(exc):
+                    raise
+                # legacy (non-zip) format: cannot be mapped, read it into memory
+                return torch.load(path, weights_only=True, mmap=False, map_location="cpu")
     except pickle.UnpicklingError as exc:
         m = _GLOBAL_RE.search(str(exc))
         wanted = f"wants to import {m.group(1)}" if m else "asks for more than plain tensors"
@@ -87,6 +90,11 @@ def _torch_load(path: Path) -> Any:
     except IsADirectoryError as exc:
         raise CheckpointError(path, "is a directory where a weight file is expected") from exc
     except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, … on bad bytes
+        if "TorchScript" in str(exc):
+            raise CheckpointError(
+                path, "is a TorchScript archive, not a state dict; it is unsafe to load "
+                "(TorchScript runs code), save the model's state_dict instead"
+            ) from exc
         raise CheckpointError(
             path, f"not a readable PyTorch checkpoint (truncated or corrupt?): {_first_line(exc)}"
         ) from exc
