@@ -104,6 +104,14 @@ KIND_CASES = {
     "model.layers.7.mlp.experts.12.gate_proj.weight": ("moe_expert", 7),
     "model.layers.7.mlp.shared_expert.up_proj.weight": ("moe_expert", 7),
     "model.layers.7.mlp.shared_expert_gate.weight": ("moe_router", 7),
+    # Falcon, GPT-J, DeepSeek (MLA)
+    "transformer.h.1.self_attention.query_key_value.weight": ("attn_qkv", 1),
+    "transformer.h.1.self_attention.dense.weight": ("attn_o", 1),
+    "transformer.h.1.mlp.fc_in.weight": ("mlp_up", 1),
+    "transformer.h.1.mlp.fc_out.weight": ("mlp_down", 1),
+    "model.layers.4.self_attn.q_a_proj.weight": ("attn_q", 4),
+    "model.layers.4.self_attn.kv_b_proj.weight": ("attn_qkv", 4),
+    "model.layers.4.self_attn.kv_a_layernorm.weight": ("norm", 4),
     # Meta's original Llama names
     "layers.2.attention.wq.weight": ("attn_q", 2),
     "layers.2.attention.wo.weight": ("attn_o", 2),

@@ -72,10 +72,12 @@ _SIMPLE: dict[str, str] = {
     "c_attn": "attn_qkv", "query_key_value": "attn_qkv", "qkv_proj": "attn_qkv",
     "Wqkv": "attn_qkv", "qkv": "attn_qkv", "W_pack": "attn_qkv", "attn_qkv": "attn_qkv",
     "out_proj": "attn_o", "attn_output": "attn_o",
+    "q_a_proj": "attn_q", "q_b_proj": "attn_q",  # DeepSeek's low-rank (MLA) projections
+    "kv_a_proj_with_mqa": "attn_qkv", "kv_b_proj": "attn_qkv",
     # mlp
     "gate_proj": "mlp_gate", "up_proj": "mlp_up", "down_proj": "mlp_down",
     "gate_up_proj": "mlp_gate_up",
-    "c_fc": "mlp_up", "fc1": "mlp_up", "fc2": "mlp_down",
+    "c_fc": "mlp_up", "fc1": "mlp_up", "fc2": "mlp_down", "fc_in": "mlp_up", "fc_out": "mlp_down",
     "dense_h_to_4h": "mlp_up", "dense_4h_to_h": "mlp_down",
     "wi": "mlp_up", "wi_0": "mlp_gate", "wi_1": "mlp_up",
     "w1": "mlp_gate", "w3": "mlp_up", "w2": "mlp_down",
@@ -127,7 +129,7 @@ def _module_kind(mod: tuple[str, ...]) -> str:
     if last == "c_proj":
         return "attn_o" if prev == "attn" else "mlp_down"
     if last == "dense":
-        if prev in ("attention", "self_attn", "attn"):
+        if prev in ("attention", "self_attn", "attn", "self_attention"):
             return "attn_o"
         if prev == "output":
             return "attn_o" if len(mod) > 2 and mod[-3] == "attention" else "mlp_down"
