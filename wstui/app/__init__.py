@@ -1,0 +1,1 @@
+"""The Textual app (DESIGN §9). Importing this package imports textual but never torch."""

@@ -1,0 +1,715 @@
+"""WstuiApp: the layer tree beside tabs of metrics and plots, fed by the scan engine.
+
+Start-up order (why the first paint never waits for torch): the checkpoint is already open
+(headers only) when the app is built; compose paints the header, the whole tree and the
+footer; only after that first refresh does a thread worker build the `ScanEngine` and start
+it. The engine's callbacks run on its threads and only touch the `Inbox`; a 100 ms timer on
+the event loop drains it, updates badges and redraws what is visible.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import (
+    Footer,
+    Input,
+    Static,
+    TabbedContent,
+    TabPane,
+    Tree,
+)
+
+from analyzers.core import DEFAULT_THRESHOLDS
+from wstui.app.format import COLUMNS, human_count, num
+from wstui.app.messages import JumpToTensor, SortChanged
+from wstui.app.palette import WstuiCommands
+from wstui.app.plotdata import PlotSpec, depth_plot, histogram_plot
+from wstui.app.screens.help import HelpScreen
+from wstui.app.state import Inbox, ScanState
+from wstui.app.viewexport import slug, unique_path, view_document, write_view
+from wstui.app.widgets.metrics import scope_overview, tensor_overview
+from wstui.app.widgets.plots import PlotPanel
+from wstui.app.widgets.table import FindingsTable, TensorTable
+from wstui.app.widgets.tree import LayerTree, matches
+
+TABS = ("overview", "spectrum", "histogram", "quantization", "table", "depth", "findings")
+LONG_TABS = ("1 Overview", "2 Spectrum", "3 Histogram", "4 Quantization", "5 Table",
+             "6 Depth", "7 Findings")
+SHORT_TABS = ("Info", "Spec", "Hist", "Quant", "Table", "Depth", "Finds")
+FLUSH_S = 0.1
+SCOPE_REFRESH_S = 1.0  # tables and depth plots redraw at most this often while results stream
+FULL_QUANT = ("quantization_full", "quant_alpha")
+
+EngineFactory = Callable[[], Any]
+
+
+class WstuiApp(App[int]):
+    """The TUI of DESIGN §9 on one checkpoint."""
+
+    CSS_PATH = "wstui.tcss"
+    TITLE = "wstui"
+    COMMANDS = App.COMMANDS | {WstuiCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit_now", "Quit", id="app.quit"),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("slash", "filter", "Filter", id="app.filter"),
+        Binding("n", "next_finding(1)", "Next finding", id="app.next_finding"),
+        Binding("N", "next_finding(-1)", "Prev finding", show=False, id="app.prev_finding"),
+        Binding("s", "sort", "Sort", show=False, id="app.sort"),
+        Binding("L", "toggle_log", "Log", show=False, id="app.log"),
+        Binding("m", "depth_metric", "Depth metric", show=False, id="app.depth_metric"),
+        Binding("d", "swap_diff", "Swap A/B", show=False, id="app.swap"),
+        Binding("e", "export_view", "Export view", id="app.export_view"),
+        Binding("E", "export_scan", "Export scan", show=False, id="app.export_scan"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="app.clear_filter"),
+        *[
+            Binding(str(i + 1), f"show_tab('{tab}')", tab.capitalize(), show=False,
+                    id=f"app.tab.{tab}")
+            for i, tab in enumerate(TABS)
+        ],
+    ]
+
+    def __init__(
+        self,
+        checkpoint: Any,
+        root: Any,
+        engine_factory: EngineFactory | None,
+        *,
+        export_dir: str | Path = ".",
+        thresholds: Mapping[str, float] | None = None,
+        title: str | None = None,
+        show_timings: bool = True,
+        checkpoint_b: Any = None,
+    ) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.checkpoint_b = checkpoint_b
+        self.state = ScanState(root)
+        self.inbox = Inbox()
+        self.engine_factory = engine_factory
+        self.engine: Any = None
+        self.export_dir = Path(export_dir)
+        self.thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+        self.show_timings = show_timings
+        self.sub_title = title or Path(str(getattr(checkpoint, "path", "model"))).name
+        self.selected_key: str = root.key
+        self.log_y = False
+        self.depth_index = next(i for i, c in enumerate(COLUMNS) if c.key == "alpha")
+        self.depth_log: bool | None = None  # None: the column's own default
+        self.requested: dict[str, str] = {}  # tensor -> "" or why the request failed
+        self.pending_priority: str | None = None
+        self.scan_finished = False
+        self._quitting = threading.Event()
+        self._engine_lock = threading.Lock()
+        self._last_scope_refresh = 0.0
+        self._scope_dirty = True
+        self._started_at = time.perf_counter()
+        self._bench_log = os.environ.get("WSTUI_BENCH_LOG")
+
+    # --- layout ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._header_text(), id="header")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield Input(placeholder="filter: name or glob, enter to keep, esc clears",
+                            id="filter")
+                yield LayerTree(self.state.root, self.state.state, id="tree")
+            with TabbedContent(id="tabs", initial="overview"):
+                with TabPane("Overview", id="overview"), VerticalScroll(id="overview-scroll"):
+                    yield Static(id="overview-body")
+                with TabPane("Spectrum", id="spectrum"), Horizontal(id="spectrum-plots"):
+                    yield PlotPanel(id="plot-spectrum")
+                    yield PlotPanel(id="plot-esd")
+                with TabPane("Histogram", id="histogram"):
+                    yield PlotPanel(id="plot-histogram")
+                with TabPane("Quant", id="quantization"):
+                    yield Static(id="quant-info")
+                    yield PlotPanel(id="plot-quant")
+                with TabPane("Table", id="table"):
+                    yield Static(id="table-caption", classes="caption")
+                    yield TensorTable(id="tensor-table")
+                with TabPane("Depth", id="depth"):
+                    yield Static(id="depth-caption", classes="caption")
+                    yield PlotPanel(id="plot-depth")
+                with TabPane("Findings", id="findings"):
+                    yield Static(id="findings-caption", classes="caption")
+                    yield FindingsTable(id="findings-table")
+        yield Footer()
+
+    @property
+    def main_screen(self) -> Any:
+        """The screen with the tree and tabs (queries must not land on the help screen)."""
+        return self.screen_stack[0]
+
+    def on_mount(self) -> None:
+        self.main_screen.query_one("#filter", Input).display = False
+        self.main_screen.query_one(LayerTree).focus()
+        self.set_interval(FLUSH_S, self.flush)
+        self.refresh_view()
+        self.call_after_refresh(self._after_first_paint)
+
+    def on_resize(self) -> None:
+        width = self.size.width
+        self.main_screen.query_one("#spectrum-plots").set_class(width < 150, "stacked")
+        labels = LONG_TABS if width >= 110 else SHORT_TABS
+        tabs = self.main_screen.query_one(TabbedContent)
+        for tab, label in zip(TABS, labels):
+            tabs.get_tab(tab).label = label
+
+    def _after_first_paint(self) -> None:
+        if self._bench_log:
+            self._bench("first_paint")
+        if self.engine_factory is not None:
+            self.start_engine()
+        if self._bench_log:
+            self.call_after_refresh(self._bench_expand_all)
+
+    # --- the engine --------------------------------------------------------------------------
+
+    @work(thread=True, exit_on_error=False, group="engine")
+    def start_engine(self) -> None:
+        """Build and start the engine off the event loop (this is where torch gets imported)."""
+        try:
+            engine = self.engine_factory()  # type: ignore[misc]
+            with self._engine_lock:
+                self.engine = engine
+                if self._quitting.is_set():
+                    return
+            engine.start(on_result=self.inbox.on_result, on_progress=self.inbox.on_progress)
+            if self._quitting.is_set():
+                engine.cancel()
+        except Exception as exc:  # shown in the header; the tree stays usable
+            self.inbox.on_error(f"scan failed to start: {type(exc).__name__}: {exc}")
+
+    def _engine_call(self, method: str, *args: Any) -> bool:
+        """Call the engine if it exists; an engine error becomes a notification."""
+        with self._engine_lock:
+            engine = self.engine
+        if engine is None:
+            return False
+        try:
+            getattr(engine, method)(*args)
+        except Exception as exc:
+            self.notify(f"scan engine: {method} failed: {exc}", severity="error", timeout=6)
+        return True
+
+    def flush(self) -> None:
+        """Drain the inbox: new results, progress, errors (every 100 ms)."""
+        if self.pending_priority and self._engine_call("prioritize", self.pending_priority):
+            self.pending_priority = None
+        results, progress, errors = self.inbox.drain()
+        for message in errors:
+            self.notify(message, severity="error", timeout=10)
+        if progress is not None:
+            self.state.progress = progress
+        if results:
+            changed = self.state.apply(results)
+            tree = self.main_screen.query_one(LayerTree)
+            for key in changed:
+                tree.set_state(key, self.state.state(key))
+            self._scope_dirty = True
+            sel = self.state.node_by_key.get(self.selected_key)
+            if sel is not None and sel.tensor is not None and sel.tensor.name in results:
+                self.refresh_view(scope=False)
+        if progress is not None or results or errors:
+            self.main_screen.query_one("#header", Static).update(self._header_text())
+        if self._scope_dirty and (
+            time.perf_counter() - self._last_scope_refresh >= SCOPE_REFRESH_S
+            or self._engine_done()
+        ):
+            self.refresh_view(tensor=False)
+
+    def _engine_done(self) -> bool:
+        engine = self.engine
+        done = bool(engine is not None and getattr(engine, "done", False))
+        if done and not self.scan_finished:
+            self.scan_finished = True
+            self.main_screen.query_one("#header", Static).update(self._header_text())
+        return done
+
+    def _header_text(self) -> Text:
+        """One line: scan progress first (it must survive 80 columns), then what is open."""
+        ck = self.checkpoint
+        n = len(self.state.order)
+        p = self.state.progress
+        done = self.state.n_done()
+        text = Text(" ")
+        if self.scan_finished or (p is not None and p.phase == "done"):
+            text.append(f"scan done {done}/{n}", style="bold green")
+        elif p is not None and p.phase == "cancelled":
+            text.append(f"scan cancelled {done}/{n}", style="bold yellow")
+        elif p is not None:
+            pct = 100 * p.done // max(p.total, 1)
+            text.append(f"scan {p.phase} {pct}% ({done}/{n})", style="bold yellow")
+            if self.show_timings and p.eta_s is not None:
+                text.append(f" eta {p.eta_s:.0f}s", style="yellow")
+        else:
+            text.append("starting scan…", style="dim")
+        text.append("  │ ", style="dim")
+        text.append(self.sub_title, style="bold cyan")
+        fmt = getattr(ck, "format", "")
+        n_params = getattr(ck, "n_params", None)
+        text.append(f" · {fmt} · {n} tensors")
+        if n_params:
+            text.append(f" · {human_count(int(n_params))} params")
+        device = getattr(self.engine, "device", None)
+        if device:
+            text.append(f" · {device}", style="dim")
+        text.no_wrap = True
+        text.overflow = "ellipsis"
+        return text
+
+    # --- selection and views -----------------------------------------------------------------
+
+    @on(Tree.NodeHighlighted)
+    def _highlighted(self, event: Tree.NodeHighlighted[Any]) -> None:
+        if event.node.data is not None:
+            self.select_key(event.node.data.key)
+
+    @on(Tree.NodeSelected)
+    def _selected(self, event: Tree.NodeSelected[Any]) -> None:
+        node = event.node
+        tree = self.main_screen.query_one(LayerTree)
+        if node.allow_expand:
+            tree.ensure_loaded(node)
+            node.toggle()
+        if node.data is not None:
+            self.select_key(node.data.key)
+
+    def select_key(self, key: str) -> None:
+        if key == self.selected_key:
+            return
+        self.selected_key = key
+        node = self.state.node_by_key.get(key)
+        if node is not None and node.tensor is not None:
+            self.prioritize(node.tensor.name)
+        self._scope_dirty = True
+        self.refresh_view()
+
+    def prioritize(self, name: str) -> None:
+        if not self._engine_call("prioritize", name):
+            self.pending_priority = name
+
+    @property
+    def active_tab(self) -> str:
+        return self.main_screen.query_one(TabbedContent).active or "overview"
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
+        self._scope_dirty = True
+        self.refresh_view()
+
+    def refresh_view(self, *, tensor: bool = True, scope: bool = True) -> None:
+        """Redraw the active tab (`tensor`: views of the selected tensor; `scope`: tables)."""
+        tab = self.active_tab
+        node = self.state.node_by_key.get(self.selected_key, self.state.root)
+        is_tensor = node.tensor is not None
+        with self.batch_update():
+            if tab == "overview" and (tensor if is_tensor else scope):
+                self._show_overview(node)
+            elif tab in ("spectrum", "histogram", "quantization") and tensor:
+                self._show_tensor_plots(tab, node)
+            elif tab == "table" and scope:
+                self._show_table()
+            elif tab == "depth" and scope:
+                self._show_depth()
+            elif tab == "findings" and scope:
+                self._show_findings()
+        if (scope and tab in ("table", "depth", "findings")) or not is_tensor:
+            self._scope_dirty = False
+            self._last_scope_refresh = time.perf_counter()
+
+    def _show_overview(self, node: Any) -> None:
+        body = self.main_screen.query_one("#overview-body", Static)
+        if node.tensor is not None:
+            ref = node.tensor
+            body.update(tensor_overview(ref, self.state.results.get(ref.name), self.thresholds))
+        else:
+            names = self.state.scope_names(node.key)
+            body.update(scope_overview(node, names, self.state.results, self.state.refs,
+                                       self.state.findings(names)))
+
+    def _why_missing(self, node: Any, analyzer: str) -> str:
+        if node.tensor is None:
+            return "select a tensor in the tree (this view shows one tensor)"
+        result = self.state.results.get(node.tensor.name)
+        if result is None:
+            return "computing… (moved to the front of the scan queue)"
+        if analyzer in result.errors:
+            return f"error in {analyzer}: {result.errors[analyzer]}"
+        if analyzer in result.skipped:
+            return f"{analyzer} skipped: {result.skipped[analyzer]}"
+        if not node.tensor.analyzable:
+            return f"not analyzable: {node.tensor.note or node.tensor.dtype}"
+        if self.scan_finished:
+            return f"no {analyzer} result: not part of this scan"
+        return f"computing {analyzer}… (next in the queue)"
+
+    def _tensor_plots(self, node: Any) -> dict[str, PlotSpec]:
+        if node.tensor is None:
+            return {}
+        return self.state.plots.get(node.tensor.name, {})
+
+    def _show_tensor_plots(self, tab: str, node: Any) -> None:
+        plots = self._tensor_plots(node)
+        if tab == "spectrum":
+            self.main_screen.query_one("#plot-spectrum", PlotPanel).show(
+                plots.get("spectrum"), self._why_missing(node, "spectral"))
+            self.main_screen.query_one("#plot-esd", PlotPanel).show(
+                plots.get("esd"), self._why_missing(node, "spectral")
+                if "spectrum" not in plots or plots["spectrum"].empty
+                else "no power-law fit (fewer than 10 eigenvalues above 1e-5)")
+        elif tab == "histogram":
+            self.main_screen.query_one("#plot-histogram", PlotPanel).show(
+                self._histogram_spec(node), self._why_missing(node, "stats"))
+        elif tab == "quantization":
+            self._show_quant(node, plots.get("quantization"))
+
+    def _histogram_spec(self, node: Any) -> PlotSpec | None:
+        if node.tensor is None:
+            return None
+        result = self.state.results.get(node.tensor.name)
+        if result is None:
+            return None
+        if not self.log_y:
+            return self._tensor_plots(node).get("histogram")
+        return histogram_plot(result, log_y=True).prepare()
+
+    def _show_quant(self, node: Any, spec: PlotSpec | None) -> None:
+        info = self.main_screen.query_one("#quant-info", Static)
+        panel = self.main_screen.query_one("#plot-quant", PlotPanel)
+        if node.tensor is None:
+            info.update("")
+            panel.show(None, self._why_missing(node, "quantization"))
+            return
+        ref = node.tensor
+        result = self.state.results.get(ref.name)
+        wanted = self._full_quant_methods(ref)
+        status = ""
+        if (result is not None and wanted and ref.name not in self.requested
+                and self.engine is not None and not self._has_ran(result, wanted)):
+            self.requested[ref.name] = self._request(ref.name, wanted)
+        if result is not None and wanted:
+            if self.requested.get(ref.name):
+                status = f"full sweep unavailable: {self.requested[ref.name]}"
+            elif self._has_ran(result, wanted):
+                status = "full sweep done"
+            else:
+                status = "computing the full sweep (6 to 2 bits, α shift)…"
+        q = (result.metrics.get("quantization", {}) if result else {})
+        alpha = result.metrics.get("spectral", {}).get("alpha") if result else None
+        lines = Text()
+        for label, value in (("α", alpha), ("α shift (4-bit, free refit)", q.get("alpha_shift")),
+                             ("α shift (fixed xmin)", q.get("alpha_fixed_xmin_shift")),
+                             ("int8 ready", q.get("int8_ready")),
+                             ("min bits for 30 dB", q.get("min_bits_30db")),
+                             ("crest factor", q.get("crest_factor"))):
+            if value is not None:
+                lines.append(f"{label}: ", style="bold")
+                lines.append(f"{num(value)}   ")
+        if status:
+            lines.append(f"\n{status}", style="italic")
+        info.update(lines)
+        panel.show(spec, self._why_missing(node, "quantization"))
+
+    def _request(self, name: str, methods: tuple[str, ...]) -> str:
+        """Ask the engine for extra analyzers on one tensor; returns "" or the error."""
+        engine = self.engine
+        if engine is None:
+            return "the scan has not started yet"
+        try:
+            engine.request(name, list(methods))
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return ""
+
+    @staticmethod
+    def _full_quant_methods(ref: Any) -> tuple[str, ...]:
+        if not ref.analyzable:
+            return ()
+        shape = ref.shape
+        is_matrix = len(shape) >= 2 and shape[0] >= 2 and (ref.numel // max(shape[0], 1)) >= 2
+        return FULL_QUANT if is_matrix else FULL_QUANT[:1]
+
+    @staticmethod
+    def _has_ran(result: Any, methods: tuple[str, ...]) -> bool:
+        return all(m in result.timings or m in result.skipped or m in result.errors
+                   for m in methods)
+
+    def _scope_key(self) -> str:
+        return self.state.scope_of(self.selected_key)
+
+    def _filter_fn(self) -> Callable[[Any], bool] | None:
+        text = self.main_screen.query_one(LayerTree).filter_text
+        if not text:
+            return None
+        return lambda ref: matches(text, ref.name) or matches(text, ref.display_name)
+
+    def _show_table(self) -> None:
+        key = self._scope_key()
+        node = self.state.node_by_key[key]
+        table = self.main_screen.query_one(TensorTable)
+        table.rebuild(self.state.scope_names(key), self.state.results, self.state.refs,
+                      self._filter_fn())
+        order = ""
+        if table.sort_column:
+            order = f" · sorted by {table.sort_column} {'↓' if table.sort_reverse else '↑'}"
+        filt = self.main_screen.query_one(LayerTree).filter_text
+        self.main_screen.query_one("#table-caption", Static).update(
+            f"{node.label}: {len(table.names)} tensors{order}"
+            + (f" · filter '{filt}'" if filt else "")
+            + " · s: sort by column · enter: open")
+
+    def _depth_spec(self) -> PlotSpec:
+        col = COLUMNS[self.depth_index]
+        log = col.log if self.depth_log is None else self.depth_log
+        from wstui.app.format import column_value
+
+        rows = [(ref.kind, ref.block, column_value(self.state.results.get(n), col))
+                for n, ref in self.state.refs.items() if ref.block is not None]
+        label = f"{col.label} ({col.analyzer}.{col.metric})"
+        return depth_plot(rows, label, log).prepare()
+
+    def _show_depth(self) -> None:
+        col = COLUMNS[self.depth_index]
+        self.main_screen.query_one("#depth-caption", Static).update(
+            f"{col.analyzer}.{col.metric} against block index · m: next metric · L: log scale")
+        self.main_screen.query_one("#plot-depth", PlotPanel).show(
+            self._depth_spec(), "no values yet for this metric (computing…)")
+
+    def _show_findings(self) -> None:
+        pairs = self.state.findings()
+        self.main_screen.query_one("#findings-caption", Static).update(
+            f"{len(pairs)} findings, worst first · enter: go to tensor")
+        self.main_screen.query_one(FindingsTable).rebuild(pairs, self.state.refs)
+
+    # --- jumps -------------------------------------------------------------------------------
+
+    def jump_to(self, name: str) -> None:
+        """Select tensor `name` in the tree and show its Overview."""
+        key = self.state.key_of(name)
+        tree = self.main_screen.query_one(LayerTree)
+        if key is None:
+            return
+        if not tree.reveal(key):  # hidden by the filter: clear it first
+            self.action_clear_filter()
+            tree.reveal(key)
+        self.select_key(key)
+        self.main_screen.query_one(TabbedContent).active = "overview"
+        tree.focus()
+
+    @on(JumpToTensor)
+    def _jump(self, event: JumpToTensor) -> None:
+        self.jump_to(event.name)
+
+    @on(SortChanged)
+    def _resort(self) -> None:
+        self._show_table()
+
+    def sort_table_by(self, column: str) -> None:
+        table = self.main_screen.query_one(TensorTable)
+        table.set_sort(column)
+        self.main_screen.query_one(TabbedContent).active = "table"
+        self._show_table()
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def action_show_tab(self, tab: str) -> None:
+        self.main_screen.query_one(TabbedContent).active = tab
+        if tab in ("table", "findings"):
+            widget = self.main_screen.query_one(TensorTable if tab == "table" else FindingsTable)
+            self.call_after_refresh(widget.focus)
+
+    def action_quit_now(self) -> None:
+        """Quit at once: cancel the scan, never wait for a running analyzer."""
+        self._quitting.set()
+        self._engine_call("cancel")
+        self.exit(0)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_filter(self) -> None:
+        box = self.main_screen.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.main_screen.query_one(LayerTree).apply_filter(event.value)
+        self._scope_dirty = True
+        self.refresh_view(tensor=False)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        if not event.value:
+            event.input.display = False
+        self.main_screen.query_one(LayerTree).focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.main_screen.query_one("#filter", Input)
+        if box.value or box.display:
+            box.value = ""
+            box.display = False
+            self.main_screen.query_one(LayerTree).apply_filter("")
+            self.main_screen.query_one(LayerTree).focus()
+            self._scope_dirty = True
+            self.refresh_view(tensor=False)
+
+    def action_next_finding(self, step: int) -> None:
+        """Move to the next (or previous) tensor with a finding, in tree order."""
+        names = [n for n in self.state.order if self.state.results.get(n) is not None
+                 and self.state.results[n].findings]
+        if not names:
+            self.notify("no findings yet")
+            return
+        node = self.state.node_by_key.get(self.selected_key)
+        here = node.tensor.name if node is not None and node.tensor is not None else None
+        order = self.state.order
+        pos = order.index(here) if here in order else -1
+        ranked = [(order.index(n), n) for n in names]
+        if step > 0:
+            after = [n for i, n in ranked if i > pos]
+            target = after[0] if after else ranked[0][1]
+        else:
+            before = [n for i, n in ranked if i < pos] if pos >= 0 else []
+            target = before[-1] if before else ranked[-1][1]
+        tab = self.active_tab
+        self.jump_to(target)
+        if tab not in ("table", "depth", "findings"):
+            self.main_screen.query_one(TabbedContent).active = tab
+
+    def action_sort(self) -> None:
+        if self.active_tab == "table":
+            self.main_screen.query_one(TensorTable).action_sort_here()
+        else:
+            self.action_show_tab("table")
+
+    def action_toggle_log(self) -> None:
+        if self.active_tab == "depth":
+            col = COLUMNS[self.depth_index]
+            current = col.log if self.depth_log is None else self.depth_log
+            self.depth_log = not current
+        else:
+            self.log_y = not self.log_y
+            self.notify(f"histogram: {'log' if self.log_y else 'linear'} counts", timeout=2)
+        self.refresh_view()
+
+    def action_depth_metric(self) -> None:
+        self.depth_index = (self.depth_index + 1) % len(COLUMNS)
+        self.depth_log = None
+        if self.active_tab != "depth":
+            self.main_screen.query_one(TabbedContent).active = "depth"
+        self.refresh_view()
+
+    def action_swap_diff(self) -> None:
+        self.notify("d swaps A and B in diff mode (wstui PATH --diff PATH_B)", timeout=3)
+
+    def action_export_view(self) -> None:
+        try:
+            path = write_view(self.view_document(), self.export_dir)
+        except OSError as exc:
+            self.notify(f"export failed: {exc}", severity="error")
+            return
+        self.notify(f"view written to {path}", title="export")
+
+    def action_export_scan(self) -> None:
+        engine = self.engine
+        if engine is None:
+            self.notify("the scan has not started yet", severity="warning")
+            return
+        self._export_scan_worker(engine)
+
+    @work(thread=True, exit_on_error=False, group="export")
+    def _export_scan_worker(self, engine: Any) -> None:
+        try:
+            report = engine.report()
+            name = slug(Path(str(getattr(self.checkpoint, "path", "model"))).name)
+            path = report.to_json(unique_path(self.export_dir, f"wstui-scan-{name}"))
+        except Exception as exc:
+            self.call_from_thread(self.notify, f"export failed: {exc}", severity="error")
+            return
+        self.call_from_thread(self.notify, f"scan written to {path}", title="export")
+
+    def view_document(self) -> dict[str, Any]:
+        """The current view as `wstui.view/1` (what `e` writes)."""
+        tab = self.active_tab
+        node = self.state.node_by_key.get(self.selected_key, self.state.root)
+        if tab in ("overview", "spectrum", "histogram", "quantization") and node.tensor is not None:
+            ref = node.tensor
+            result = self.state.results.get(ref.name)
+            plots = self._tensor_plots(node)
+            shown = {"spectrum": ["spectrum", "esd"], "histogram": ["histogram"],
+                     "quantization": ["quantization"]}.get(tab, [])
+            specs = [plots[k] for k in shown if k in plots]
+            if tab == "histogram" and self.log_y:
+                hist = self._histogram_spec(node)
+                specs = [hist] if hist else []
+            return view_document(
+                tab, tensor=ref.name, metrics=result.metrics if result else {},
+                plots=specs, findings=[f.to_dict() for f in result.findings] if result else [],
+                shape=list(ref.shape), dtype=ref.dtype, kind=ref.kind, block=ref.block,
+                errors=dict(result.errors) if result else {},
+            )
+        key = self._scope_key() if tab in ("table", "depth") else node.key
+        names = self.state.scope_names(key) if tab != "findings" else self.state.order
+        selection = {"key": key, "label": self.state.node_by_key[key].label, "tensors": names}
+        if tab == "table":
+            table = self.main_screen.query_one(TensorTable)
+            from wstui.app.format import column_value
+
+            rows = [{"name": n, "kind": self.state.refs[n].kind, "block": self.state.refs[n].block,
+                     **{c.key: column_value(self.state.results.get(n), c) for c in COLUMNS}}
+                    for n in table.names]
+            return view_document("table", selection=selection,
+                                 metrics={"columns": [c.key for c in COLUMNS], "rows": rows},
+                                 sort={"column": table.sort_column, "reverse": table.sort_reverse})
+        if tab == "depth":
+            spec = self._depth_spec()
+            col = COLUMNS[self.depth_index]
+            return view_document("depth", selection=selection,
+                                 metrics={"metric": f"{col.analyzer}.{col.metric}"}, plots=[spec])
+        pairs = self.state.findings(names)
+        if tab == "findings":
+            return view_document("findings", selection=selection, metrics={},
+                                 findings=[{"tensor": n, **f.to_dict()} for n, f in pairs])
+        return view_document("overview", selection=selection, metrics={
+            "n_tensors": len(names),
+            "scanned": sum(1 for n in names if n in self.state.results)},
+            findings=[{"tensor": n, **f.to_dict()} for n, f in pairs])
+
+    # --- bench hooks (WSTUI_BENCH_LOG) -------------------------------------------------------
+
+    def _bench(self, event: str) -> None:
+        with open(self._bench_log, "a", encoding="utf-8") as fh:  # type: ignore[arg-type]
+            fh.write(f"{event} {time.time():.6f}\n")
+
+    def _bench_expand_all(self) -> None:
+        tree = self.main_screen.query_one(LayerTree)
+        for key in list(tree.unloaded):
+            ui = tree.nodes_by_key.get(key)
+            if ui is not None:
+                tree.ensure_loaded(ui)
+        tree.root.expand_all()
+        self.call_after_refresh(self._bench_tree_done)
+
+    def _bench_tree_done(self) -> None:
+        tree = self.main_screen.query_one(LayerTree)
+        tree.scroll_end(animate=False)
+        self._bench("tree_complete")
+        self.call_after_refresh(self.action_quit_now)
+

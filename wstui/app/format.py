@@ -1,0 +1,215 @@
+"""How values, severities and metric rows look on screen.
+
+Only formatting and look-ups live here: every number shown comes from a `TensorResult` as the
+analyzers computed it. Severity badges pair a colour with a letter or symbol, so that a
+terminal without colour (`NO_COLOR`) still tells critical from warn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+
+from analyzers.core import Finding, Severity, TensorResult
+
+#: Badge states beyond the three severities.
+PENDING, CLEAN, ERROR = "pending", "clean", "error"
+
+#: state -> (symbol, style). Symbols differ from one another so colour is never needed.
+BADGES: dict[str, tuple[str, str]] = {
+    Severity.CRITICAL.value: ("✖", "bold red"),
+    Severity.WARN.value: ("▲", "bold yellow"),
+    Severity.INFO.value: ("i", "cyan"),
+    ERROR: ("E", "bold magenta"),
+    CLEAN: ("✓", "green"),
+    PENDING: ("·", "dim"),
+}
+
+STATE_RANK = {PENDING: -2, CLEAN: -1, "info": 0, "warn": 1, ERROR: 1.5, "critical": 2}
+
+
+def badge(state: str) -> Text:
+    symbol, style = BADGES[state]
+    return Text(symbol, style=style)
+
+
+def result_state(result: TensorResult | None) -> str:
+    """The badge state of one tensor: its worst finding, an error, clean, or not yet scanned."""
+    if result is None:
+        return PENDING
+    worst = result.worst_severity
+    if result.errors and (worst is None or worst is not Severity.CRITICAL):
+        return ERROR
+    if worst is not None:
+        return worst.value
+    return CLEAN
+
+
+def worst_state(states: Iterator[str] | list[str]) -> str:
+    """The state a group node shows: the worst of its descendants (pending only if all are)."""
+    best = PENDING
+    for s in states:
+        if STATE_RANK[s] > STATE_RANK[best]:
+            best = s
+    return best
+
+
+def num(value: Any, digits: int = 4) -> str:
+    """A metric value in a short, fixed-width-friendly form."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) < 10**9 else f"{value:.3e}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
+        if value == 0:
+            return "0"
+        a = abs(value)
+        if a >= 1e5 or a < 1e-3:
+            return f"{value:.{max(digits - 2, 1)}e}"
+        return f"{value:.{digits}g}"
+    if isinstance(value, (list, tuple)):
+        return f"[{len(value)} values]"
+    return str(value)
+
+
+def shape_text(shape: tuple[int, ...] | list[int]) -> str:
+    return "×".join(str(s) for s in shape) if shape else "scalar"
+
+
+def human_count(n: int) -> str:
+    for unit, div in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+# --- metrics shown in tables, the Depth view and the Overview threshold marks ----------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """A scalar metric that has a column in the Table view and a line in the Depth view."""
+
+    key: str  # unique, also the DataTable column key
+    label: str
+    analyzer: str
+    metric: str
+    log: bool = False  # plotted on a log axis in the Depth view
+
+
+def int8_sqnr(result: TensorResult) -> float | None:
+    """SQNR of per-tensor symmetric 8-bit quantization: the int8_lossy rule's input."""
+    for s in result.metrics.get("quantization", {}).get("schemes", []) or []:
+        if (s.get("bits"), s.get("granularity"), s.get("scheme")) == (8, "tensor", "sym"):
+            return s.get("sqnr_db")
+    return None
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("std", "std", "stats", "std", log=True),
+    Column("kurtosis", "kurt", "stats", "kurtosis"),
+    Column("abs_max", "|max|", "stats", "abs_max", log=True),
+    Column("crest", "crest", "quantization", "crest_factor"),
+    Column("sqnr8", "SQNR8", "quantization", "sqnr8"),
+    Column("outliers", "outl%", "quantization", "outlier_frac_1p5"),
+    Column("cond", "cond", "spectral", "condition_number", log=True),
+    Column("stable_rank", "srank", "spectral", "stable_rank"),
+    Column("eff_rank", "erank", "spectral", "effective_rank"),
+    Column("rank_util", "util", "spectral", "rank_utilization"),
+    Column("alpha", "α", "spectral", "alpha"),
+    Column("ks", "KS", "spectral", "ks_distance"),
+    Column("dead", "dead", "sparsity", "dead_rows"),
+    Column("rel_change", "Δrel", "compare", "rel_change"),
+)
+COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
+
+
+def column_value(result: TensorResult | None, col: Column) -> Any:
+    """The value of one table column for one tensor, or None."""
+    if result is None:
+        return None
+    if col.key == "sqnr8":
+        return int8_sqnr(result)
+    value = result.metrics.get(col.analyzer, {}).get(col.metric)
+    if isinstance(value, list):  # e.g. dead_rows stored as indices
+        return len(value)
+    return value
+
+
+def sort_key(value: Any) -> tuple[int, float]:
+    """Missing values sort last whichever way the table is sorted."""
+    if value is None or isinstance(value, str):
+        return (1, 0.0)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return (1, 0.0)
+    if math.isnan(v):
+        return (1, 0.0)
+    return (0, v)
+
+
+#: finding code -> (analyzer, metric) its rule reads; used to put a mark beside that metric.
+RULES: dict[str, tuple[str, str]] = {
+    "nonfinite": ("stats", "nan_count"),
+    "ill_conditioned": ("spectral", "condition_number"),
+    "alpha_low": ("spectral", "alpha"),
+    "alpha_high": ("spectral", "alpha"),
+    "int8_lossy": ("quantization", "sqnr8"),
+    "outliers": ("quantization", "outlier_frac_1p5"),
+    "dead_units": ("sparsity", "dead_rows"),
+    "low_rank": ("spectral", "rank_utilization"),
+    "low_norm_tokens": ("embedding", "low_norm_rows"),
+    "large_change": ("compare", "rel_change"),
+}
+
+
+def rule_text(code: str, thresholds: Mapping[str, float]) -> str:
+    """The rule of a finding code as a user reads it, e.g. `> 1e+05 ▲ > 1e+08 ✖`."""
+    from analyzers.core import LOWER_IS_WORSE
+
+    if code not in thresholds:
+        return ""
+    op = "<" if code in LOWER_IS_WORSE else ">"
+    sev = {"alpha_high": "i", "low_rank": "i", "low_norm_tokens": "i"}.get(code, "▲")
+    text = f"{op} {num(thresholds[code], 3)} {sev}"
+    crit = thresholds.get(f"{code}.critical")
+    if crit is not None:
+        text += f"  {op} {num(crit, 3)} ✖"
+    return text
+
+
+def marks_for(
+    analyzer: str, metric: str, findings: list[Finding], thresholds: Mapping[str, float]
+) -> tuple[str, list[str]]:
+    """(worst state among this metric's findings or '', rule texts) for one metric row."""
+    codes = [c for c, (a, m) in RULES.items() if (a, m) == (analyzer, metric)]
+    rules = [r for r in (rule_text(c, thresholds) for c in codes) if r]
+    hit = [f.severity.value for f in findings if f.code in codes]
+    return (worst_state(hit) if hit else ""), rules
+
+
+def scalar_metrics(result: TensorResult, analyzer: str) -> list[tuple[str, Any]]:
+    """The scalar metrics of one analyzer in display order (lists and dicts summarised)."""
+    values = result.metrics.get(analyzer, {})
+    rows: list[tuple[str, Any]] = []
+    if analyzer == "quantization":
+        rows.append(("sqnr8", int8_sqnr(result)))
+    for key, value in values.items():
+        if key in ("histogram", "schemes", "spectrum"):
+            continue
+        if isinstance(value, Mapping):
+            rows.extend((f"{key}.{k}", v) for k, v in value.items() if not isinstance(v, list))
+            continue
+        rows.append((key, value))
+    return rows

@@ -1,0 +1,61 @@
+"""Command-palette provider (ctrl+p): go to a tensor, sort the table, export."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from wstui.app.format import COLUMNS
+from wstui.app.widgets.table import FIXED
+
+if TYPE_CHECKING:  # pragma: no cover
+    from wstui.app.app import WstuiApp
+
+MAX_TENSOR_HITS = 40
+
+
+class WstuiCommands(Provider):
+    """`Go to tensor…`, `Sort table by…`, `Export view`, `Export scan`."""
+
+    @property
+    def wapp(self) -> WstuiApp:
+        return cast("WstuiApp", self.app)
+
+    def _static(self) -> list[tuple[str, Callable[[], Any], str]]:
+        app = self.wapp
+        return [
+            ("Go to tensor…", app.action_filter, "type a name in the filter box (/)"),
+            ("Sort table by…", partial(app.action_show_tab, "table"),
+             "open the table; type 'sort table by <metric>' here to pick one"),
+            ("Export view", app.action_export_view, "write this view as wstui.view/1 JSON"),
+            ("Export scan", app.action_export_scan, "write the whole scan as wstui.scan/1 JSON"),
+        ]
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self._static():
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        app = self.wapp
+        for name, callback, help_text in self._static():
+            if (score := matcher.match(name)) > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+        labels = {**FIXED, **{c.key: f"{c.label} ({c.analyzer}.{c.metric})" for c in COLUMNS}}
+        for key, label in labels.items():
+            text = f"Sort table by {label.strip() or 'severity'}"
+            if (score := matcher.match(text)) > 0:
+                yield Hit(score, matcher.highlight(text), partial(app.sort_table_by, key))
+        hits = 0
+        for name in app.state.order:
+            ref = app.state.refs[name]
+            text = f"Go to tensor {ref.display_name}"
+            if (score := matcher.match(text)) > 0:
+                yield Hit(score, matcher.highlight(text), partial(app.jump_to, name),
+                          help=f"{ref.kind} {'×'.join(map(str, ref.shape))}")
+                hits += 1
+                if hits >= MAX_TENSOR_HITS:
+                    break

@@ -1,0 +1,256 @@
+"""The data behind every plot, taken from `TensorResult.data`, ready to draw and to export.
+
+A `PlotSpec` keeps the values in their own units (what `e` exports) and, once `prepare()` ran,
+a drawable copy: log10 of log axes and at most a few hundred points. `prepare()` runs on the
+scan engine's worker thread (in the result callback), so the event loop never decimates a
+4096-point spectrum. plotext's own log scales are never used: they crash on a second draw.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from analyzers.core import TensorResult
+
+DRAW_POINTS = 400
+
+
+@dataclass
+class Series:
+    label: str
+    x: list[float]
+    y: list[float]
+    style: str = "line"  # line | scatter | bar | vline | hline
+    color: str | None = None
+
+
+@dataclass
+class PlotSpec:
+    """One plot: axes, log flags, series in real units, and their drawable form."""
+
+    key: str
+    title: str
+    x_label: str
+    y_label: str
+    series: list[Series]
+    x_log: bool = False
+    y_log: bool = False
+    note: str = ""
+    draw: list[Series] = field(default_factory=list)
+    x_ticks: tuple[list[float], list[str]] | None = None
+    y_ticks: tuple[list[float], list[str]] | None = None
+
+    def prepare(self, max_points: int = DRAW_POINTS) -> PlotSpec:
+        """Fill `draw` and the tick labels (log10 of log axes, decimated). Returns self."""
+        self.draw = []
+        xs_all: list[float] = []
+        ys_all: list[float] = []
+        for s in self.series:
+            x = _axis(s.x, self.x_log)
+            y = _axis(s.y, self.y_log)
+            if s.style in ("vline", "hline"):
+                self.draw.append(Series(s.label, x, y, s.style, s.color))
+                continue
+            pts = [(a, b) for a, b in zip(x, y) if a is not None and b is not None]
+            if s.style != "bar":
+                pts = decimate(pts, max_points)
+            dx = [p[0] for p in pts]
+            dy = [p[1] for p in pts]
+            xs_all += dx
+            ys_all += dy
+            self.draw.append(Series(s.label, dx, dy, s.style, s.color))
+        if self.x_log and xs_all:
+            self.x_ticks = log_ticks(min(xs_all), max(xs_all))
+        if self.y_log and ys_all:
+            self.y_ticks = log_ticks(min(ys_all), max(ys_all))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "x_label": self.x_label,
+            "y_label": self.y_label,
+            "x_scale": "log" if self.x_log else "linear",
+            "y_scale": "log" if self.y_log else "linear",
+            "series": [
+                {"label": s.label, "style": s.style, "x": list(s.x), "y": list(s.y)}
+                for s in self.series
+            ],
+        }
+
+    @property
+    def empty(self) -> bool:
+        return not any(s.x for s in self.series if s.style not in ("vline", "hline"))
+
+
+def _axis(values: Iterable[Any], log: bool) -> list[float | None]:
+    out: list[float | None] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        f = float(v)
+        if not math.isfinite(f) or (log and f <= 0):
+            out.append(None)
+        else:
+            out.append(math.log10(f) if log else f)
+    return out
+
+
+def decimate(points: list[tuple[float, float]], max_points: int) -> list[tuple[float, float]]:
+    """At most `max_points` points, evenly spread along x (keeps the first of each x bin)."""
+    if len(points) <= max_points:
+        return points
+    lo = min(p[0] for p in points)
+    hi = max(p[0] for p in points)
+    if hi <= lo:
+        step = len(points) / max_points
+        return [points[int(i * step)] for i in range(max_points)]
+    width = (hi - lo) / max_points
+    seen: set[int] = set()
+    kept = []
+    for p in points:
+        b = min(int((p[0] - lo) / width), max_points - 1)
+        if b not in seen:
+            seen.add(b)
+            kept.append(p)
+    if kept[-1] is not points[-1]:
+        kept.append(points[-1])
+    return kept
+
+
+def power_label(exponent: int) -> str:
+    """10^e written as plain text that every terminal shows: 1e3, 1e-2, 1."""
+    if exponent == 0:
+        return "1"
+    if exponent == 1:
+        return "10"
+    return f"1e{exponent}"
+
+
+def log_ticks(lo: float, hi: float, max_ticks: int = 6) -> tuple[list[float], list[str]]:
+    """Ticks at powers of ten for a log10 axis spanning [lo, hi]."""
+    first, last = math.floor(lo), math.ceil(hi)
+    if last - first < 1:
+        last = first + 1
+    step = max(1, math.ceil((last - first) / max_ticks))
+    exps = list(range(first, last + 1, step))
+    inside = [e for e in exps if lo - 1e-9 <= e <= hi + 1e-9]
+    if len(inside) < 2:  # less than a decade: label the ends with their values
+        ticks = [lo, hi] if hi > lo else [lo]
+        return ticks, [f"{10**t:.3g}" for t in ticks]
+    return [float(e) for e in inside], [power_label(e) for e in inside]
+
+
+# --- the plots of each tab --------------------------------------------------------------------
+
+
+def _list(d: Any, key: str) -> list[Any]:
+    v = d.get(key) if isinstance(d, dict) else None
+    if v is None:
+        return []
+    return list(v.tolist() if hasattr(v, "tolist") else v)
+
+
+def spectrum_plot(result: TensorResult) -> PlotSpec:
+    sp = result.data.get("spectral", {})
+    sigma = _list(sp, "spectrum")
+    rank = _list(sp, "spectrum_rank") or list(range(1, len(sigma) + 1))
+    series = [Series("σ", rank, sigma, "line", "cyan")]
+    cmp = result.data.get("compare", {})
+    if cmp:
+        for key, label, color in (("spectrum_a", "A", "cyan"), ("spectrum_b", "B", "orange")):
+            s = _list(cmp, key)
+            if s:
+                series.append(Series(f"σ {label}", list(range(1, len(s) + 1)), s, "line", color))
+    return PlotSpec("spectrum", "singular values by rank", "rank", "σ", series,
+                    x_log=True, y_log=True)
+
+
+def esd_plot(result: TensorResult) -> PlotSpec:
+    sp = result.data.get("spectral", {})
+    esd = sp.get("esd") or {}
+    edges = _list(esd, "edges")
+    density = _list(esd, "density")
+    centres = [math.sqrt(a * b) if a > 0 and b > 0 else (a + b) / 2
+               for a, b in itertools.pairwise(edges)]
+    series = [Series("ESD", centres, density, "scatter", "cyan")]
+    fit = sp.get("fit") or {}
+    if _list(fit, "x"):
+        series.append(Series("power-law fit", _list(fit, "x"), _list(fit, "y"), "line", "red"))
+    xmin = sp.get("xmin", result.metrics.get("spectral", {}).get("xmin"))
+    if xmin:
+        series.append(Series("xmin", [float(xmin)], [], "vline", "yellow"))
+    alpha = result.metrics.get("spectral", {}).get("alpha")
+    note = f"α = {alpha:.3g}" if isinstance(alpha, (int, float)) else ""
+    return PlotSpec("esd", "eigenvalue density (ESD) of WᵀW", "λ", "density", series,
+                    x_log=True, y_log=True, note=note)
+
+
+def histogram_plot(result: TensorResult, log_y: bool = False) -> PlotSpec:
+    h = result.data.get("stats", {}).get("histogram") or result.metrics.get(
+        "stats", {}).get("histogram") or {}
+    edges = _list(h, "edges")
+    counts = _list(h, "counts")
+    centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+    series = [Series("count", centres, counts, "bar", "cyan")]
+    cmp = result.data.get("compare", {})
+    if cmp and _list(cmp, "hist_edges"):
+        e = _list(cmp, "hist_edges")
+        c = [(a + b) / 2 for a, b in itertools.pairwise(e)]
+        series = [Series("A", c, _list(cmp, "hist_a"), "line", "cyan"),
+                  Series("B", c, _list(cmp, "hist_b"), "line", "orange")]
+    return PlotSpec("histogram", "value histogram", "value", "count", series, y_log=log_y)
+
+
+def quant_plot(result: TensorResult) -> PlotSpec:
+    colors = ["cyan", "orange", "green", "magenta", "blue", "red"]
+    series = []
+    for i, c in enumerate(result.data.get("quantization", {}).get("curves", []) or []):
+        label = f"{c.get('granularity')} {c.get('scheme')}"
+        series.append(Series(label, _list(c, "bits"), _list(c, "sqnr_db"), "line",
+                             colors[i % len(colors)]))
+    if not series:  # fall back to the scheme rows of the default scan
+        groups: dict[str, list[tuple[float, float]]] = {}
+        for s in result.metrics.get("quantization", {}).get("schemes", []) or []:
+            if s.get("sqnr_db") is None:
+                continue
+            groups.setdefault(f"{s['granularity']} {s['scheme']}", []).append(
+                (s["bits"], s["sqnr_db"]))
+        for i, (label, pts) in enumerate(sorted(groups.items())):
+            pts.sort()
+            series.append(Series(label, [p[0] for p in pts], [p[1] for p in pts], "line",
+                                 colors[i % len(colors)]))
+    if series:
+        series.append(Series("26 dB (int8_lossy)", [], [26.0], "hline", "red"))
+    return PlotSpec("quantization", "SQNR against bits", "bits", "SQNR dB", series)
+
+
+def depth_plot(
+    rows: Sequence[tuple[str, int, Any]], metric_label: str, log: bool
+) -> PlotSpec:
+    """`rows` = (kind, block, value): one series per module kind, x = block index."""
+    by_kind: dict[str, list[tuple[int, float]]] = {}
+    for kind, block, value in rows:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            by_kind.setdefault(kind, []).append((block, float(value)))
+    colors = ["cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white"]
+    series = []
+    for i, (kind, pts) in enumerate(sorted(by_kind.items())):
+        pts.sort()
+        series.append(Series(kind, [p[0] for p in pts], [p[1] for p in pts], "line",
+                             colors[i % len(colors)]))
+    return PlotSpec("depth", f"{metric_label} by block", "block", metric_label, series,
+                    y_log=log)
+
+
+def tensor_plots(result: TensorResult, log_y: bool = False) -> dict[str, PlotSpec]:
+    """Every per-tensor plot, prepared (called on a worker thread)."""
+    specs = [spectrum_plot(result), esd_plot(result), histogram_plot(result, log_y),
+             quant_plot(result)]
+    return {s.key: s.prepare() for s in specs}

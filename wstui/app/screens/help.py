@@ -1,0 +1,66 @@
+"""The `?` screen: every key, what it does, and what the badges mean."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from wstui.app.format import BADGES, badge
+
+#: (keys, what they do), in the order of DESIGN §9
+KEYS: tuple[tuple[str, str], ...] = (
+    ("j / k, ↓ / ↑", "move in the tree or a table"),
+    ("h / l, ← / →", "collapse / expand a tree node"),
+    ("enter", "select: open a tree node, jump to a table or findings row's tensor"),
+    ("tab / shift+tab", "next / previous pane"),
+    ("1 … 7", "tabs: overview, spectrum, histogram, quantization, table, depth, findings"),
+    ("/", "filter tensors by name (substring or glob); escape clears"),
+    ("n / N", "next / previous tensor with a finding"),
+    ("s", "sort the table by the column under the cursor (again: reverse)"),
+    ("L", "toggle log scale (histogram counts; depth metric)"),
+    ("m", "depth view: next metric"),
+    ("d", "diff mode: swap which checkpoint is A"),
+    ("e", "export the current view to JSON (wstui.view/1)"),
+    ("E", "export the whole scan to JSON (wstui.scan/1)"),
+    ("ctrl+p", "command palette: go to tensor, sort table by, export"),
+    ("?", "this help"),
+    ("q", "quit (cancels the scan)"),
+)
+
+BADGE_MEANING = {
+    "critical": "critical finding below", "warn": "warning below", "info": "info below",
+    "error": "an analyzer failed", "clean": "scanned, no findings", "pending": "not scanned yet",
+}
+
+
+def help_renderable() -> Table:
+    t = Table(title="wstui keys", box=None, title_style="bold", expand=True)
+    t.add_column("key", style="bold cyan", no_wrap=True)
+    t.add_column("does")
+    for keys, what in KEYS:
+        t.add_row(keys, what)
+    t.add_row("", "")
+    t.add_row(Text("badges", style="bold"), "")
+    for state in BADGES:
+        t.add_row(badge(state), BADGE_MEANING[state])
+    return t
+
+
+class HelpScreen(ModalScreen[None]):
+    """Modal help; any of escape, ? or q closes it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,question_mark,q", "dismiss", "Close", id="help.close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-body"):
+            yield Static(help_renderable())
+            yield Static("escape, ? or q closes this screen", classes="dim")

@@ -1,0 +1,142 @@
+"""What the app knows about the scan: results per tensor, badge states per tree node.
+
+`Inbox` is the only object the engine's worker threads touch: the result callback prepares
+the plots there (off the event loop) and parks the newest result per tensor under a lock.
+The app drains it on a timer (every 100 ms), so a burst of thousands of cached results costs
+one tree update, not thousands of messages.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from analyzers.core import Finding, TensorResult, top_issue_key
+from wstui.app.format import PENDING, result_state, worst_state
+from wstui.app.plotdata import PlotSpec, tensor_plots
+
+
+class Inbox:
+    """Thread-safe hand-over from the scan engine's threads to the event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._results: dict[str, tuple[TensorResult, dict[str, PlotSpec]]] = {}
+        self._progress: Any = None
+        self._errors: list[str] = []
+
+    def on_result(self, name: str, result: TensorResult) -> None:
+        """Engine callback (worker thread): prepare plots here, then park the result."""
+        try:
+            plots = tensor_plots(result)
+        except Exception as exc:  # a malformed data block must not kill the engine's thread
+            plots = {}
+            result.errors.setdefault("plot", f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            self._results[name] = (result, plots)
+
+    def on_progress(self, progress: Any) -> None:
+        with self._lock:
+            self._progress = progress
+
+    def on_error(self, message: str) -> None:
+        with self._lock:
+            self._errors.append(message)
+
+    def drain(self) -> tuple[dict[str, tuple[TensorResult, dict[str, PlotSpec]]], Any, list[str]]:
+        with self._lock:
+            results, self._results = self._results, {}
+            progress, self._progress = self._progress, None
+            errors, self._errors = self._errors, []
+        return results, progress, errors
+
+
+class ScanState:
+    """Results and badge states, owned by the event loop."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.results: dict[str, TensorResult] = {}
+        self.plots: dict[str, dict[str, PlotSpec]] = {}
+        self.progress: Any = None
+        self.node_by_key: dict[str, Any] = {}
+        self.ancestors: dict[str, list[str]] = {}  # tensor name -> keys of nodes above it
+        self.tensor_names: dict[str, list[str]] = {}  # node key -> tensor names below it
+        self.order: list[str] = []  # tensor names in tree order
+        self.refs: dict[str, Any] = {}
+        self.key_by_name: dict[str, str] = {}
+        self._index(root, [])
+        self.states: dict[str, str] = {key: PENDING for key in self.node_by_key}
+
+    def _index(self, node: Any, above: list[str]) -> list[str]:
+        self.node_by_key[node.key] = node
+        if node.tensor is not None:
+            name = node.tensor.name
+            self.ancestors[name] = list(above)
+            self.order.append(name)
+            self.refs[name] = node.tensor
+            self.key_by_name[name] = node.key
+            names = [name]
+        else:
+            names = []
+            for child in node.children:
+                names += self._index(child, [*above, node.key])
+        self.tensor_names[node.key] = names
+        return names
+
+    def key_of(self, name: str) -> str | None:
+        """Tree key of a tensor (by stored name)."""
+        return self.key_by_name.get(name)
+
+    def state(self, key: str) -> str:
+        return self.states.get(key, PENDING)
+
+    def apply(self, batch: dict[str, tuple[TensorResult, dict[str, PlotSpec]]]) -> set[str]:
+        """Store a drained batch; returns the node keys whose badge state changed."""
+        touched: set[str] = set()
+        for name, (result, plots) in batch.items():
+            self.results[name] = result
+            self.plots[name] = plots
+            key = self.key_of(name)
+            if key is None:
+                continue
+            touched.add(key)
+            touched.update(self.ancestors.get(name, []))
+        changed = set()
+        for key in touched:
+            node = self.node_by_key[key]
+            if node.tensor is not None:
+                new = result_state(self.results.get(node.tensor.name))
+            else:
+                new = worst_state(
+                    result_state(self.results.get(n)) for n in self.tensor_names[key]
+                )
+            if new != self.states.get(key):
+                self.states[key] = new
+                changed.add(key)
+        return changed
+
+    def findings(self, names: Iterable[str] | None = None) -> list[tuple[str, Finding]]:
+        """(tensor name, finding) pairs, top issues first."""
+        names = self.order if names is None else names
+        pairs = [(n, f) for n in names if n in self.results for f in self.results[n].findings]
+        pairs.sort(key=lambda p: top_issue_key(p[1]))
+        return pairs
+
+    def scope_names(self, key: str) -> list[str]:
+        return self.tensor_names.get(key, [])
+
+    def scope_of(self, key: str) -> str:
+        """The block (or model) a node belongs to: the scope of the Table view."""
+        node = self.node_by_key.get(key)
+        if node is not None and node.tensor is None:
+            return key
+        name = node.tensor.name if node is not None else None
+        for anc in reversed(self.ancestors.get(name, [])):
+            if self.node_by_key[anc].group in ("block", "model"):
+                return anc
+        return self.root.key
+
+    def n_done(self) -> int:
+        return len(self.results)

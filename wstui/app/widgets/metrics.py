@@ -1,0 +1,128 @@
+"""The Overview tab: what a tensor is, its findings, and every metric with threshold marks.
+
+For a block or the model it shows a summary of the tensors below instead. Everything is a
+rich renderable built from the result: no analysis happens here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from analyzers.core import Finding, TensorResult
+from wstui.app.format import (
+    badge,
+    human_count,
+    marks_for,
+    num,
+    result_state,
+    scalar_metrics,
+    shape_text,
+)
+
+ANALYZER_ORDER = ("stats", "sparsity", "quantization", "embedding", "spectral", "compare")
+
+
+def finding_table(pairs: list[tuple[str | None, Finding]], limit: int = 50) -> Table:
+    """Findings as `badge code message`, with the tensor on a line of its own when given."""
+    t = Table(box=None, pad_edge=False, show_header=False, expand=True)
+    t.add_column(width=1)
+    t.add_column("finding", ratio=1, overflow="fold")
+    for name, f in pairs[:limit]:
+        msg = Text.assemble((f.code, "bold"), " ", f.message)
+        if name:
+            msg = Text.assemble((name, "cyan"), "\n", msg)
+        t.add_row(badge(f.severity.value), msg)
+    if len(pairs) > limit:
+        t.add_row("", Text(f"… {len(pairs) - limit} more in the Findings tab", style="dim"))
+    return t
+
+
+def tensor_overview(
+    ref: Any, result: TensorResult | None, thresholds: Mapping[str, float], note: str = ""
+) -> RenderableType:
+    """The Overview of one tensor."""
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("tensor", ref.name)
+    if ref.hf_name and ref.hf_name != ref.name:
+        head.add_row("hf name", ref.hf_name)
+    block = "" if ref.block is None else f"   block {ref.block}"
+    head.add_row("kind", f"{ref.kind}{block}")
+    head.add_row("shape", f"{shape_text(ref.shape)}  {ref.dtype}  ({human_count(ref.numel)} "
+                          f"values, {human_count(ref.nbytes)}B)")
+    if ref.tied_to:
+        head.add_row("tied", f"shares storage with {ref.tied_to}: shown once")
+    if ref.note:
+        head.add_row("note", ref.note)
+    parts: list[RenderableType] = [head]
+    if note:
+        parts.append(Text(note, style="italic"))
+    if result is None:
+        parts.append(Text("\ncomputing… (moved to the front of the scan queue)", style="italic"))
+        return Group(*parts)
+    for analyzer, message in sorted(result.errors.items()):
+        parts.append(Text(f"error in {analyzer}: {message}", style="bold magenta"))
+    for analyzer, reason in sorted(result.skipped.items()):
+        parts.append(Text(f"{analyzer} skipped: {reason}", style="dim"))
+    if result.findings:
+        parts.append(Text("\nfindings", style="bold underline"))
+        parts.append(finding_table([(None, f) for f in result.findings]))
+    else:
+        parts.append(Text.assemble("\n", badge(result_state(result)), " no findings so far"))
+    table = Table(box=None, expand=True, pad_edge=False, header_style="bold underline")
+    table.add_column("metric", no_wrap=True, overflow="ellipsis", ratio=3)
+    table.add_column("value", justify="right", no_wrap=True, ratio=2)
+    table.add_column("", width=1)
+    table.add_column("threshold", no_wrap=True, overflow="ellipsis", ratio=3, style="dim")
+    names = [a for a in ANALYZER_ORDER if a in result.metrics] + sorted(
+        a for a in result.metrics if a not in ANALYZER_ORDER)
+    for analyzer in names:
+        rows = scalar_metrics(result, analyzer)
+        if not rows:
+            continue
+        table.add_row(Text(analyzer, style="bold cyan"), "", "", "")
+        for key, value in rows:
+            state, rules = marks_for(analyzer, key, result.findings, thresholds)
+            mark = badge(state) if state else Text(" ")
+            table.add_row(f"  {key}", num(value), mark, "  ".join(rules))
+    parts.append(table)
+    return Group(*parts)
+
+
+def scope_overview(
+    node: Any, names: list[str], results: Mapping[str, TensorResult], refs: Mapping[str, Any],
+    findings: list[tuple[str, Finding]],
+) -> RenderableType:
+    """The Overview of a block or the whole model."""
+    counts: dict[str, int] = {}
+    for n in names:
+        s = result_state(results.get(n))
+        counts[s] = counts.get(s, 0) + 1
+    params = sum(refs[n].numel for n in names if not refs[n].tied_to)
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("selection", node.label)
+    head.add_row("tensors", f"{len(names)}  ({human_count(params)} parameters)")
+    done = sum(1 for n in names if n in results)
+    head.add_row("scanned", f"{done} of {len(names)}")
+    states = Text()
+    for s in ("critical", "warn", "info", "error", "clean", "pending"):
+        if counts.get(s):
+            states.append_text(badge(s))
+            states.append(f" {s} {counts[s]}   ")
+    head.add_row("tensors by worst", states)
+    parts: list[RenderableType] = [head]
+    if findings:
+        parts.append(Text(f"\n{len(findings)} findings, worst first", style="bold underline"))
+        parts.append(finding_table(findings, limit=30))
+    else:
+        parts.append(Text("\nno findings so far", style="dim"))
+    parts.append(Text("\n5: table of these tensors · 6: metrics by depth", style="dim"))
+    return Group(*parts)

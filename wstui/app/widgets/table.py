@@ -1,0 +1,154 @@
+"""The Table tab (one row per tensor of a block or the model) and the Findings list.
+
+Both rebuild with `clear()` + one batch of rows (DataTable relayouts on every removal), and
+both turn enter on a row into `JumpToTensor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable
+
+from analyzers.core import Finding, TensorResult
+from wstui.app.format import (
+    COLUMN_BY_KEY,
+    COLUMNS,
+    STATE_RANK,
+    badge,
+    column_value,
+    num,
+    result_state,
+    shape_text,
+    sort_key,
+)
+from wstui.app.messages import JumpToTensor, SortChanged
+
+#: fixed columns before the metric columns: key -> label
+FIXED = {"state": " ", "name": "tensor", "kind": "kind", "block": "blk", "shape": "shape"}
+
+
+def _right(value: Any) -> Text:
+    return Text(num(value, 3), justify="right")
+
+
+class TensorTable(DataTable):
+    """Tensors with their headline metrics; `s` sorts by the column under the cursor."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "sort_here", "Sort", id="table.sort", tooltip="sort by this column"),
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="cell", zebra_stripes=True, **kwargs)
+        self.sort_column: str | None = None
+        self.sort_reverse = False
+        self.names: list[str] = []
+
+    def on_mount(self) -> None:
+        for key, label in FIXED.items():
+            self.add_column(label, key=key)
+        for col in COLUMNS:
+            self.add_column(col.label, key=col.key)
+
+    def rebuild(
+        self, names: Sequence[str], results: Mapping[str, TensorResult], refs: Mapping[str, Any],
+        filter_fn: Any = None,
+    ) -> None:
+        """Show `names` (tree order), filtered and sorted as the table currently is."""
+        rows = [n for n in names if filter_fn is None or filter_fn(refs[n])]
+        if self.sort_column is not None:
+            rows.sort(key=lambda n: self._sort_value(n, results, refs), reverse=self.sort_reverse)
+            if self.sort_reverse:  # keep missing values last
+                rows.sort(key=lambda n: self._sort_value(n, results, refs)[0])
+        row, column = self.cursor_coordinate
+        self.names = rows
+        self.clear()
+        for n in rows:
+            ref, res = refs[n], results.get(n)
+            cells: list[Any] = [
+                badge(result_state(res)), ref.display_name, ref.kind,
+                "" if ref.block is None else str(ref.block), shape_text(ref.shape),
+            ]
+            cells += [_right(column_value(res, col)) for col in COLUMNS]
+            self.add_row(*cells, key=n)
+        if rows:
+            self.move_cursor(row=min(row, len(rows) - 1), column=column, scroll=False)
+
+    def _sort_value(self, name: str, results: Mapping[str, TensorResult],
+                    refs: Mapping[str, Any]) -> tuple[int, Any]:
+        col = self.sort_column
+        ref = refs[name]
+        if col == "name":
+            return (0, ref.display_name)
+        if col == "kind":
+            return (0, ref.kind)
+        if col == "block":
+            return sort_key(ref.block)
+        if col == "shape":
+            return (0, ref.numel)
+        if col == "state":
+            return (0, STATE_RANK[result_state(results.get(name))])
+        return sort_key(column_value(results.get(name), COLUMN_BY_KEY[col]))
+
+    def set_sort(self, column: str, reverse: bool | None = None) -> None:
+        """Sort by `column`; same column again flips the order. Metric columns start descending."""
+        if reverse is None:
+            if column == self.sort_column:
+                reverse = not self.sort_reverse
+            else:
+                reverse = column in COLUMN_BY_KEY or column == "state"
+        self.sort_column, self.sort_reverse = column, reverse
+
+    def action_sort_here(self) -> None:
+        if not self.columns:
+            return
+        keys = list(self.columns)
+        col = keys[min(self.cursor_column, len(keys) - 1)].value
+        self.set_sort(col)
+        self.post_message(SortChanged())
+
+    def on_data_table_cell_selected(self, event: DataTable.CellSelected) -> None:
+        event.stop()
+        if event.cell_key.row_key.value:
+            self.post_message(JumpToTensor(event.cell_key.row_key.value))
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        self.set_sort(event.column_key.value or "name")
+        self.post_message(SortChanged())
+
+
+class FindingsTable(DataTable):
+    """Every finding, worst first; enter jumps to its tensor."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.signature: tuple[Any, ...] = ()
+
+    def on_mount(self) -> None:
+        for key, label in (("sev", " "), ("tensor", "tensor"), ("code", "code"),
+                           ("value", "value"), ("threshold", "threshold"),
+                           ("message", "message")):
+            self.add_column(label, key=key)
+
+    def rebuild(self, pairs: list[tuple[str, Finding]], refs: Mapping[str, Any]) -> None:
+        signature = tuple((n, f.code, f.severity) for n, f in pairs)
+        if signature == self.signature:
+            return
+        self.signature = signature
+        row = self.cursor_row
+        self.clear()
+        for i, (name, f) in enumerate(pairs):
+            self.add_row(badge(f.severity.value), refs[name].display_name, f.code,
+                         _right(f.value), _right(f.threshold), f.message, key=f"{i}:{name}")
+        if pairs:
+            self.move_cursor(row=min(row, len(pairs) - 1))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        key = event.row_key.value or ""
+        self.post_message(JumpToTensor(key.split(":", 1)[1]))

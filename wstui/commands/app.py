@@ -1,0 +1,72 @@
+"""`wstui PATH`: open the checkpoint (headers only), then the app; the scan starts inside it.
+
+The checkpoint is opened before the app so that bad input fails with one line and exit 2
+before the terminal switches to the app. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from wstui.cli import EXIT_BAD_INPUT
+
+
+def run(args: argparse.Namespace) -> int:
+    thresholds = dict(getattr(args, "threshold", None) or [])
+    return open_app(
+        args.path, diff=args.diff, export_dir=args.export_dir, methods=args.methods,
+        device=args.device, workers=args.workers, use_cache=not args.no_cache,
+        mouse=not args.no_mouse, thresholds=thresholds, tensors=args.tensors,
+    )
+
+
+def open_app(
+    path: str | Path,
+    *,
+    diff: str | Path | None = None,
+    export_dir: str | Path = ".",
+    methods: Sequence[str] | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    use_cache: bool = True,
+    mouse: bool = True,
+    thresholds: Mapping[str, float] | None = None,
+    tensors: str | None = None,
+) -> int:
+    """Open the app on `path` (and `diff` as B); returns the exit code. Raises CheckpointError
+    for bad input before the app starts."""
+    import sys
+
+    from wstui.checkpoint import open_checkpoint
+    from wstui.checkpoint.naming import build_tree
+
+    ckpt = open_checkpoint(path)
+    ckpt_b = open_checkpoint(diff) if diff is not None else None
+    refs = ckpt.tensors
+    if tensors:
+        from wstui.scan import select_tensors
+
+        refs = select_tensors(ckpt.tensors, tensors)
+        if not refs:
+            print(f"wstui: {path}: no tensor matches {tensors!r}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    options: dict[str, Any] = {"thresholds": dict(thresholds)} if thresholds else {}
+
+    def engine_factory() -> Any:
+        from wstui.scan import ScanEngine
+
+        return ScanEngine(ckpt, methods=methods, device=device, workers=workers,
+                          use_cache=use_cache, options=options, tensors=refs)
+
+    from wstui.app.app import WstuiApp
+
+    app = WstuiApp(ckpt, build_tree(refs), engine_factory, export_dir=export_dir,
+                   thresholds=thresholds, checkpoint_b=ckpt_b)
+    code = app.run(mouse=mouse)
+    engine = app.engine
+    if engine is not None:
+        engine.cancel()
+    return int(code if code is not None else (app.return_code or 0))
