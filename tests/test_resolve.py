@@ -18,11 +18,16 @@ from wstui.checkpoint.resolve import hf_cache_dir
 def _fake_cache(root: Path, repo: str, revs: list[str], main: str | None) -> Path:
     """A hub cache laid out like huggingface_hub's: refs/main, snapshots/<rev>/ files."""
     repo_dir = root / ("models--" + repo.replace("/", "--"))
+    blobs = repo_dir / "blobs"
+    blobs.mkdir(parents=True)
     for i, rev in enumerate(revs):
         snap = repo_dir / "snapshots" / rev
         snap.mkdir(parents=True)
-        save_file({f"rev{i}": torch.ones(2)}, snap / "model.safetensors")
-        (snap / "config.json").write_text(json.dumps({"model_type": "llama", "rev": rev}))
+        # files in a snapshot are relative symlinks into blobs/, as huggingface_hub makes them
+        save_file({f"rev{i}": torch.ones(2)}, blobs / f"weights{i}")
+        (blobs / f"config{i}").write_text(json.dumps({"model_type": "llama", "rev": rev}))
+        (snap / "model.safetensors").symlink_to(Path("../../blobs") / f"weights{i}")
+        (snap / "config.json").symlink_to(Path("../../blobs") / f"config{i}")
         t = time.time() - 100 + i
         os.utime(snap, (t, t))
     if main is not None:
@@ -56,6 +61,33 @@ def test_repo_id_uses_refs_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert [t.name for t in ckpt.tensors] == ["rev0"]
         assert ckpt.config["rev"] == "aaa"
         assert ckpt.metadata["repo_id"] == "org/tiny"
+
+
+def test_repo_id_with_missing_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_hf_env(monkeypatch)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    repo = _fake_cache(tmp_path, "org/tiny", ["aaa"], main="aaa")
+    (repo / "blobs" / "weights0").unlink()  # an interrupted download
+    with pytest.raises(CheckpointError, match="broken link") as err:
+        open_checkpoint("org/tiny")
+    assert str(repo / "snapshots" / "aaa" / "model.safetensors") in str(err.value)
+
+
+def test_folder_with_only_gguf(tmp_path: Path) -> None:
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    w = gguf.GGUFWriter(tmp_path / "m.gguf", "llama")
+    w.add_block_count(1)
+    w.add_tensor("blk.0.attn_v.weight", np.ones((4, 8), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with open_checkpoint(tmp_path) as ckpt:
+        assert ckpt.format == "gguf"
+        assert ckpt.tensors[0].hf_name == "model.layers.0.self_attn.v_proj.weight"
 
 
 def test_repo_id_newest_snapshot_without_ref(

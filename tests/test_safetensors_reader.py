@@ -155,3 +155,26 @@ def test_real_minilm_opens_without_torch(minilm_dir: Path) -> None:
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_load_off_cpu_moves_then_upcasts(tmp_path: Path) -> None:
+    """The non-CPU path, checked on the meta device (no GPU needed)."""
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.ones(3, 2, dtype=torch.bfloat16)}, path)
+    with open_checkpoint(path) as ckpt:
+        t = ckpt.tensor("w").load(device="meta")
+        assert t.device.type == "meta" and t.dtype == torch.float32 and t.shape == (3, 2)
+        same = ckpt.tensor("w").load(device="cpu:0", dtype=torch.bfloat16)
+        same.zero_()
+        assert ckpt.tensor("w").load().sum().item() == 6
+
+
+def test_concurrent_loads_share_one_map(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "m.safetensors"
+    sd = {f"w{i}": torch.full((16, 16), float(i)) for i in range(16)}
+    save_file(sd, path)
+    with open_checkpoint(path) as ckpt, ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda n: ckpt.tensor(n).load(), sd))
+        assert all(torch.equal(g, sd[n]) for g, n in zip(got, sd))

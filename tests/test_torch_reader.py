@@ -143,3 +143,11 @@ def test_no_tensors(tmp_path: Path) -> None:
     torch.save({"epoch": 1}, path)
     with pytest.raises(CheckpointError, match="no tensors"):
         open_checkpoint(path)
+
+
+def test_load_off_cpu(tmp_path: Path) -> None:
+    path = tmp_path / "w.bin"
+    torch.save({"w": torch.ones(3, 2, dtype=torch.float16)}, path)
+    with open_checkpoint(path) as ckpt:
+        t = ckpt.tensor("w").load(device="meta")
+        assert t.device.type == "meta" and t.dtype == torch.float32

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import struct
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +155,7 @@ class SafetensorsReader:
             if b1 < e0:
                 raise CheckpointError(path, f"tensors {n0!r} and {n1!r} overlap in the data")
         self._map: np.memmap | None = None
+        self._lock = threading.Lock()
 
     def refs(self) -> list[TensorRef]:
         """TensorRefs in file-offset order (the order the writer laid them out)."""
@@ -171,6 +173,10 @@ class SafetensorsReader:
         return out
 
     def _mapped(self) -> np.memmap:
+        with self._lock:  # workers load from threads; map the file once
+            return self._map_locked()
+
+    def _map_locked(self) -> np.memmap:
         if self._map is None:
             import numpy as np
 
@@ -201,9 +207,17 @@ class SafetensorsReader:
     def load(
         self, ref: TensorRef, *, device: str, dtype: torch.dtype | None, hf_layout: bool
     ) -> torch.Tensor:
-        """A fresh tensor (never aliasing the map) as `dtype` on `device`."""
+        """A fresh tensor (never aliasing the map) as `dtype` on `device`.
+
+        Off the CPU the stored bytes travel first and are upcast on the device: a BF16 tensor
+        crosses the bus at half the size of its float32 copy.
+        """
+        import torch
+
         t = self.raw(ref)
-        out = t.to(device=device, dtype=dtype or t.dtype)
+        if torch.device(device).type != "cpu":
+            return t.to(device=device).to(dtype or t.dtype)
+        out = t.to(dtype=dtype or t.dtype)
         if out.device.type == "cpu" and out.numel() and out.data_ptr() == t.data_ptr():
             out = out.clone()
         return out

@@ -179,10 +179,14 @@ class TorchReader:
         self, ref: TensorRef, *, device: str, dtype: torch.dtype | None, hf_layout: bool
     ) -> torch.Tensor:
         """A fresh tensor (never aliasing the map) as `dtype` on `device`."""
+        import torch
+
         if self.tensors is None:
             raise CheckpointError(self.path, f"tensor {ref.name}: reader is closed")
         t = self.tensors[ref.name]
-        out = t.to(device=device, dtype=dtype or t.dtype)
+        if torch.device(device).type != "cpu":  # move the stored bytes, upcast on the device
+            return t.to(device=device).to(dtype or t.dtype)
+        out = t.to(dtype=dtype or t.dtype)
         if out.device.type == "cpu" and out.numel() and out.data_ptr() == t.data_ptr():
             out = out.clone()
         return out
