@@ -19,6 +19,18 @@ from wstui import jsonio
 from wstui.demo import SEED, VERSION, DemoPaths, build_demo
 
 
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Small SVDs slow down 5-10x with a multi-threaded BLAS on a busy machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def demo_paths(tmp_path_factory: pytest.TempPathFactory) -> DemoPaths:
     return build_demo(tmp_path_factory.mktemp("demo"))
