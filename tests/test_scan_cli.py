@@ -156,3 +156,32 @@ def test_ctrl_c_exits_130_and_writes_json(tmp_path):
     doc = jsonio.loads_strict(js.read_text())
     assert doc["complete"] is False
     assert 0 < len(doc["tensors"]) < 400
+
+
+_CODE_ANALYZER = {"dead_units": "sparsity", "int8_lossy": "quantization", "nonfinite": "stats",
+                  "ill_conditioned": "spectral", "alpha_low": "spectral",
+                  "low_norm_tokens": "embedding", "outliers": "quantization"}
+
+
+@pytest.mark.slow
+def test_scan_finds_every_planted_demo_defect(tmp_path):
+    demo = pytest.importorskip("wstui.demo")
+    import analyzers
+
+    paths = demo.build_demo(tmp_path / "demo")
+    manifest = jsonio.loads_strict(paths.manifest.read_text())
+    js = tmp_path / "demo.json"
+    r = wstui(tmp_path, "scan", str(paths.base), "--json", str(js), "--quiet", "--top-issues",
+              "100", timeout=300)
+    assert r.returncode == 0, r.stderr
+    doc = jsonio.loads_strict(js.read_text())
+    issues = {(i["tensor"], i["code"]) for i in doc["top_issues"]}
+    have = set(analyzers.names())
+    missed = [d for d in manifest["defects"]
+              if _CODE_ANALYZER.get(d["code"], d["code"]) in have
+              and (d["tensor"], d["code"]) not in issues]
+    assert not missed, f"planted defects not in the top issues: {missed}"
+    planted = {d["tensor"] for d in manifest["defects"]}
+    stray = [i for i in doc["top_issues"]
+             if i["severity"] == "critical" and i["tensor"] not in planted]
+    assert not stray, f"critical findings on clean tensors: {stray}"
