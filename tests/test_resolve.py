@@ -156,3 +156,26 @@ def test_unsupported_extension(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"unsupported file type \.npz") as err:
         open_checkpoint(path)
     assert str(path) in str(err.value)
+
+
+def test_index_disagreeing_with_shards_is_noted(tmp_path: Path) -> None:
+    save_file({"a": torch.ones(2), "stray": torch.ones(1)}, tmp_path / "s1.safetensors")
+    save_file({"b": torch.ones(2)}, tmp_path / "s2.safetensors")
+    weight_map = {"a": "s1.safetensors", "b": "s1.safetensors", "ghost": "s2.safetensors"}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with open_checkpoint(tmp_path) as ckpt:
+        assert {t.name for t in ckpt.tensors} == {"a", "b", "stray"}
+        notes = " | ".join(ckpt.metadata["notes"])
+        assert "in no shard, e.g. ghost" in notes
+        assert "in another shard, e.g. b" in notes
+        assert "not in the index, e.g. stray" in notes
+
+
+def test_consistent_index_has_no_notes(tmp_path: Path) -> None:
+    save_file({"a": torch.ones(2)}, tmp_path / "s1.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "s1.safetensors"}})
+    )
+    with open_checkpoint(tmp_path) as ckpt:
+        assert "notes" not in ckpt.metadata
+        assert ckpt.metadata["index"].endswith("model.safetensors.index.json")

@@ -91,8 +91,8 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def read_index(index: Path) -> list[Path]:
-    """The shard files a `*.index.json` names (in first-mention order), each checked to exist."""
+def index_weight_map(index: Path) -> dict[str, str]:
+    """tensor name -> shard file name of a `*.index.json`."""
     _check_file(index)
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
@@ -101,6 +101,12 @@ def read_index(index: Path) -> list[Path]:
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(index, "index has no weight_map")
+    return weight_map
+
+
+def read_index(index: Path) -> list[Path]:
+    """The shard files a `*.index.json` names (in first-mention order), each checked to exist."""
+    weight_map = index_weight_map(index)
     shards: list[Path] = []
     for shard in dict.fromkeys(weight_map.values()):
         if not isinstance(shard, str):
@@ -108,29 +114,35 @@ def read_index(index: Path) -> list[Path]:
         path = index.parent / shard
         if path.is_dir():
             raise CheckpointError(path, "is a directory where a shard file is expected")
+        if path.is_symlink() and not path.exists():
+            raise CheckpointError(path, "broken link (a shard the index names)")
         if not path.exists():
             raise CheckpointError(index, f"index names shard {shard} which does not exist")
         shards.append(path)
     return shards
 
 
-def _weights_in_folder(folder: Path) -> list[Path]:
+def _find_index(folder: Path, preferred: str, pattern: str) -> Path | None:
+    if (folder / preferred).exists():
+        return folder / preferred
+    found = sorted(folder.glob(pattern))
+    return found[0] if found else None
+
+
+def _weights_in_folder(folder: Path, meta: dict[str, Any]) -> list[Path]:
     """The weight files of a folder, by preference: safetensors index, safetensors, bin index,
     bin/pt, gguf."""
-    for index_name in ("model.safetensors.index.json",):
-        if (folder / index_name).exists():
-            return read_index(folder / index_name)
-    found = sorted(folder.glob("*.safetensors.index.json"))
-    if found:
-        return read_index(found[0])
+    index = _find_index(folder, "model.safetensors.index.json", "*.safetensors.index.json")
+    if index is not None:
+        meta["index"] = str(index)
+        return read_index(index)
     found = sorted(folder.glob("*.safetensors"))
     if found:
         return found
-    if (folder / "pytorch_model.bin.index.json").exists():
-        return read_index(folder / "pytorch_model.bin.index.json")
-    found = sorted(folder.glob("*.bin.index.json"))
-    if found:
-        return read_index(found[0])
+    index = _find_index(folder, "pytorch_model.bin.index.json", "*.bin.index.json")
+    if index is not None:
+        meta["index"] = str(index)
+        return read_index(index)
     found = sorted(
         p
         for ext in ("*.bin", "*.pt", "*.pth")
@@ -167,6 +179,21 @@ def _read_config(folder: Path, notes: list[str]) -> dict[str, Any] | None:
     return data
 
 
+def _index_disagreements(index: Path, refs: list) -> list[str]:
+    """Notes where an index and its shards disagree (transformers would refuse to load it)."""
+    weight_map = index_weight_map(index)
+    where = {r.name: r.file for r in refs}
+    missing = [n for n in weight_map if n not in where]
+    moved = [n for n, f in weight_map.items() if n in where and where[n] != index.parent / f]
+    extra = [n for n in where if n not in weight_map]
+    notes = []
+    for what, names in (("in no shard", missing), ("in another shard", moved),
+                        ("not in the index", extra)):
+        if names:
+            notes.append(f"{index}: {len(names)} tensor(s) {what}, e.g. {names[0]}")
+    return notes
+
+
 def _open_reader(fmt: str, files: list[Path]) -> tuple[list, list, dict]:
     if fmt == "safetensors":
         from wstui.checkpoint import safetensors as mod
@@ -192,8 +219,9 @@ def locate(path: str | Path) -> tuple[Path, list[Path], Path, dict[str, Any]]:
         else:
             raise CheckpointError(p, "does not exist")
     if p.is_dir():
-        return p, _weights_in_folder(p), p, meta
+        return p, _weights_in_folder(p, meta), p, meta
     if p.name.endswith(".index.json"):
+        meta["index"] = str(p)
         return p, read_index(p), p.parent, meta
     _check_file(p)
     _format_of(p)
@@ -211,6 +239,8 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     fmt = formats.pop()
     refs, readers, reader_meta = _open_reader(fmt, files)
     notes: list[str] = []
+    if "index" in meta:
+        notes.extend(_index_disagreements(Path(meta["index"]), refs))
     config = _read_config(config_dir, notes)
     meta.update(reader_meta)
     if notes:
