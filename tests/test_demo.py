@@ -348,3 +348,18 @@ def test_demo_lists_the_base_without_the_app(monkeypatch, demo_cache, capsys):
     out = capsys.readouterr().out
     assert "model.layers.5.mlp.down_proj.weight" in out
     assert str(demo_cache / "manifest.json") in out
+
+
+def test_project_powerlaw_fit_agrees(manifest, base):
+    """The analyzers' own fit puts the heavy-tailed matrix below 2 and no clean matrix there."""
+    powerlaw = pytest.importorskip("analyzers.powerlaw")
+    heavy = by_defect(manifest)["heavy_tailed_spectrum"]["tensor"]
+    for name, m in base.items():
+        if m.ndim != 2 or not np.isfinite(m).all():
+            continue
+        sv = np.linalg.svd(m.astype(np.float64), compute_uv=False)
+        alpha = powerlaw.fit_powerlaw(sv**2).alpha
+        if name == heavy:
+            assert alpha == pytest.approx(ww_alpha(sv**2), abs=0.01) and alpha < 1.8
+        else:
+            assert alpha is None or alpha > 2.5, name
