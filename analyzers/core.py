@@ -231,7 +231,7 @@ class Context:
     def matrix(self) -> torch.Tensor:
         """The tensor as a 2-D matrix: `(shape[0], -1)` for more than two dims (DESIGN §5)."""
         t = self.tensor
-        return t if t.dim() == 2 else t.reshape(t.shape[0], -1)
+        return t if t.dim() == 2 else t.flatten(1)
 
 
 @dataclass

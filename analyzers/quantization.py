@@ -67,7 +67,7 @@ def _as_matrix(w: torch.Tensor) -> torch.Tensor:
         return w.reshape(1, 1)
     if w.dim() == 1:
         return w.reshape(1, -1)
-    return w.reshape(w.shape[0], -1)
+    return w.flatten(1)
 
 
 def _groups(m: torch.Tensor, granularity: str) -> list[torch.Tensor]:
