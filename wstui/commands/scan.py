@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
             n_done = sum(1 for e in report.entries if e.result.metrics)
             print(f"wstui: interrupted: {n_done} of {len(tensors)} tensors have results "
                   "(kept in the cache)", file=sys.stderr)
+            if not engine.wait(0):
+                _exit_now(EXIT_INTERRUPTED)
             return EXIT_INTERRUPTED
         if engine.error:
             return EXIT_BAD_INPUT
@@ -98,6 +101,15 @@ def run(args: argparse.Namespace) -> int:
             if any(i.finding.severity.rank >= floor for i in report.top_issues):
                 return EXIT_FINDINGS
     return EXIT_OK
+
+
+def _exit_now(code: int) -> None:
+    """Leave at once. An analyzer still inside LAPACK cannot be stopped, and a normal exit
+    would wait for it in OpenMP's shutdown (seconds on a big matrix). Everything finished is
+    already committed to the cache and the output files are written."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _drive(engine: Any, *, show_progress: bool) -> bool:
