@@ -241,6 +241,11 @@ class WstuiApp(App[int]):
             self.main_screen.query_one("#header", Static).update(self._header_text())
         return done
 
+    @property
+    def scan_complete(self) -> bool:
+        p = self.state.progress
+        return self.scan_finished or (p is not None and p.phase == "done")
+
     def _header_text(self) -> Text:
         """One line: scan progress first (it must survive 80 columns), then what is open."""
         ck = self.checkpoint
@@ -248,7 +253,7 @@ class WstuiApp(App[int]):
         p = self.state.progress
         done = self.state.n_done()
         text = Text(" ")
-        if self.scan_finished or (p is not None and p.phase == "done"):
+        if self.scan_complete:
             text.append(f"scan done {done}/{n}", style="bold green")
         elif p is not None and p.phase == "cancelled":
             text.append(f"scan cancelled {done}/{n}", style="bold yellow")
@@ -355,7 +360,7 @@ class WstuiApp(App[int]):
             return f"{analyzer} skipped: {result.skipped[analyzer]}"
         if not node.tensor.analyzable:
             return f"not analyzable: {node.tensor.note or node.tensor.dtype}"
-        if self.scan_finished:
+        if self.scan_complete:
             return f"no {analyzer} result: not part of this scan"
         return f"computing {analyzer}… (next in the queue)"
 
@@ -404,10 +409,10 @@ class WstuiApp(App[int]):
                 and self.engine is not None and not self._has_ran(result, wanted)):
             self.requested[ref.name] = self._request(ref.name, wanted)
         if result is not None and wanted:
-            if self.requested.get(ref.name):
-                status = f"full sweep unavailable: {self.requested[ref.name]}"
-            elif self._has_ran(result, wanted):
+            if self._has_ran(result, wanted):
                 status = "full sweep done"
+            elif self.requested.get(ref.name):
+                status = f"full sweep unavailable: {self.requested[ref.name]}"
             else:
                 status = "computing the full sweep (6 to 2 bits, α shift)…"
         q = (result.metrics.get("quantization", {}) if result else {})
@@ -433,8 +438,14 @@ class WstuiApp(App[int]):
             return "the scan has not started yet"
         try:
             engine.request(name, list(methods))
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
+        except Exception:  # e.g. one analyzer unknown to this engine: ask for each alone
+            errors = []
+            for m in methods:
+                try:
+                    engine.request(name, [m])
+                except Exception as exc:
+                    errors.append(f"{m}: {exc}")
+            return "; ".join(errors)
         return ""
 
     @staticmethod
@@ -464,7 +475,7 @@ class WstuiApp(App[int]):
         node = self.state.node_by_key[key]
         table = self.main_screen.query_one(TensorTable)
         table.rebuild(self.state.scope_names(key), self.state.results, self.state.refs,
-                      self._filter_fn())
+                      self._filter_fn(), labels=self.state.labels)
         order = ""
         if table.sort_column:
             order = f" · sorted by {table.sort_column} {'↓' if table.sort_reverse else '↑'}"

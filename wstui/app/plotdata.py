@@ -63,10 +63,12 @@ class PlotSpec:
             xs_all += dx
             ys_all += dy
             self.draw.append(Series(s.label, dx, dy, s.style, s.color))
-        if self.x_log and xs_all:
-            self.x_ticks = log_ticks(min(xs_all), max(xs_all))
-        if self.y_log and ys_all:
-            self.y_ticks = log_ticks(min(ys_all), max(ys_all))
+        if xs_all:
+            lo, hi = min(xs_all), max(xs_all)
+            self.x_ticks = log_ticks(lo, hi) if self.x_log else linear_ticks(lo, hi, xs_all)
+        if ys_all:
+            lo, hi = min(ys_all), max(ys_all)
+            self.y_ticks = log_ticks(lo, hi) if self.y_log else linear_ticks(lo, hi, ys_all)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +133,19 @@ def power_label(exponent: int) -> str:
     if exponent == 1:
         return "10"
     return f"1e{exponent}"
+
+
+def linear_ticks(lo: float, hi: float, values: Sequence[float] = (), n: int = 5
+                 ) -> tuple[list[float], list[str]]:
+    """About `n` ticks with short labels (3 significant digits; whole numbers stay whole)."""
+    if all(float(v).is_integer() for v in values) and hi - lo <= 40:
+        step = max(1, math.ceil((hi - lo) / 8))
+        ticks = [float(v) for v in range(int(lo), int(hi) + 1, step)]
+        return ticks, [str(int(t)) for t in ticks]
+    if hi <= lo:
+        return [lo], [f"{lo:.3g}"]
+    ticks = [lo + (hi - lo) * k / (n - 1) for k in range(n)]
+    return ticks, [f"{t:.3g}" for t in ticks]
 
 
 def log_ticks(lo: float, hi: float, max_ticks: int = 6) -> tuple[list[float], list[str]]:

@@ -66,6 +66,7 @@ class ScanState:
         self.order: list[str] = []  # tensor names in tree order
         self.refs: dict[str, Any] = {}
         self.key_by_name: dict[str, str] = {}
+        self.labels: dict[str, str] = {}  # tensor name -> its short tree label
         self._index(root, [])
         self.states: dict[str, str] = {key: PENDING for key in self.node_by_key}
 
@@ -77,6 +78,7 @@ class ScanState:
             self.order.append(name)
             self.refs[name] = node.tensor
             self.key_by_name[name] = node.key
+            self.labels[name] = node.label
             names = [name]
         else:
             names = []

@@ -69,6 +69,8 @@ def tensor_overview(
     for analyzer, message in sorted(result.errors.items()):
         parts.append(Text(f"error in {analyzer}: {message}", style="bold magenta"))
     for analyzer, reason in sorted(result.skipped.items()):
+        if analyzer == "embedding" and ref.kind not in ("embedding", "lm_head"):
+            continue  # never applies to other kinds: not worth a line
         parts.append(Text(f"{analyzer} skipped: {reason}", style="dim"))
     if result.findings:
         parts.append(Text("\nfindings", style="bold underline"))

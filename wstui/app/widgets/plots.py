@@ -45,7 +45,7 @@ class PlotPanel(Vertical):
             plot.display = False
             return
         s = self.spec
-        caption.update(" · ".join(p for p in (s.title, s.note, message) if p))
+        caption.update(" · ".join(p for p in (s.title, s.note) if p))
         plot.display = True
         if not s.draw:
             s.prepare()

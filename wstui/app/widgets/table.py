@@ -56,7 +56,7 @@ class TensorTable(DataTable):
 
     def rebuild(
         self, names: Sequence[str], results: Mapping[str, TensorResult], refs: Mapping[str, Any],
-        filter_fn: Any = None,
+        filter_fn: Any = None, labels: Mapping[str, str] | None = None,
     ) -> None:
         """Show `names` (tree order), filtered and sorted as the table currently is."""
         rows = [n for n in names if filter_fn is None or filter_fn(refs[n])]
@@ -70,7 +70,7 @@ class TensorTable(DataTable):
         for n in rows:
             ref, res = refs[n], results.get(n)
             cells: list[Any] = [
-                badge(result_state(res)), ref.display_name, ref.kind,
+                badge(result_state(res)), (labels or {}).get(n, ref.display_name), ref.kind,
                 "" if ref.block is None else str(ref.block), shape_text(ref.shape),
             ]
             cells += [_right(column_value(res, col)) for col in COLUMNS]
