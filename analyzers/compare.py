@@ -5,7 +5,8 @@
 (flattened), `max_abs_diff`, `frac_changed` (|B-A| > 1e-6·abs_max(A)); for matrices also the
 spectrum of ΔW = B - A: `delta_stable_rank`, `delta_energy_rank_90`, and the power-law alphas
 `alpha_a`, `alpha_b`, `delta_alpha = alpha_b - alpha_a` (None where a fit fails).
-`data["compare"]`: `spectrum_a`, `spectrum_b` (σ descending, at most 4096 log-spaced picks),
+`data["compare"]`: `spectrum_a`, `spectrum_b` (σ descending, at most 4096 log-spaced picks,
+at the 1-based ranks `spectrum_rank`),
 `hist_edges` (65 common linear edges), `hist_a`, `hist_b` (64 counts each).
 Finding `large_change` (warn) when rel_change > 0.5. Never raises: different shapes or
 unreadable input land in `errors["compare"]`, NaN/Inf in `skipped["compare"]`.
@@ -53,14 +54,19 @@ def singular_values(m: torch.Tensor) -> np.ndarray:
     return torch.linalg.svdvals(m.to(torch.float64).cpu()).numpy()
 
 
-def spectrum_picks(sv: np.ndarray, limit: int = MAX_SPECTRUM_POINTS) -> list[float]:
-    """All σ up to `limit`, else `limit` picks at log-spaced ranks (first and last kept)."""
+def spectrum_ranks(n: int, limit: int = MAX_SPECTRUM_POINTS) -> np.ndarray:
+    """1-based ranks to plot: all of 1..n up to `limit`, else at most `limit` log-spaced ones
+    (first and last kept)."""
     import numpy as np
 
-    if sv.size <= limit:
-        return sv.tolist()
-    ranks = np.unique(np.geomspace(1, sv.size, limit).round().astype(np.int64)) - 1
-    return sv[ranks].tolist()
+    if n <= limit:
+        return np.arange(1, n + 1)
+    return np.unique(np.geomspace(1, n, limit).round().astype(np.int64))
+
+
+def spectrum_picks(sv: np.ndarray, limit: int = MAX_SPECTRUM_POINTS) -> list[float]:
+    """σ at `spectrum_ranks(sv.size, limit)`."""
+    return sv[spectrum_ranks(sv.size, limit) - 1].tolist()
 
 
 def _alpha(sv: np.ndarray) -> float | None:
@@ -168,12 +174,16 @@ def _fill(result: TensorResult, ta: torch.Tensor, tb: torch.Tensor,
     if is_matrix and opts.get("compare_spectral", True):
         ma = ta.reshape(ta.shape[0], -1)
         mb = tb.reshape(tb.shape[0], -1)
-        sa, sb = singular_values(ma), singular_values(mb)
-        metrics.update(_delta_spectrum(singular_values(mb - ma)))
-        alpha_a, alpha_b = _alpha(sa), _alpha(sb)
+        identical = metrics["l2_distance"] == 0.0  # B == A: one spectrum and one fit serve both
+        sa = singular_values(ma)
+        sb = sa if identical else singular_values(mb)
+        metrics.update(_delta_spectrum(sa[:0] if identical else singular_values(mb - ma)))
+        alpha_a = _alpha(sa)
+        alpha_b = alpha_a if identical else _alpha(sb)
         metrics.update(alpha_a=alpha_a, alpha_b=alpha_b,
                        delta_alpha=alpha_b - alpha_a if None not in (alpha_a, alpha_b) else None)
-        data.update(spectrum_a=spectrum_picks(sa), spectrum_b=spectrum_picks(sb))
+        data.update(spectrum_a=spectrum_picks(sa), spectrum_b=spectrum_picks(sb),
+                    spectrum_rank=spectrum_ranks(sa.size).tolist())
     result.metrics["compare"] = metrics
     result.data["compare"] = data
     th = thresholds_from(opts)["large_change"]
