@@ -83,17 +83,37 @@ def test_load_returns_independent_copies(tmp_path: Path) -> None:
     assert a.sum().item() == 0
 
 
-def test_reader_is_memory_mapped(tmp_path: Path) -> None:
+def test_open_reads_header_only_and_load_one_tensor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "m.safetensors"
-    save_file({"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(3)}, path)
+    save_file({"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(1000)}, path)
     reader = SafetensorsReader(path)
-    assert reader._map is None  # opening reads the header only
+    assert reader._fd is None  # nothing held open after reading the header
     refs = {r.name: r for r in reader.refs()}
-    view = reader.raw(refs["a"])
-    assert reader._map is not None
-    assert torch.equal(view, torch.arange(6.0).reshape(2, 3))
+    reads: list[int] = []
+    real_read = reader._read_into
+
+    def counting_read(buf: memoryview, off: int, name: str) -> None:
+        reads.append(len(buf))
+        real_read(buf, off, name)
+
+    monkeypatch.setattr(reader, "_read_into", counting_read)
+    got = reader.load(refs["a"], device="cpu", dtype=None, hf_layout=False)
+    assert torch.equal(got, torch.arange(6.0).reshape(2, 3))
+    assert reads == [24]  # exactly the bytes of "a"
     reader.close()
-    assert reader._map is None
+    assert reader._fd is None
+
+
+def test_file_shrinking_after_open(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_file({"a": torch.ones(4, 4)}, path)
+    reader = SafetensorsReader(path)
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(CheckpointError, match="file ends early"):
+        reader.load(reader.refs()[0], device="cpu", dtype=None, hf_layout=False)
+    reader.close()
 
 
 def test_folder_and_sharded_index(tmp_path: Path) -> None:
@@ -169,7 +189,7 @@ def test_load_off_cpu_moves_then_upcasts(tmp_path: Path) -> None:
         assert ckpt.tensor("w").load().sum().item() == 6
 
 
-def test_concurrent_loads_share_one_map(tmp_path: Path) -> None:
+def test_concurrent_loads(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     path = tmp_path / "m.safetensors"

@@ -3,14 +3,20 @@
 The format is an 8-byte little-endian header length, a JSON header mapping tensor names to
 `{dtype, shape, data_offsets}` (offsets relative to the data section), then the raw bytes.
 Every inconsistency a damaged file can have is checked at open and raised as a one-line
-`CheckpointError`. Loading maps the file (numpy memmap, copy-on-write) and views the tensor's
-bytes with `torch.frombuffer`: no read of other tensors, no full-file read.
+`CheckpointError`.
+
+Loading reads exactly one tensor's bytes with a positional read (`os.preadv`) into a fresh
+torch buffer, then upcasts. Measured against a memory map (numpy memmap + `torch.frombuffer`)
+and `safetensors.safe_open(framework="pt")`, it was as fast or faster and its peak RSS grows
+by the largest tensor only, where a map's grows by every page touched (the whole model over a
+scan). A loaded tensor never aliases the file, so in-place edits are safe.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import struct
 import threading
 from pathlib import Path
@@ -19,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from wstui.checkpoint.base import FLOAT_DTYPES, CheckpointError, TensorRef
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
     import torch
 
 #: safetensors dtype -> (bytes per element, torch dtype attribute); None itemsize = sub-byte
@@ -154,7 +159,7 @@ class SafetensorsReader:
         for (_, e0, n0), (b1, _, n1) in itertools.pairwise(spans):
             if b1 < e0:
                 raise CheckpointError(path, f"tensors {n0!r} and {n1!r} overlap in the data")
-        self._map: np.memmap | None = None
+        self._fd: int | None = None
         self._lock = threading.Lock()
 
     def refs(self) -> list[TensorRef]:
@@ -172,59 +177,63 @@ class SafetensorsReader:
             )
         return out
 
-    def _mapped(self) -> np.memmap:
-        with self._lock:  # workers load from threads; map the file once
-            return self._map_locked()
+    def _file(self) -> int:
+        with self._lock:  # workers load from threads; open the file once
+            if self._fd is None:
+                try:
+                    self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                except OSError as exc:
+                    raise CheckpointError(self.path, f"cannot open: {exc.strerror or exc}") from exc
+            return self._fd
 
-    def _map_locked(self) -> np.memmap:
-        if self._map is None:
-            import numpy as np
+    def _read_into(self, buf: memoryview, offset: int, name: str) -> None:
+        """Fill `buf` from the file at `offset` (several reads: Linux caps one at ~2 GiB)."""
+        fd, done = self._file(), 0
+        while done < len(buf):
+            if hasattr(os, "preadv"):
+                n = os.preadv(fd, [buf[done:]], offset + done)
+            else:  # pragma: no cover - Windows has no positional read
+                with self._lock:
+                    os.lseek(fd, offset + done, os.SEEK_SET)
+                    chunk = os.read(fd, len(buf) - done)
+                buf[done : done + len(chunk)] = chunk
+                n = len(chunk)
+            if n <= 0:
+                raise CheckpointError(
+                    self.path, f"tensor {name}: file ends early (changed since it was opened?)"
+                )
+            done += n
 
-            try:
-                # copy-on-write: writable for torch.frombuffer, never writes back to the file
-                self._map = np.memmap(self.path, dtype=np.uint8, mode="c")
-            except OSError as exc:
-                raise CheckpointError(self.path, f"cannot map: {exc.strerror or exc}") from exc
-        return self._map
-
-    def raw(self, ref: TensorRef) -> torch.Tensor:
-        """The stored tensor as a view of the map (storage dtype, no copy)."""
+    def stored(self, ref: TensorRef) -> torch.Tensor:
+        """The tensor in its storage dtype, read from disk into a fresh buffer."""
         import torch
 
         dtype, shape, begin, end = self.entries[ref.name]
         tdtype = getattr(torch, DTYPES[dtype][1] or "", None)
         if tdtype is None:
             raise CheckpointError(self.path, f"tensor {ref.name}: dtype {dtype} has no torch type")
-        if end == begin:
-            return torch.empty(shape, dtype=tdtype)
-        mm = self._mapped()
-        flat = torch.frombuffer(
-            mm, dtype=tdtype, count=(end - begin) // tdtype.itemsize,
-            offset=self.data_start + begin,
-        )
-        return flat.reshape(shape)
+        out = torch.empty(shape, dtype=tdtype)
+        if end > begin:
+            raw = out.view(-1).view(torch.uint8).numpy()
+            self._read_into(memoryview(raw).cast("B"), self.data_start + begin, ref.name)
+        return out
 
     def load(
         self, ref: TensorRef, *, device: str, dtype: torch.dtype | None, hf_layout: bool
     ) -> torch.Tensor:
-        """A fresh tensor (never aliasing the map) as `dtype` on `device`.
+        """The tensor as `dtype` on `device` (a fresh tensor; never aliases the file).
 
         Off the CPU the stored bytes travel first and are upcast on the device: a BF16 tensor
         crosses the bus at half the size of its float32 copy.
         """
-        import torch
-
-        t = self.raw(ref)
-        if torch.device(device).type != "cpu":
-            return t.to(device=device).to(dtype or t.dtype)
-        out = t.to(dtype=dtype or t.dtype)
-        if out.device.type == "cpu" and out.numel() and out.data_ptr() == t.data_ptr():
-            out = out.clone()
-        return out
+        t = self.stored(ref)
+        return t.to(device=device).to(dtype or t.dtype)
 
     def close(self) -> None:
-        # dropping the reference unmaps once no loaded view still uses it
-        self._map = None
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def open_files(files: list[Path]) -> tuple[list[TensorRef], list[SafetensorsReader], dict]:
