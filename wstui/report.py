@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -118,7 +119,8 @@ def kind_table(report: ScanReport) -> Table | None:
         return None
     cols = [(title, get) for title, get in KIND_COLUMNS
             if any(get(r) is not None for rs in by_kind.values() for r in rs)]
-    t = Table(title="Per module kind (medians)", title_justify="left", header_style="bold")
+    t = Table(title="Per module kind (medians)", title_justify="left", header_style="bold",
+              box=box.SIMPLE_HEAD, pad_edge=False)
     t.add_column("kind")
     t.add_column("tensors", justify="right")
     for title, _ in cols:
@@ -133,32 +135,39 @@ def kind_table(report: ScanReport) -> Table | None:
     return t
 
 
-def issues_table(report: ScanReport, limit: int = 20) -> Table:
+def issues_table(report: ScanReport, limit: int = 20, width: int = 160) -> Table:
+    """Severity, tensor, code, value against threshold, and (when there is room) the message."""
     issues = report.top_issues[: max(0, limit)]
     title = f"Top issues ({len(issues)} of {len(report.top_issues)})"
-    t = Table(title=title, title_justify="left", header_style="bold")
-    t.add_column("severity")
-    t.add_column("tensor", overflow="fold")
-    t.add_column("code")
-    t.add_column("value vs threshold", justify="right")
-    t.add_column("message", overflow="fold")
+    t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    longest = max((len(i.ref.display_name) for i in issues), default=10)
+    t.add_column("severity", no_wrap=True)
+    # the end of a tensor name is the informative part: keep names whole, wrap the message
+    t.add_column("tensor", no_wrap=True, min_width=min(longest, 48), overflow="ellipsis")
+    t.add_column("code", no_wrap=True)
+    t.add_column("value vs limit", justify="right", no_wrap=True)
+    with_message = width >= min(longest, 48) + 80
+    if with_message:
+        t.add_column("message", overflow="fold", ratio=1)
     for i in issues:
         f = i.finding
         op = "<" if f.code in LOWER_IS_WORSE else ">"
         vs = fmt(f.value) if f.threshold is None else f"{fmt(f.value)} {op} {fmt(f.threshold)}"
-        t.add_row(Text(f.severity.value, style=SEVERITY_STYLE[f.severity]),
-                  i.ref.display_name, f.code, vs, f.message)
+        cells = [Text(f.severity.value, style=SEVERITY_STYLE[f.severity]),
+                 i.ref.display_name, f.code, vs]
+        t.add_row(*cells, *([f.message] if with_message else []))
     return t
 
 
 def render(report: ScanReport, *, top: int = 20, workers: int | None = None,
-           cached: int | None = None) -> Group:
+           cached: int | None = None, width: int = 160) -> Group:
     parts: list[Any] = [summary_table(report, workers=workers, cached=cached), Text("")]
     kt = kind_table(report)
     if kt is not None:
         parts += [kt, Text("")]
     if report.top_issues:
-        parts.append(issues_table(report, top))
+        parts.append(issues_table(report, top, width))
     else:
         parts.append(Text("No findings.", style="green"))
     return Group(*parts)
@@ -166,4 +175,4 @@ def render(report: ScanReport, *, top: int = 20, workers: int | None = None,
 
 def print_report(report: ScanReport, console: Console | None = None, **kwargs: Any) -> None:
     console = console or Console()
-    console.print(render(report, **kwargs))
+    console.print(render(report, width=console.width, **kwargs))

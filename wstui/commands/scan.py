@@ -43,7 +43,9 @@ def _check_writable(path: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.diff:
-        return _fail("diff mode: not yet implemented")
+        from wstui.commands.diff_report import run as run_diff
+
+        return run_diff(args)
     try:
         options = scan_options(args)
         _check_writable(args.json)
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
             from wstui.report import print_report
 
-            console = Console(width=None if sys.stdout.isatty() else 160)
+            wide = sys.stdout.isatty() or "COLUMNS" in os.environ
+            console = Console(width=None if wide else 160)
             print_report(report, console, top=args.top_issues, workers=engine.workers,
                          cached=engine.progress().cached)
         if engine.cache_error and not args.quiet:
