@@ -181,7 +181,8 @@ def _group_summary(pairs: Sequence[DiffPair]) -> dict[str, Any]:
            and math.isfinite(p.rel_change)]
     ranks = [float(p.compare["delta_energy_rank_90"]) for p in pairs
              if p.compare.get("delta_energy_rank_90") and (p.rel_change or 0) > CHANGED_REL]
-    top = max(rel, key=lambda t: t[0])[1].name if rel else None
+    best = max(rel, key=lambda t: t[0]) if rel else None
+    top = best[1].name if best is not None and best[0] > CHANGED_REL else None
     return {
         "n": len(pairs),
         "n_changed": sum(1 for r, _ in rel if r > CHANGED_REL),

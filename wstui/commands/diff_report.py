@@ -1,0 +1,199 @@
+"""`wstui scan A --diff B`: compare two checkpoints headless (DESIGN §3, §8 `wstui.diff/1`).
+
+Progress on stderr when it is a terminal; on stdout the most-changed table, the per-block and
+per-kind summaries, the findings and the unmatched/mismatched names. `--json`, `--csv`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from wstui.cli import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK
+
+BAR_WIDTH = 12
+LIST_LIMIT = 20
+
+
+def _fail(msg: str) -> int:
+    print(f"wstui: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def wants_spectral(methods: Sequence[str] | None) -> bool:
+    """The spectral part of compare runs unless --methods is given without `spectral`."""
+    return methods is None or "spectral" in methods
+
+
+def nothing_matches(args: argparse.Namespace, a: Any, b: Any) -> str:
+    def what(c: Any) -> str:
+        arch = (c.config or {}).get("model_type") or c.metadata.get("architecture") or c.format
+        return f"{arch}, {len(c.tensors)} tensors"
+
+    return (f"{args.path} ({what(a)}) and {args.diff} ({what(b)}) share no tensor name: "
+            "nothing to compare")
+
+
+def run(args: argparse.Namespace) -> int:
+    from wstui.commands.scan import _check_writable, _drive, scan_options
+
+    try:
+        options = scan_options(args)
+        _check_writable(args.json)
+        _check_writable(args.csv)
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    except ValueError as exc:
+        return _fail(str(exc))
+
+    from wstui.checkpoint import open_checkpoint
+    from wstui.diff import DiffEngine
+
+    with open_checkpoint(args.path) as ckpt_a, open_checkpoint(args.diff) as ckpt_b:
+        engine = DiffEngine(ckpt_a, ckpt_b, device=args.device, workers=args.workers,
+                            use_cache=not args.no_cache, options=options,
+                            spectral=wants_spectral(args.methods), tensors=args.tensors)
+        if not engine.pairs and not engine.matching.shape_mismatch:
+            if args.tensors and (ckpt_a.tensors and ckpt_b.tensors):
+                return _fail(f"no tensor of both checkpoints matches {args.tensors!r}")
+            return _fail(nothing_matches(args, ckpt_a, ckpt_b))
+        interrupted = _drive(engine, show_progress=not args.quiet and sys.stderr.isatty())
+        report = engine.report()
+        if args.json:
+            report.to_json(args.json)
+        if args.csv:
+            from wstui.diff import write_csv
+
+            write_csv(report, args.csv)
+        if not args.quiet:
+            from rich.console import Console
+
+            console = Console(width=None if sys.stdout.isatty() else 160)
+            console.print(render(report, top=args.top_issues, workers=engine.workers))
+        if engine.cache_error and not args.quiet:
+            print(f"wstui: result cache not used: {engine.cache_error}", file=sys.stderr)
+        if interrupted:
+            n_done = sum(1 for p in report.pairs if p.result.metrics)
+            print(f"wstui: interrupted: {n_done} of {len(report.pairs)} pairs compared",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if args.fail_on:
+            from analyzers.core import Severity
+
+            floor = Severity(args.fail_on).rank
+            if any(i.finding.severity.rank >= floor for i in report.top_issues):
+                return EXIT_FINDINGS
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ rendering
+def bar(value: float | None, top: float, width: int = BAR_WIDTH) -> str:
+    """A bar of `value` against `top` in eighth blocks (no colour needed to read it)."""
+    if value is None or top <= 0 or value != value:
+        return " " * width
+    eighths = round(min(1.0, max(0.0, value / top)) * width * 8)
+    full, part = divmod(eighths, 8)
+    return ("█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")).ljust(width)
+
+
+def _title(report: Any) -> str:
+    a, b = report.a, report.b
+    state = "" if report.complete else "  [yellow](incomplete)[/]"
+    from rich.markup import escape
+
+    return (f"[bold]A[/] {escape(a['path'])} ({a['format']}, {a['n_tensors']} tensors)  vs  "
+            f"[bold]B[/] {escape(b['path'])} ({b['format']}, {b['n_tensors']} tensors){state}")
+
+
+def changed_table(report: Any, top: int) -> Any:
+    from rich.table import Table
+
+    from wstui.report import fmt
+
+    pairs = [p for p in report.pairs if p.rel_change is not None][:top]
+    top_rel = max((p.rel_change for p in pairs if p.rel_change == p.rel_change), default=0.0)
+    t = Table(title=f"Most changed ({len(pairs)} of {len(report.pairs)} pairs, by rel_change)",
+              title_justify="left")
+    for col, just in (("#", "right"), ("tensor", "left"), ("kind", "left"),
+                      ("rel_change", "right"), ("", "left"), ("cosine", "right"),
+                      ("ΔE rank90", "right"), ("Δalpha", "right")):
+        t.add_column(col, justify=just, no_wrap=col != "tensor")
+    for i, p in enumerate(pairs, 1):
+        c = p.compare
+        name = p.key if p.a.name == p.b.name or p.key == p.b.display_name else (
+            f"{p.key} ↔ {p.b.display_name}")
+        if p.note:
+            name += " *"
+        style = "yellow" if p.result.findings else None
+        t.add_row(str(i), name, p.a.kind, fmt(p.rel_change), bar(p.rel_change, top_rel),
+                  fmt(c.get("cosine")), fmt(c.get("delta_energy_rank_90")),
+                  fmt(c.get("delta_alpha")), style=style)
+    return t
+
+
+def summary_table(rows: list[dict[str, Any]], by: str) -> Any:
+    from rich.table import Table
+
+    from wstui.report import fmt
+
+    t = Table(title=f"Per {by} (most moved first; ΔE rank90: median over changed tensors)",
+              title_justify="left")
+    for col in (by, "changed", "mean rel", "max rel", "ΔE rank90", "most changed"):
+        t.add_column(col, justify="left" if col in (by, "most changed") else "right")
+    for r in rows:
+        label = r[by] if r[by] is not None else "–"
+        t.add_row(str(label), f"{r['n_changed']}/{r['n']}", fmt(r["mean_rel_change"]),
+                  fmt(r["max_rel_change"]), fmt(r["median_delta_energy_rank_90"]),
+                  str(r["most_changed"] or "–"))
+    return t
+
+
+def _listing(title: str, names: Sequence[str]) -> str:
+    from rich.markup import escape
+
+    shown = escape(", ".join(names[:LIST_LIMIT]))
+    more = f" … and {len(names) - LIST_LIMIT} more" if len(names) > LIST_LIMIT else ""
+    return f"[bold]{title}[/] ({len(names)}): {shown}{more}"
+
+
+def render(report: Any, *, top: int = 20, workers: int | None = None) -> Any:
+    """Everything `wstui scan A --diff B` prints, as one rich renderable."""
+    from rich.console import Group
+    from rich.text import Text
+
+    summary = report.summary()
+    parts: list[Any] = [Text.from_markup(_title(report))]
+    n_err = sum(1 for p in report.pairs if p.result.errors)
+    n_skip = sum(1 for p in report.pairs if p.result.skipped and not p.result.metrics)
+    parts.append(Text(
+        f"{len(report.pairs)} pairs matched, {len(report.only_in_a)} only in A, "
+        f"{len(report.only_in_b)} only in B, {len(report.shape_mismatch)} shape mismatches; "
+        f"{n_err} errors, {n_skip} skipped; {report.elapsed_s:.1f} s on {report.device}"
+        + (f" ({workers} workers)" if workers else "")
+        + ("" if report.spectral else "; spectral part not computed")))
+    parts.append(changed_table(report, top))
+    parts.append(summary_table(summary["by_block"], "block"))
+    parts.append(summary_table(summary["by_kind"], "kind"))
+    if report.top_issues:
+        lines = [f"  {i.finding.severity.value:8} {i.pair.key}: {i.finding.message}"
+                 for i in report.top_issues[:top]]
+        parts.append(Text("Findings\n" + "\n".join(lines)))
+    else:
+        parts.append(Text("No findings."))
+    notes = [p for p in report.pairs if p.note]
+    for p in notes:
+        parts.append(Text(f"* {p.key}: {p.note}"))
+    if report.only_in_a:
+        parts.append(Text.from_markup(_listing("Only in A", report.only_in_a)))
+    if report.only_in_b:
+        parts.append(Text.from_markup(_listing("Only in B", report.only_in_b)))
+    if report.shape_mismatch:
+        items = [f"{m['name']} {tuple(m['shape_a'])} vs {tuple(m['shape_b'])}"
+                 for m in report.shape_mismatch]
+        parts.append(Text.from_markup(_listing("Shape mismatch", items)))
+    for p in report.pairs:
+        for analyzer, msg in p.result.errors.items():
+            parts.append(Text(f"error {p.key} ({analyzer}): {msg}", style="red"))
+    return Group(*parts)
