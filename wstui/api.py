@@ -10,6 +10,7 @@ from typing import Any
 
 from analyzers.core import TensorResult
 from wstui.checkpoint import Checkpoint, TensorRef, open_checkpoint
+from wstui.diff import DiffReport
 from wstui.scan import ScanEngine, ScanProgress, ScanReport, select_tensors
 
 
@@ -120,35 +121,17 @@ class Scope:
         *,
         tensors: str | Sequence[str] | None = None,
         options: Mapping[str, Any] | None = None,
-    ) -> CompareReport:
-        """Compare every tensor with the one of the same HF name in `other` (sequential)."""
-        import analyzers
+        spectral: bool = True,
+        on_result: Callable[[str, TensorResult], None] | None = None,
+    ) -> DiffReport:
+        """Compare every tensor with the one of the same HF name in `other`: the engine behind
+        `wstui scan A --diff B` (wstui.diff.DiffEngine), so the numbers are the CLI's."""
+        from wstui.diff import DiffEngine
 
         with open_checkpoint(other) as ckpt_b:
-            mine = select_tensors(self.checkpoint.tensors, tensors)
-            theirs = select_tensors(ckpt_b.tensors, tensors)
-            by_b = {t.hf_name or t.name: t for t in theirs}
-            report = CompareReport(a=self.checkpoint.summary(), b=ckpt_b.summary())
-            opts = {**self.options, **(options or {}), "device": analyzers.pick_device(
-                self.device)}
-            seen_b: set[str] = set()
-            for ta in mine:
-                key = ta.hf_name or ta.name
-                tb = by_b.get(key)
-                if tb is None:
-                    report.only_in_a.append(ta.name)
-                    continue
-                seen_b.add(key)
-                if tuple(ta.shape) != tuple(tb.shape):
-                    report.shape_mismatch.append(
-                        {"name": ta.name, "shape_a": list(ta.shape), "shape_b": list(tb.shape)})
-                    continue
-                if not (ta.analyzable and tb.analyzable):
-                    continue
-                result = analyzers.compare(ta.load(hf_layout=True), tb.load(hf_layout=True),
-                                           name=ta.name, kind=ta.kind, options=opts)
-                report.pairs.append(ComparePair(ta, tb, result))
-            report.only_in_b = [t.name for t in theirs if (t.hf_name or t.name) not in seen_b]
-        report.pairs.sort(
-            key=lambda p: -(p.result.metrics.get("compare", {}).get("rel_change") or 0.0))
-        return report
+            engine = DiffEngine(
+                self.checkpoint, ckpt_b, device=self.device, workers=self.workers,
+                use_cache=self.use_cache, options={**self.options, **(options or {})},
+                spectral=spectral, tensors=tensors,
+            )
+            return engine.run(on_result)
