@@ -100,7 +100,6 @@ def test_scan_writes_strict_json_and_csv(model, tmp_path):
         (["scan", "{model}", "--threshold", "bogus=3"], "bogus"),
         (["scan", "{model}", "--tensors", "no.such.*"], "no.such"),
         (["scan", "{model}", "--json", "/nonexistent/dir/x.json"], "/nonexistent/dir"),
-        (["scan", "{model}", "--diff", "{model}"], "diff"),
         (["scan", "{model}", "--workers", "0"], "workers"),
     ],
 )
