@@ -179,3 +179,24 @@ def test_consistent_index_has_no_notes(tmp_path: Path) -> None:
     with open_checkpoint(tmp_path) as ckpt:
         assert "notes" not in ckpt.metadata
         assert ckpt.metadata["index"].endswith("model.safetensors.index.json")
+
+
+def test_bare_repo_id_in_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_hf_env(monkeypatch)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)
+    _fake_cache(tmp_path / "hub", "gpt2", ["r1"], main="r1")
+    with open_checkpoint("gpt2") as ckpt:
+        assert ckpt.metadata["repo_id"] == "gpt2"
+    with pytest.raises(CheckpointError, match="does not exist"):
+        open_checkpoint("not-cached-and-not-a-path")
+
+
+def test_consolidated_duplicate_is_skipped(tmp_path: Path) -> None:
+    save_file({"model.embed_tokens.weight": torch.ones(2)}, tmp_path / "model.safetensors")
+    save_file({"tok_embeddings.weight": torch.ones(2)}, tmp_path / "consolidated.safetensors")
+    with open_checkpoint(tmp_path) as ckpt:
+        assert [f.name for f in ckpt.files] == ["model.safetensors"]
+    (tmp_path / "model.safetensors").unlink()
+    with open_checkpoint(tmp_path) as ckpt:
+        assert [f.name for f in ckpt.files] == ["consolidated.safetensors"]

@@ -30,6 +30,7 @@ NOT_WEIGHTS = frozenset(
 )
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_BARE_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")  # legacy ids without an org: gpt2
 
 
 def hf_cache_dir() -> Path:
@@ -41,10 +42,13 @@ def hf_cache_dir() -> Path:
     return Path("~/.cache/huggingface/hub").expanduser()
 
 
+def _repo_dir(repo_id: str) -> Path:
+    return hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+
+
 def resolve_repo_id(repo_id: str) -> Path:
     """The snapshot folder of a cached repo: refs/main's revision, else the newest snapshot."""
-    cache = hf_cache_dir()
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    repo = _repo_dir(repo_id)
     snapshots = repo / "snapshots"
     ref = repo / "refs" / "main"
     if ref.is_file():
@@ -138,7 +142,9 @@ def _weights_in_folder(folder: Path, meta: dict[str, Any]) -> list[Path]:
         return read_index(index)
     found = sorted(folder.glob("*.safetensors"))
     if found:
-        return found
+        # Mistral repos ship the same weights twice: HF-named shards and `consolidated.*`
+        hf_named = [p for p in found if not p.name.startswith("consolidated")]
+        return hf_named or found
     index = _find_index(folder, "pytorch_model.bin.index.json", "*.bin.index.json")
     if index is not None:
         meta["index"] = str(index)
@@ -213,7 +219,10 @@ def locate(path: str | Path) -> tuple[Path, list[Path], Path, dict[str, Any]]:
     p = Path(text).expanduser()
     meta: dict[str, Any] = {}
     if not p.exists() and not p.is_symlink():
-        if _REPO_ID.match(text) and not text.endswith(tuple(EXTENSIONS)):
+        looks_like_id = not text.endswith((*EXTENSIONS, ".json"))
+        if looks_like_id and (
+            _REPO_ID.match(text) or (_BARE_REPO_ID.match(text) and _repo_dir(text).is_dir())
+        ):
             p = resolve_repo_id(text)
             meta["repo_id"] = text
         else:
