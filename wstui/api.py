@@ -4,7 +4,6 @@ number from `Scope.scan()` is the number `wstui scan --json` writes."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,44 +11,6 @@ from analyzers.core import TensorResult
 from wstui.checkpoint import Checkpoint, TensorRef, open_checkpoint
 from wstui.diff import DiffReport
 from wstui.scan import ScanEngine, ScanProgress, ScanReport, select_tensors
-
-
-@dataclass
-class ComparePair:
-    a: TensorRef
-    b: TensorRef
-    result: TensorResult
-
-
-@dataclass
-class CompareReport:
-    """Tensors of two checkpoints matched by HF name, ranked by `rel_change`."""
-
-    a: dict[str, Any]
-    b: dict[str, Any]
-    pairs: list[ComparePair] = field(default_factory=list)
-    only_in_a: list[str] = field(default_factory=list)
-    only_in_b: list[str] = field(default_factory=list)
-    shape_mismatch: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        from wstui import jsonio
-        from wstui._version import __version__
-
-        return jsonio.strict({
-            "schema": "wstui.diff/1", "wstui_version": __version__, "a": self.a, "b": self.b,
-            "pairs": [{"name": p.a.name, "name_b": p.b.name, "shape": list(p.a.shape),
-                       "metrics": {"compare": p.result.metrics.get("compare", {})},
-                       "findings": [f.to_dict() for f in p.result.findings],
-                       "errors": dict(p.result.errors)} for p in self.pairs],
-            "only_in_a": self.only_in_a, "only_in_b": self.only_in_b,
-            "shape_mismatch": self.shape_mismatch,
-        })
-
-    def to_json(self, path: str | Path) -> Path:
-        from wstui import jsonio
-
-        return jsonio.dump(self.to_dict(), path)
 
 
 class Scope:
