@@ -255,3 +255,36 @@ def test_threads_per_worker(fake_registry, ckpt):
 
 def test_path_types(fake_registry, ckpt):
     assert isinstance(ckpt.path, Path)
+
+
+def test_export_flags_rank_deficient_and_flattens_schemes():
+    from analyzers.core import TensorResult
+    from wstui import jsonio
+    from wstui.checkpoint.base import TensorRef
+    from wstui.export import record, tensor_json
+
+    ref = TensorRef(name="blk.0.attn_q.weight", shape=(8, 8), dtype="Q8_0", nbytes=0,
+                    file=Path("x.gguf"), hf_name="model.layers.0.self_attn.q_proj.weight",
+                    kind="attn_q", block=0)
+    r = TensorResult(name=ref.name, metrics={
+        "spectral": {"condition_number": float("inf"), "alpha": float("nan"), "sv_max": 2.0},
+        "quantization": {"schemes": [
+            {"bits": 8, "granularity": "tensor", "scheme": "sym", "sqnr_db": 31.5,
+             "cosine": 0.999}], "int8_ready": True},
+        "stats": {"histogram": {"edges": [0.0, 1.0], "counts": [3]}, "mean": 0.1},
+    })
+    doc = jsonio.loads_strict(jsonio.dumps(tensor_json(ref, r)))
+    assert doc["metrics"]["spectral"] == {"condition_number": None, "alpha": None,
+                                          "sv_max": 2.0, "rank_deficient": True}
+    assert doc["hf_name"] == "model.layers.0.self_attn.q_proj.weight"
+    rec = record(ref, r)
+    assert rec["quantization.sqnr_db.8bit.tensor.sym"] == 31.5
+    assert rec["quantization.cosine.8bit.tensor.sym"] == 0.999
+    assert rec["quantization.int8_ready"] is True
+    assert rec["stats.mean"] == 0.1
+    assert not any(k.startswith("stats.histogram") for k in rec)
+    assert select_tensors_by_hf(ref)
+
+
+def select_tensors_by_hf(ref) -> bool:
+    return select_tensors([ref], "model.layers.*.self_attn.q_proj.*") == [ref]
