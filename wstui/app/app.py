@@ -31,22 +31,24 @@ from textual.widgets import (
 )
 
 from analyzers.core import DEFAULT_THRESHOLDS
+from wstui.app.diff import DiffRunner, match
 from wstui.app.format import COLUMNS, human_count, num
 from wstui.app.messages import JumpToTensor, SortChanged
 from wstui.app.palette import WstuiCommands
-from wstui.app.plotdata import PlotSpec, depth_plot, histogram_plot
+from wstui.app.plotdata import PlotSpec, depth_plot, histogram_plot, overlay_plots
 from wstui.app.screens.help import HelpScreen
 from wstui.app.state import Inbox, ScanState
 from wstui.app.viewexport import slug, unique_path, view_document, write_view
 from wstui.app.widgets.metrics import scope_overview, tensor_overview
 from wstui.app.widgets.plots import PlotPanel
-from wstui.app.widgets.table import FindingsTable, TensorTable
+from wstui.app.widgets.table import DiffTable, FindingsTable, TensorTable
 from wstui.app.widgets.tree import LayerTree, matches
 
-TABS = ("overview", "spectrum", "histogram", "quantization", "table", "depth", "findings")
+TABS = ("overview", "spectrum", "histogram", "quantization", "table", "depth", "findings",
+        "diff")
 LONG_TABS = ("1 Overview", "2 Spectrum", "3 Histogram", "4 Quantization", "5 Table",
-             "6 Depth", "7 Findings")
-SHORT_TABS = ("Info", "Spec", "Hist", "Quant", "Table", "Depth", "Finds")
+             "6 Depth", "7 Findings", "8 Diff")
+SHORT_TABS = ("Info", "Spec", "Hist", "Quant", "Table", "Depth", "Finds", "Diff")
 FLUSH_S = 0.1
 SCOPE_REFRESH_S = 1.0  # tables and depth plots redraw at most this often while results stream
 FULL_QUANT = ("quantization_full", "quant_alpha")
@@ -99,6 +101,9 @@ class WstuiApp(App[int]):
         self.checkpoint_b = checkpoint_b
         self.state = ScanState(root)
         self.inbox = Inbox()
+        self.pairing = match(self.state.refs_list(), checkpoint_b.tensors) if checkpoint_b else None
+        self.diff_runner: DiffRunner | None = None
+        self.swapped = False
         self.engine_factory = engine_factory
         self.engine: Any = None
         self.export_dir = Path(export_dir)
@@ -148,6 +153,9 @@ class WstuiApp(App[int]):
                 with TabPane("Findings", id="findings"):
                     yield Static(id="findings-caption", classes="caption")
                     yield FindingsTable(id="findings-table")
+                with TabPane("Diff", id="diff"):
+                    yield Static(id="diff-caption", classes="caption")
+                    yield DiffTable(id="diff-table")
         yield Footer()
 
     @property
@@ -157,6 +165,8 @@ class WstuiApp(App[int]):
 
     def on_mount(self) -> None:
         self.main_screen.query_one("#filter", Input).display = False
+        if self.pairing is None:
+            self.main_screen.query_one(TabbedContent).hide_tab("diff")
         self.main_screen.query_one(LayerTree).focus()
         self.set_interval(FLUSH_S, self.flush)
         self.refresh_view()
@@ -175,6 +185,10 @@ class WstuiApp(App[int]):
             self._bench("first_paint")
         if self.engine_factory is not None:
             self.start_engine()
+        if self.pairing is not None:
+            self.diff_runner = DiffRunner(self.state.refs, self.pairing, self.inbox.on_compare,
+                                          {"thresholds": self.thresholds})
+            self.diff_runner.start()
         if self._bench_log:
             self.call_after_refresh(self._bench_expand_all)
 
@@ -211,21 +225,23 @@ class WstuiApp(App[int]):
         """Drain the inbox: new results, progress, errors (every 100 ms)."""
         if self.pending_priority and self._engine_call("prioritize", self.pending_priority):
             self.pending_priority = None
-        results, progress, errors = self.inbox.drain()
+        results, compared, progress, errors = self.inbox.drain()
         for message in errors:
             self.notify(message, severity="error", timeout=10)
         if progress is not None:
             self.state.progress = progress
-        if results:
-            changed = self.state.apply(results)
+        for batch, is_compare in ((results, False), (compared, True)):
+            if not batch:
+                continue
+            changed = self.state.apply(batch, compare=is_compare)
             tree = self.main_screen.query_one(LayerTree)
             for key in changed:
                 tree.set_state(key, self.state.state(key))
             self._scope_dirty = True
             sel = self.state.node_by_key.get(self.selected_key)
-            if sel is not None and sel.tensor is not None and sel.tensor.name in results:
+            if sel is not None and sel.tensor is not None and sel.tensor.name in batch:
                 self.refresh_view(scope=False)
-        if progress is not None or results or errors:
+        if progress is not None or results or compared or errors:
             self.main_screen.query_one("#header", Static).update(self._header_text())
         if self._scope_dirty and (
             time.perf_counter() - self._last_scope_refresh >= SCOPE_REFRESH_S
@@ -271,6 +287,12 @@ class WstuiApp(App[int]):
         text.append(f" · {fmt} · {n} tensors")
         if n_params:
             text.append(f" · {human_count(int(n_params))} params")
+        if self.diff_runner is not None:
+            r = self.diff_runner
+            b = Path(str(getattr(self.checkpoint_b, "path", "B"))).name
+            a_name, b_name = (b, self.sub_title) if self.swapped else (self.sub_title, b)
+            text.append(f" │ diff {len(self.state.compare)}/{r.total} A={a_name} B={b_name}",
+                        style="magenta")
         device = getattr(self.engine, "device", None)
         if device:
             text.append(f" · {device}", style="dim")
@@ -308,6 +330,8 @@ class WstuiApp(App[int]):
     def prioritize(self, name: str) -> None:
         if not self._engine_call("prioritize", name):
             self.pending_priority = name
+        if self.diff_runner is not None:
+            self.diff_runner.prioritize(name)
 
     @property
     def active_tab(self) -> str:
@@ -334,7 +358,9 @@ class WstuiApp(App[int]):
                 self._show_depth()
             elif tab == "findings" and scope:
                 self._show_findings()
-        if (scope and tab in ("table", "depth", "findings")) or not is_tensor:
+            elif tab == "diff" and scope:
+                self._show_diff()
+        if (scope and tab in ("table", "depth", "findings", "diff")) or not is_tensor:
             self._scope_dirty = False
             self._last_scope_refresh = time.perf_counter()
 
@@ -342,11 +368,11 @@ class WstuiApp(App[int]):
         body = self.main_screen.query_one("#overview-body", Static)
         if node.tensor is not None:
             ref = node.tensor
-            body.update(tensor_overview(ref, self.state.results.get(ref.name), self.thresholds))
+            body.update(tensor_overview(ref, self.state.results.get(ref.name), self.thresholds,
+                                        compare=self._compare_of(ref.name)))
         else:
             names = self.state.scope_names(node.key)
-            body.update(scope_overview(node, names, self.state.results, self.state.refs,
-                                       self.state.findings(names)))
+            body.update(scope_overview(node, names, self.state, self.state.findings(names)))
 
     def _why_missing(self, node: Any, analyzer: str) -> str:
         if node.tensor is None:
@@ -369,8 +395,25 @@ class WstuiApp(App[int]):
             return {}
         return self.state.plots.get(node.tensor.name, {})
 
+    def _compare_of(self, name: str) -> Any:
+        return self.state.compare.get(name) if self.pairing is not None else None
+
+    def _overlay(self, node: Any) -> dict[str, PlotSpec]:
+        """Diff mode: the A/B overlays of the selected pair (rebuilt when swapped or log-y)."""
+        if node.tensor is None or self.pairing is None:
+            return {}
+        cmp = self.state.compare.get(node.tensor.name)
+        if cmp is None:
+            return {}
+        if not self.swapped and not self.log_y:
+            return self.state.compare_plots.get(node.tensor.name, {})
+        return overlay_plots(cmp, swap=self.swapped, log_y=self.log_y)
+
     def _show_tensor_plots(self, tab: str, node: Any) -> None:
-        plots = self._tensor_plots(node)
+        plots = {**self._tensor_plots(node)}
+        overlay = self._overlay(node)
+        if "spectrum" in overlay:
+            plots["spectrum"] = overlay["spectrum"]
         if tab == "spectrum":
             self.main_screen.query_one("#plot-spectrum", PlotPanel).show(
                 plots.get("spectrum"), self._why_missing(node, "spectral"))
@@ -387,6 +430,9 @@ class WstuiApp(App[int]):
     def _histogram_spec(self, node: Any) -> PlotSpec | None:
         if node.tensor is None:
             return None
+        overlay = self._overlay(node)
+        if "histogram" in overlay:
+            return overlay["histogram"]
         result = self.state.results.get(node.tensor.name)
         if result is None:
             return None
@@ -475,7 +521,8 @@ class WstuiApp(App[int]):
         node = self.state.node_by_key[key]
         table = self.main_screen.query_one(TensorTable)
         table.rebuild(self.state.scope_names(key), self.state.results, self.state.refs,
-                      self._filter_fn(), labels=self.state.labels)
+                      self._filter_fn(), labels=self.state.labels,
+                      state_of=self.state.tensor_state)
         order = ""
         if table.sort_column:
             order = f" · sorted by {table.sort_column} {'↓' if table.sort_reverse else '↑'}"
@@ -507,6 +554,20 @@ class WstuiApp(App[int]):
         self.main_screen.query_one("#findings-caption", Static).update(
             f"{len(pairs)} findings, worst first · enter: go to tensor")
         self.main_screen.query_one(FindingsTable).rebuild(pairs, self.state.refs)
+
+    def _show_diff(self) -> None:
+        if self.pairing is None:
+            return
+        table = self.main_screen.query_one(DiffTable)
+        filt = self._filter_fn()
+        names = [n for n in self.state.order if filt is None or filt(self.state.refs[n])]
+        table.rebuild(self.state.compare, self.state.refs, self.state.labels, names)
+        p = self.pairing
+        extra = [f"{len(p.only_in_a)} only in A", f"{len(p.only_in_b)} only in B",
+                 f"{len(p.shape_mismatch)} shape mismatches"]
+        self.main_screen.query_one("#diff-caption", Static).update(
+            f"{len(self.state.compare)}/{len(p.pairs)} pairs compared, most changed first · "
+            + ", ".join(extra))
 
     # --- jumps -------------------------------------------------------------------------------
 
@@ -540,15 +601,21 @@ class WstuiApp(App[int]):
     # --- actions -----------------------------------------------------------------------------
 
     def action_show_tab(self, tab: str) -> None:
+        if tab == "diff" and self.pairing is None:
+            self.notify("the Diff tab needs a second checkpoint: wstui PATH --diff PATH_B")
+            return
         self.main_screen.query_one(TabbedContent).active = tab
-        if tab in ("table", "findings"):
-            widget = self.main_screen.query_one(TensorTable if tab == "table" else FindingsTable)
+        if tab in ("table", "findings", "diff"):
+            widget = self.main_screen.query_one(
+                {"table": TensorTable, "findings": FindingsTable, "diff": DiffTable}[tab])
             self.call_after_refresh(widget.focus)
 
     def action_quit_now(self) -> None:
         """Quit at once: cancel the scan, never wait for a running analyzer."""
         self._quitting.set()
         self._engine_call("cancel")
+        if self.diff_runner is not None:
+            self.diff_runner.cancel()
         self.exit(0)
 
     def action_help(self) -> None:
@@ -628,7 +695,13 @@ class WstuiApp(App[int]):
         self.refresh_view()
 
     def action_swap_diff(self) -> None:
-        self.notify("d swaps A and B in diff mode (wstui PATH --diff PATH_B)", timeout=3)
+        """Swap which checkpoint the overlays and header call A (the scan stays on the base)."""
+        if self.pairing is None:
+            self.notify("d swaps A and B in diff mode (wstui PATH --diff PATH_B)", timeout=3)
+            return
+        self.swapped = not self.swapped
+        self.main_screen.query_one("#header", Static).update(self._header_text())
+        self.refresh_view()
 
     def action_export_view(self) -> None:
         try:
@@ -666,6 +739,7 @@ class WstuiApp(App[int]):
             plots = self._tensor_plots(node)
             shown = {"spectrum": ["spectrum", "esd"], "histogram": ["histogram"],
                      "quantization": ["quantization"]}.get(tab, [])
+            plots = {**plots, **self._overlay(node)}
             specs = [plots[k] for k in shown if k in plots]
             if tab == "histogram" and self.log_y:
                 hist = self._histogram_spec(node)
@@ -694,6 +768,15 @@ class WstuiApp(App[int]):
             col = COLUMNS[self.depth_index]
             return view_document("depth", selection=selection,
                                  metrics={"metric": f"{col.analyzer}.{col.metric}"}, plots=[spec])
+        if tab == "diff" and self.pairing is not None:
+            table = self.main_screen.query_one(DiffTable)
+            rows = [{"name": n, "name_b": self.pairing.pairs[n].name,
+                     "shape": list(self.state.refs[n].shape),
+                     "metrics": {"compare": self.state.compare[n].metrics.get("compare", {})},
+                     "errors": dict(self.state.compare[n].errors)} for n in table.names]
+            return view_document("diff", selection=selection, metrics={"pairs": rows},
+                                 b=str(getattr(self.checkpoint_b, "path", "")),
+                                 swapped=self.swapped, **self.pairing.to_dict())
         pairs = self.state.findings(names)
         if tab == "findings":
             return view_document("findings", selection=selection, metrics={},

@@ -177,14 +177,41 @@ def spectrum_plot(result: TensorResult) -> PlotSpec:
     sigma = _list(sp, "spectrum")
     rank = _list(sp, "spectrum_rank") or list(range(1, len(sigma) + 1))
     series = [Series("σ", rank, sigma, "line", "cyan")]
-    cmp = result.data.get("compare", {})
-    if cmp:
-        for key, label, color in (("spectrum_a", "A", "cyan"), ("spectrum_b", "B", "orange")):
-            s = _list(cmp, key)
-            if s:
-                series.append(Series(f"σ {label}", list(range(1, len(s) + 1)), s, "line", color))
     return PlotSpec("spectrum", "singular values by rank", "rank", "σ", series,
                     x_log=True, y_log=True)
+
+
+def _ab(swap: bool) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(label, colour) of the base and the other checkpoint; `d` swaps which one is A."""
+    a, b = ("A", "cyan"), ("B", "orange")
+    return (b, a) if swap else (a, b)
+
+
+def overlay_plots(result: TensorResult, swap: bool = False, log_y: bool = False
+                  ) -> dict[str, PlotSpec]:
+    """Diff mode: both σ spectra and both histograms of a compared pair, prepared."""
+    cmp = result.data.get("compare", {})
+    (la, ca), (lb, cb) = _ab(swap)
+    out: dict[str, PlotSpec] = {}
+    sa, sb = _list(cmp, "spectrum_a"), _list(cmp, "spectrum_b")
+    if sa:
+        rank = _list(cmp, "spectrum_rank") or list(range(1, len(sa) + 1))
+        series = [Series(f"σ {la} (base)", rank, sa, "line", ca),
+                  Series(f"σ {lb}", rank[:len(sb)], sb, "line", cb)]
+        if swap:
+            series.reverse()
+        out["spectrum"] = PlotSpec("spectrum", "singular values by rank, A and B", "rank", "σ",
+                                   series, x_log=True, y_log=True).prepare()
+    edges = _list(cmp, "hist_edges")
+    if edges:
+        c = [(x + y) / 2 for x, y in itertools.pairwise(edges)]
+        series = [Series(la + " (base)", c, _list(cmp, "hist_a"), "line", ca),
+                  Series(lb, c, _list(cmp, "hist_b"), "line", cb)]
+        if swap:
+            series.reverse()
+        out["histogram"] = PlotSpec("histogram", "value histograms, A and B", "value",
+                                    "count", series, y_log=log_y).prepare()
+    return out
 
 
 def esd_plot(result: TensorResult) -> PlotSpec:
@@ -214,12 +241,6 @@ def histogram_plot(result: TensorResult, log_y: bool = False) -> PlotSpec:
     counts = _list(h, "counts")
     centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
     series = [Series("count", centres, counts, "bar", "cyan")]
-    cmp = result.data.get("compare", {})
-    if cmp and _list(cmp, "hist_edges"):
-        e = _list(cmp, "hist_edges")
-        c = [(a + b) / 2 for a, b in itertools.pairwise(e)]
-        series = [Series("A", c, _list(cmp, "hist_a"), "line", "cyan"),
-                  Series("B", c, _list(cmp, "hist_b"), "line", "orange")]
     return PlotSpec("histogram", "value histogram", "value", "count", series, y_log=log_y)
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from analyzers.core import Finding, TensorResult, top_issue_key
 from wstui.app.format import PENDING, result_state, worst_state
-from wstui.app.plotdata import PlotSpec, tensor_plots
+from wstui.app.plotdata import PlotSpec, overlay_plots, tensor_plots
+
+Batch = dict[str, tuple[TensorResult, dict[str, PlotSpec]]]
 
 
 class Inbox:
@@ -23,6 +25,7 @@ class Inbox:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._results: dict[str, tuple[TensorResult, dict[str, PlotSpec]]] = {}
+        self._compare: dict[str, tuple[TensorResult, dict[str, PlotSpec]]] = {}
         self._progress: Any = None
         self._errors: list[str] = []
 
@@ -36,6 +39,16 @@ class Inbox:
         with self._lock:
             self._results[name] = (result, plots)
 
+    def on_compare(self, name: str, result: TensorResult) -> None:
+        """Diff runner callback (its thread): overlay plots prepared here too."""
+        try:
+            plots = overlay_plots(result)
+        except Exception as exc:
+            plots = {}
+            result.errors.setdefault("plot", f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            self._compare[name] = (result, plots)
+
     def on_progress(self, progress: Any) -> None:
         with self._lock:
             self._progress = progress
@@ -44,12 +57,14 @@ class Inbox:
         with self._lock:
             self._errors.append(message)
 
-    def drain(self) -> tuple[dict[str, tuple[TensorResult, dict[str, PlotSpec]]], Any, list[str]]:
+    def drain(self) -> tuple[Batch, Batch, Any, list[str]]:
+        """(results, compare results, newest progress, errors) since the last drain."""
         with self._lock:
             results, self._results = self._results, {}
+            compared, self._compare = self._compare, {}
             progress, self._progress = self._progress, None
             errors, self._errors = self._errors, []
-        return results, progress, errors
+        return results, compared, progress, errors
 
 
 class ScanState:
@@ -59,6 +74,8 @@ class ScanState:
         self.root = root
         self.results: dict[str, TensorResult] = {}
         self.plots: dict[str, dict[str, PlotSpec]] = {}
+        self.compare: dict[str, TensorResult] = {}  # diff mode: analyzers.compare per pair
+        self.compare_plots: dict[str, dict[str, PlotSpec]] = {}
         self.progress: Any = None
         self.node_by_key: dict[str, Any] = {}
         self.ancestors: dict[str, list[str]] = {}  # tensor name -> keys of nodes above it
@@ -94,12 +111,22 @@ class ScanState:
     def state(self, key: str) -> str:
         return self.states.get(key, PENDING)
 
-    def apply(self, batch: dict[str, tuple[TensorResult, dict[str, PlotSpec]]]) -> set[str]:
+    def tensor_state(self, name: str) -> str:
+        """Badge of one tensor: its scan result, and in diff mode its comparison's findings."""
+        state = result_state(self.results.get(name))
+        cmp = self.compare.get(name)
+        if cmp is not None and (cmp.findings or cmp.errors):
+            state = worst_state([state, result_state(cmp)])
+        return state
+
+    def apply(self, batch: Batch, *, compare: bool = False) -> set[str]:
         """Store a drained batch; returns the node keys whose badge state changed."""
         touched: set[str] = set()
+        results, plots_of = (self.compare, self.compare_plots) if compare else (
+            self.results, self.plots)
         for name, (result, plots) in batch.items():
-            self.results[name] = result
-            self.plots[name] = plots
+            results[name] = result
+            plots_of[name] = plots
             key = self.key_of(name)
             if key is None:
                 continue
@@ -109,11 +136,9 @@ class ScanState:
         for key in touched:
             node = self.node_by_key[key]
             if node.tensor is not None:
-                new = result_state(self.results.get(node.tensor.name))
+                new = self.tensor_state(node.tensor.name)
             else:
-                new = worst_state(
-                    result_state(self.results.get(n)) for n in self.tensor_names[key]
-                )
+                new = worst_state(self.tensor_state(n) for n in self.tensor_names[key])
             if new != self.states.get(key):
                 self.states[key] = new
                 changed.add(key)
@@ -122,9 +147,13 @@ class ScanState:
     def findings(self, names: Iterable[str] | None = None) -> list[tuple[str, Finding]]:
         """(tensor name, finding) pairs, top issues first."""
         names = self.order if names is None else names
-        pairs = [(n, f) for n in names if n in self.results for f in self.results[n].findings]
+        pairs = [(n, f) for n in names for src in (self.results, self.compare) if n in src
+                 for f in src[n].findings]
         pairs.sort(key=lambda p: top_issue_key(p[1]))
         return pairs
+
+    def refs_list(self) -> list[Any]:
+        return [self.refs[n] for n in self.order]
 
     def scope_names(self, key: str) -> list[str]:
         return self.tensor_names.get(key, [])

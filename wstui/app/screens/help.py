@@ -20,7 +20,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("h / l, ← / →", "collapse / expand a tree node"),
     ("enter", "select: open a tree node, jump to a table or findings row's tensor"),
     ("tab / shift+tab", "next / previous pane"),
-    ("1 … 7", "tabs: overview, spectrum, histogram, quantization, table, depth, findings"),
+    ("1 … 8", "tabs: overview, spectrum, histogram, quantization, table, depth, findings,"
+              " diff (diff mode)"),
     ("/", "filter tensors by name (substring or glob); escape clears"),
     ("n / N", "next / previous tensor with a finding"),
     ("s", "sort the table by the column under the cursor (again: reverse)"),

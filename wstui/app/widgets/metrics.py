@@ -43,7 +43,8 @@ def finding_table(pairs: list[tuple[str | None, Finding]], limit: int = 50) -> T
 
 
 def tensor_overview(
-    ref: Any, result: TensorResult | None, thresholds: Mapping[str, float], note: str = ""
+    ref: Any, result: TensorResult | None, thresholds: Mapping[str, float], note: str = "",
+    compare: TensorResult | None = None,
 ) -> RenderableType:
     """The Overview of one tensor."""
     head = Table.grid(padding=(0, 2))
@@ -63,6 +64,8 @@ def tensor_overview(
     parts: list[RenderableType] = [head]
     if note:
         parts.append(Text(note, style="italic"))
+    if compare is not None:
+        parts.append(compare_block(compare, thresholds))
     if result is None:
         parts.append(Text("\ncomputing… (moved to the front of the scan queue)", style="italic"))
         return Group(*parts)
@@ -97,14 +100,31 @@ def tensor_overview(
     return Group(*parts)
 
 
+def compare_block(compare: TensorResult, thresholds: Mapping[str, float]) -> RenderableType:
+    """Diff mode: how B differs from A for this tensor."""
+    t = Table(box=None, expand=True, pad_edge=False, show_header=False)
+    t.add_column(ratio=3, no_wrap=True)
+    t.add_column(justify="right", ratio=2, no_wrap=True)
+    t.add_column(width=1)
+    t.add_column(ratio=3, style="dim", no_wrap=True)
+    t.add_row(Text("compare (B against A)", style="bold magenta"), "", "", "")
+    for analyzer, message in compare.errors.items():
+        t.add_row(Text(f"  error in {analyzer}: {message}", style="magenta"), "", "", "")
+    for key, value in scalar_metrics(compare, "compare"):
+        state, rules = marks_for("compare", key, compare.findings, thresholds)
+        t.add_row(f"  {key}", num(value), badge(state) if state else Text(" "),
+                  "  ".join(rules))
+    return t
+
+
 def scope_overview(
-    node: Any, names: list[str], results: Mapping[str, TensorResult], refs: Mapping[str, Any],
-    findings: list[tuple[str, Finding]],
+    node: Any, names: list[str], state: Any, findings: list[tuple[str, Finding]],
 ) -> RenderableType:
-    """The Overview of a block or the whole model."""
+    """The Overview of a block or the whole model (`state`: the app's ScanState)."""
+    results, refs = state.results, state.refs
     counts: dict[str, int] = {}
     for n in names:
-        s = result_state(results.get(n))
+        s = state.tensor_state(n)
         counts[s] = counts.get(s, 0) + 1
     params = sum(refs[n].numel for n in names if not refs[n].tied_to)
     head = Table.grid(padding=(0, 2))

@@ -57,6 +57,7 @@ class TensorTable(DataTable):
     def rebuild(
         self, names: Sequence[str], results: Mapping[str, TensorResult], refs: Mapping[str, Any],
         filter_fn: Any = None, labels: Mapping[str, str] | None = None,
+        state_of: Any = None,
     ) -> None:
         """Show `names` (tree order), filtered and sorted as the table currently is."""
         rows = [n for n in names if filter_fn is None or filter_fn(refs[n])]
@@ -70,7 +71,8 @@ class TensorTable(DataTable):
         for n in rows:
             ref, res = refs[n], results.get(n)
             cells: list[Any] = [
-                badge(result_state(res)), (labels or {}).get(n, ref.display_name), ref.kind,
+                badge(state_of(n) if state_of else result_state(res)),
+                (labels or {}).get(n, ref.display_name), ref.kind,
                 "" if ref.block is None else str(ref.block), shape_text(ref.shape),
             ]
             cells += [_right(column_value(res, col)) for col in COLUMNS]
@@ -152,3 +154,58 @@ class FindingsTable(DataTable):
         event.stop()
         key = event.row_key.value or ""
         self.post_message(JumpToTensor(key.split(":", 1)[1]))
+
+
+#: Diff tab columns: key -> (label, metric in metrics["compare"])
+DIFF_COLUMNS = {
+    "rel_change": "Δrel", "cosine": "cos", "l2_distance": "‖B-A‖", "max_abs_diff": "max|Δ|",
+    "frac_changed": "changed", "delta_alpha": "Δα", "delta_stable_rank": "ΔW srank",
+    "delta_energy_rank_90": "ΔW rank90",
+}
+
+
+class DiffTable(DataTable):
+    """Diff mode: compared pairs, most changed (rel_change) first; enter jumps to the tensor."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.names: list[str] = []
+
+    def on_mount(self) -> None:
+        self.add_column(" ", key="state")
+        self.add_column("tensor", key="name")
+        self.add_column("blk", key="block")
+        for key, label in DIFF_COLUMNS.items():
+            self.add_column(label, key=key)
+
+    def rebuild(self, compare: Mapping[str, TensorResult], refs: Mapping[str, Any],
+                labels: Mapping[str, str], names: Sequence[str]) -> None:
+        rows = [n for n in names if n in compare]
+        rows.sort(key=lambda n: sort_key(compare[n].metrics.get("compare", {}).get(
+            "rel_change")), reverse=True)
+        rows.sort(key=lambda n: sort_key(compare[n].metrics.get("compare", {}).get(
+            "rel_change"))[0])
+        if rows == self.names and self.row_count:
+            return
+        row = self.cursor_row
+        self.names = rows
+        self.clear()
+        for n in rows:
+            res = compare[n]
+            m = res.metrics.get("compare", {})
+            block = refs[n].block
+            cells: list[Any] = [badge(result_state(res)), labels.get(n, n),
+                                "" if block is None else str(block)]
+            if res.errors.get("compare"):
+                cells.append(Text(res.errors["compare"], style="magenta"))
+                cells += [""] * (len(DIFF_COLUMNS) - 1)
+            else:
+                cells += [_right(m.get(k)) for k in DIFF_COLUMNS]
+            self.add_row(*cells, key=n)
+        if rows:
+            self.move_cursor(row=min(row, len(rows) - 1), scroll=False)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value:
+            self.post_message(JumpToTensor(event.row_key.value))

@@ -1,0 +1,77 @@
+"""Diff mode on two small safetensors files: pairs compared in the background, overlays, the
+Diff tab ranking, export, and unmatched names listed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from app_support import FakeEngine, wait_for
+from safetensors.numpy import save_file
+from textual.widgets import TabbedContent
+
+from wstui.app.app import WstuiApp
+from wstui.app.widgets.plots import PlotPanel
+from wstui.app.widgets.table import DiffTable
+from wstui.checkpoint import open_checkpoint
+from wstui.checkpoint.naming import build_tree
+from wstui.jsonio import loads_strict
+
+
+def write_pair(tmp: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    a = {f"model.layers.{b}.mlp.{p}.weight": rng.standard_normal((32, 16)).astype(np.float32)
+         for b in range(2) for p in ("up_proj", "down_proj")}
+    a["model.norm.weight"] = np.ones(16, dtype=np.float32)
+    b = {k: v.copy() for k, v in a.items()}
+    b["model.layers.1.mlp.up_proj.weight"] += 0.9 * rng.standard_normal((32, 16)).astype(
+        np.float32)  # a large change
+    b["model.layers.0.mlp.down_proj.weight"] += 0.01
+    del b["model.norm.weight"]
+    save_file(a, str(tmp / "a.safetensors"))
+    save_file(b, str(tmp / "b.safetensors"))
+    return tmp / "a.safetensors", tmp / "b.safetensors"
+
+
+async def test_diff_mode(tmp_path: Path) -> None:
+    pa, pb = write_pair(tmp_path)
+    ck_a, ck_b = open_checkpoint(pa), open_checkpoint(pb)
+    eng = FakeEngine(ck_a, results={r.name: _empty(r) for r in ck_a.tensors})
+    app = WstuiApp(ck_a, build_tree(ck_a.tensors), lambda: eng, export_dir=tmp_path,
+                   checkpoint_b=ck_b, show_timings=False)
+    big = "model.layers.1.mlp.up_proj.weight"
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert app.pairing is not None
+        assert app.pairing.only_in_a == ["model.norm.weight"]
+        await wait_for(pilot, lambda: len(app.state.compare) == 4, timeout=30)
+        await pilot.pause(0.2)
+        assert app.state.compare[big].metrics["compare"]["rel_change"] > 0.5
+        assert app.state.state(f"t:{big}") == "warn"  # large_change reaches the tree badge
+        await pilot.press("8")
+        await pilot.pause(0.3)
+        assert app.query_one(TabbedContent).active == "diff"
+        table = app.query_one(DiffTable)
+        assert table.names[0] == big  # most changed first
+        await pilot.press("e")
+        await pilot.pause()
+        doc = loads_strict(next(tmp_path.glob("wstui-view-diff-*.json")).read_text())
+        assert doc["view"] == "diff" and doc["only_in_a"] == ["model.norm.weight"]
+        assert doc["metrics"]["pairs"][0]["name"] == big
+        await pilot.press("enter")  # jump to the most changed tensor
+        await pilot.pause()
+        assert app.selected_key == f"t:{big}"
+        await pilot.press("2")
+        await pilot.pause(0.2)
+        spec = app.query_one("#plot-spectrum", PlotPanel).spec
+        assert [s.label for s in spec.series] == ["σ A (base)", "σ B"]
+        await pilot.press("d")
+        await pilot.pause(0.2)
+        spec = app.query_one("#plot-spectrum", PlotPanel).spec
+        assert [s.label for s in spec.series] == ["σ A", "σ B (base)"]
+        await pilot.press("q")
+
+
+def _empty(ref):
+    from analyzers.core import TensorResult
+
+    return TensorResult(name=ref.name, kind=ref.kind, shape=ref.shape)
