@@ -41,8 +41,9 @@ CASE_NAMES = (
     "st_shorter_than_length_field", "st_header_length_too_large", "st_header_not_json",
     "st_header_not_utf8", "st_header_not_object", "st_offsets_outside_data",
     "st_offsets_reversed", "st_overlapping_tensors", "st_dtype_shape_disagree", "st_bad_shape",
-    "st_entry_not_object", "bin_pickle_imports_code", "bin_zip_pickle_imports_code",
-    "bin_truncated", "bin_garbage", "bin_not_a_state_dict", "bin_torchscript_archive",
+    "st_entry_not_object", "st_no_tensors", "bin_pickle_imports_code",
+    "bin_zip_pickle_imports_code", "bin_truncated", "bin_garbage", "bin_not_a_state_dict",
+    "bin_torchscript_archive",
     "gguf_bad_magic", "gguf_truncated", "gguf_truncated_in_header",
 )
 
@@ -199,6 +200,10 @@ def build_corpus(root: Path) -> dict[str, Case]:
          None, "bad shape")
     case("st_entry_not_object",
          _st_header(root / "entry.safetensors", {"a": [1, 2]}), None, "not an object")
+
+    case("st_no_tensors",
+         _st_header(root / "nothing.safetensors", {"__metadata__": {"format": "pt"}}), None,
+         "holds no tensors")
 
     # --- PyTorch pickles
     p = root / "evil_raw.bin"

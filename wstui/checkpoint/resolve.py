@@ -247,6 +247,10 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         _check_file(f)
     fmt = formats.pop()
     refs, readers, reader_meta = _open_reader(fmt, files)
+    if not refs:
+        for r in readers:
+            r.close()
+        raise CheckpointError(root, "holds no tensors")
     notes: list[str] = []
     if "index" in meta:
         notes.extend(_index_disagreements(Path(meta["index"]), refs))
