@@ -177,7 +177,8 @@ def render(report: Any, *, top: int = 20, workers: int | None = None) -> Any:
     parts.append(summary_table(summary["by_block"], "block"))
     parts.append(summary_table(summary["by_kind"], "kind"))
     if report.top_issues:
-        lines = [f"  {i.finding.severity.value:8} {i.pair.key}: {i.finding.message}"
+        lines = [f"  {i.finding.severity.value:8} {i.finding.code:13} {i.pair.key}: "
+                 f"{i.finding.message}"
                  for i in report.top_issues[:top]]
         parts.append(Text("Findings\n" + "\n".join(lines)))
     else:
