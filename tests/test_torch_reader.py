@@ -81,6 +81,8 @@ def test_unwrap_flattens_and_drops_non_tensors() -> None:
     obj = {"step": 1, "encoder": {"w": torch.ones(1)}, "head": torch.ones(2), "names": ["x"]}
     assert list(unwrap(obj)) == ["encoder.w", "head"]
     assert list(unwrap({"module": {"model": {"w": torch.ones(1)}}})) == ["w"]
+    step = {"global_step": torch.tensor(5), "state_dict": {"w": torch.ones(2)}}
+    assert list(unwrap(step)) == ["w"]
 
 
 def test_tied_storage_is_marked(tmp_path: Path) -> None:

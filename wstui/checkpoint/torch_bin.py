@@ -106,13 +106,19 @@ def _is_tensor(value: Any) -> bool:
     return isinstance(value, torch.Tensor)
 
 
+def _holds_weights(node: dict) -> bool:
+    """Tensors of at least one dimension at this level (0-d ones are counters like a step)."""
+    return any(_is_tensor(v) and v.ndim > 0 for v in node.values())
+
+
 def unwrap(obj: Any) -> dict[str, torch.Tensor]:
     """The state dict inside a training checkpoint, flattened to dotted names.
 
     `{"state_dict": …}`, `{"model": …}`, `{"module": …}` are unwrapped when the top level holds
-    no tensors itself; other nested dicts of tensors get dotted names; non-tensors are dropped.
+    no weight tensors itself (a 0-d `global_step` does not count); other nested dicts of tensors
+    get dotted names; non-tensors are dropped.
     """
-    while isinstance(obj, dict) and not any(_is_tensor(v) for v in obj.values()):
+    while isinstance(obj, dict) and not _holds_weights(obj):
         inner = next(
             (obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict) and obj[k]), None
         )
