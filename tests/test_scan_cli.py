@@ -184,3 +184,10 @@ def test_scan_finds_every_planted_demo_defect(tmp_path):
     stray = [i for i in doc["top_issues"]
              if i["severity"] == "critical" and i["tensor"] not in planted]
     assert not stray, f"critical findings on clean tensors: {stray}"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_unavailable_device_is_exit_2(model, tmp_path):
+    r = wstui(tmp_path, "scan", str(model), "--device", "cuda")
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "CUDA" in r.stderr

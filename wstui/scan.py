@@ -207,6 +207,7 @@ class ScanEngine:
         self.methods = validate_methods(methods)
         self._specs = core.registry()
         self.device = core.pick_device(device)
+        _check_device(self.device)
         self.cores = cpu_count()
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -513,7 +514,7 @@ class ScanEngine:
             rows, cols = shape[0], n // max(1, shape[0])
             small, large = min(rows, cols), max(rows, cols)
             return float(small) * small * large + 4.0 * small**3 + n
-        return 30.0 * n * len(methods)
+        return 1000.0 * n * len(methods)
 
     def _add_task_locked(
         self, ref: TensorRef, methods: tuple[str, ...], opts: dict[str, Any], h: str, phase: str,
@@ -677,16 +678,21 @@ class ScanEngine:
                 self._land(task, None, frag)
                 return
             device = self.device
-            if device != "cpu":
-                x, device = _to_device(x, device)
-            for m in task.methods:
-                if self._cancelled:
-                    break
-                frag = self._analyze(ref, x, m, task.options, device)
-                if device != "cpu" and _is_oom(frag.errors.get(m)):
-                    x, device = _to_cpu(x)
-                    frag = self._analyze(ref, x, m, task.options, "cpu")
-                self._land(task, m, frag)
+            try:
+                if device != "cpu":
+                    x, device = _to_device(x, device)
+                for m in task.methods:
+                    if self._cancelled:
+                        break
+                    frag = self._analyze(ref, x, m, task.options, device)
+                    if device != "cpu" and _is_oom(frag.errors.get(m)):
+                        x, device = _to_cpu(x)
+                        frag = self._analyze(ref, x, m, task.options, "cpu")
+                    self._land(task, m, frag)
+            except Exception as exc:  # a bug outside the analyzers: record it, go on
+                frag = TensorResult(name=ref.name, kind=ref.kind, shape=tuple(ref.shape))
+                frag.errors["engine"] = f"{type(exc).__name__}: {exc}"
+                self._land(task, None, frag)
             del x
         finally:
             with self._lock:
@@ -773,6 +779,21 @@ def _scan_order(refs: Sequence[TensorRef]) -> dict[str, int]:
     for r in refs:
         pos.setdefault(r.name, len(pos))
     return pos
+
+
+def _check_device(device: str) -> None:
+    """Refuse a device this torch cannot use (one line, before any work starts)."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available to this torch")
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {device!r}: MPS is not available to this torch")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or mps)")
 
 
 def _set_threads(n: int) -> None:

@@ -65,8 +65,12 @@ def run(args: argparse.Namespace) -> int:
         tensors = select_tensors(ckpt.tensors, args.tensors)
         if not tensors:
             return _fail(f"{args.path}: no tensor matches {args.tensors!r}")
-        engine = ScanEngine(ckpt, methods=methods, device=args.device, workers=args.workers,
-                            use_cache=not args.no_cache, options=options, tensors=tensors)
+        try:
+            engine = ScanEngine(ckpt, methods=methods, device=args.device,
+                                workers=args.workers, use_cache=not args.no_cache,
+                                options=options, tensors=tensors)
+        except ValueError as exc:
+            return _fail(str(exc))
         interrupted = _drive(engine, show_progress=not args.quiet and sys.stderr.isatty())
         report = engine.report()
         if args.json:
