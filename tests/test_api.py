@@ -82,3 +82,41 @@ def test_compare_with_matches_by_name(tmp_path, cache_env):
     assert not cmp.only_in_a and not cmp.only_in_b
     doc = jsonio.loads_strict(jsonio.dumps(cmp.to_dict()))
     assert doc["schema"] == "wstui.diff/1"
+
+
+WW_CSV = ROOT / "tests" / "data" / "ww_minilm.csv"
+
+
+def _ww_alphas() -> dict[str, float]:
+    """tensor name -> WeightWatcher's alpha, from the saved CSV (whatever its name column)."""
+    import csv
+
+    rows = list(csv.DictReader(WW_CSV.open()))
+    key = next(k for k in ("name", "tensor", "hf_name", "longname") if k in rows[0])
+    out = {}
+    for r in rows:
+        try:
+            a = float(r["alpha"])
+        except (TypeError, ValueError):
+            continue
+        if a == a and a > 0:
+            n = r[key]
+            out[n if n.endswith((".weight", ".bias")) else f"{n}.weight"] = a
+    return out
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_real_minilm_alphas_match_weightwatcher(minilm_dir, cache_env):
+    if not WW_CSV.exists():
+        pytest.skip("tests/data/ww_minilm.csv not there yet")
+    ww = _ww_alphas()
+    with Scope(minilm_dir, device="cpu", use_cache=False) as s:
+        report = s.scan(methods=["spectral"])
+    ours = {e.ref.name: e.result.metrics.get("spectral", {}).get("alpha")
+            for e in report.entries}
+    matched = {n: (ours[n], a) for n, a in ww.items() if ours.get(n) is not None}
+    assert len(matched) >= 0.9 * len(ww), sorted(set(ww) - set(matched))[:5]
+    close = [n for n, (a, b) in matched.items() if abs(a - b) <= 0.05]
+    assert len(close) >= 0.95 * len(matched), {
+        n: v for n, v in matched.items() if n not in close}
