@@ -1,0 +1,119 @@
+"""What does a diff cost against the two spectral scans it needs? (issue 7: target <= 1.2x)
+
+Prints, measured in this one run (best of `--repeat`, no result cache anywhere):
+- the diff of A and B (`DiffEngine`: elementwise metrics for every pair, then the spectra of A,
+  B and B - A with both power-law fits) and the time until the full elementwise ranking exists;
+- the two scans it stands against: `Scope(A).scan(methods=["spectral"])` plus the same on B.
+  While no `spectral` analyzer is registered, a stand-in scan does the same maths per matrix
+  (the singular values the compare analyzer uses plus the power-law fit) on the same cores;
+- the ratio diff / (scan A + scan B).
+Pairs: the demo base against its fine-tune (few tensors changed), and against its Q8_0 GGUF
+(every matrix changed by quantization noise: three spectra per pair, the worst case).
+
+Run: `python bench/bench_diff.py [--repeat 3] [--workers N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import analyzers
+from wstui.api import Scope
+from wstui.checkpoint import open_checkpoint
+from wstui.demo import build_demo
+from wstui.diff import DiffEngine
+from wstui.scan import cpu_count
+
+TARGET = 1.2
+
+
+def best_of(n: int, fn: Callable[[], float]) -> float:
+    return min(fn() for _ in range(n))
+
+
+def scan_time(path: Path, workers: int | None) -> float:
+    """One spectral scan of `path` (the registered analyzer, else the stand-in)."""
+    if "spectral" in analyzers.names():
+        with Scope(path, device="cpu", use_cache=False, workers=workers) as s:
+            t0 = time.perf_counter()
+            s.scan(methods=["spectral"])
+            return time.perf_counter() - t0
+    return standin_scan_time(path, workers)
+
+
+def standin_scan_time(path: Path, workers: int | None) -> float:
+    """σ (analyzers.compare.singular_values) + power-law fit of every matrix, on a thread pool
+    like the scan's, tensors loaded lazily."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from analyzers.powerlaw import fit_powerlaw
+    from wstui.scan import _set_threads
+
+    compare_mod = sys.modules["analyzers.compare"]
+    n_workers = workers or cpu_count()
+
+    def one(ref) -> None:
+        _set_threads(max(1, cpu_count() // n_workers))
+        x = ref.load("cpu")
+        if x.dim() >= 2 and x.shape[0] >= 2 and x.numel() // x.shape[0] >= 2:
+            if not bool(x.isfinite().all()):
+                return
+            sv = compare_mod.singular_values(x.reshape(x.shape[0], -1))
+            fit_powerlaw(sv * sv)
+
+    with open_checkpoint(path) as ckpt:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(n_workers) as pool:
+            list(pool.map(one, [r for r in ckpt.tensors if r.analyzable and not r.tied_to]))
+        return time.perf_counter() - t0
+
+
+def diff_time(a: Path, b: Path, workers: int | None) -> tuple[float, float]:
+    with open_checkpoint(a) as ca, open_checkpoint(b) as cb:
+        engine = DiffEngine(ca, cb, device="cpu", use_cache=False, workers=workers)
+        t0 = time.perf_counter()
+        engine.run()
+        return time.perf_counter() - t0, engine.t_cheap_done or 0.0
+
+
+def bench_pair(label: str, a: Path, b: Path, repeat: int, workers: int | None) -> float:
+    scan_a = best_of(repeat, lambda: scan_time(a, workers))
+    scan_b = best_of(repeat, lambda: scan_time(b, workers))
+    runs = [diff_time(a, b, workers) for _ in range(repeat)]
+    diff, first_rank = min(runs)
+    ratio = diff / (scan_a + scan_b)
+    print(f"{label}: diff {diff:.2f} s (full elementwise ranking after {first_rank:.2f} s); "
+          f"scan A {scan_a:.2f} s + scan B {scan_b:.2f} s = {scan_a + scan_b:.2f} s; "
+          f"ratio {ratio:.2f}x (target <= {TARGET}x: {'ok' if ratio <= TARGET else 'MISSED'})")
+    return ratio
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--out", default=None, help="demo folder (default: a temporary one)")
+    args = ap.parse_args()
+    baseline = ("Scope.scan(methods=['spectral'])" if "spectral" in analyzers.names()
+                else "stand-in spectral scan (no `spectral` analyzer registered yet)")
+    print(f"cores {cpu_count()}, workers {args.workers or cpu_count()}, best of {args.repeat}; "
+          f"baseline: {baseline}")
+    with tempfile.TemporaryDirectory() as tmp:
+        demo = build_demo(Path(args.out) if args.out else Path(tmp))
+        bench_pair("demo base vs fine-tune", demo.base, demo.finetuned, args.repeat,
+                   args.workers)
+        if demo.gguf is not None:
+            bench_pair("demo base vs its Q8_0 GGUF", demo.base, demo.gguf, args.repeat,
+                       args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
