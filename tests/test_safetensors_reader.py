@@ -79,8 +79,10 @@ def test_load_returns_independent_copies(tmp_path: Path) -> None:
         a = ckpt.tensor("w").load()
         a.zero_()
         assert torch.equal(ckpt.tensor("w").load(), torch.ones(4, 4))
-    # the loaded tensor outlives the closed reader
+    # the loaded tensor outlives the closed reader; the closed reader loads no more
     assert a.sum().item() == 0
+    with pytest.raises(CheckpointError, match="closed"):
+        ckpt.tensor("w").load()
 
 
 def test_open_reads_header_only_and_load_one_tensor(

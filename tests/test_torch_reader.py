@@ -59,6 +59,8 @@ def test_mmap_and_independent_copies(tmp_path: Path) -> None:
     assert torch.equal(mapped, torch.ones(4, 4))
     reader.close()
     assert reader.tensors is None
+    with pytest.raises(CheckpointError, match="closed"):
+        reader.load(ref, device="cpu", dtype=torch.float32, hf_layout=False)
 
 
 def test_legacy_non_zip_format(tmp_path: Path) -> None:

@@ -160,6 +160,7 @@ class SafetensorsReader:
             if b1 < e0:
                 raise CheckpointError(path, f"tensors {n0!r} and {n1!r} overlap in the data")
         self._fd: int | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def refs(self) -> list[TensorRef]:
@@ -179,6 +180,8 @@ class SafetensorsReader:
 
     def _file(self) -> int:
         with self._lock:  # workers load from threads; open the file once
+            if self._closed:
+                raise CheckpointError(self.path, "reader is closed (checkpoint closed)")
             if self._fd is None:
                 try:
                     self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
@@ -231,6 +234,7 @@ class SafetensorsReader:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
