@@ -802,8 +802,10 @@ class WstuiApp(App[int]):
         self.call_after_refresh(self._bench_tree_done)
 
     def _bench_tree_done(self) -> None:
-        tree = self.main_screen.query_one(LayerTree)
-        tree.scroll_end(animate=False)
         self._bench("tree_complete")
-        self.call_after_refresh(self.action_quit_now)
+        self.main_screen.query_one(LayerTree).scroll_end(animate=False, immediate=True)
+        self.call_after_refresh(self._bench_scrolled)
 
+    def _bench_scrolled(self) -> None:
+        self._bench("scrolled_end")
+        self.action_quit_now()
