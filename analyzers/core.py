@@ -474,6 +474,8 @@ def quantiles(flat: torch.Tensor, qs: Sequence[float], limit: int = EXACT_QUANTI
         return [math.nan for _ in qs]
     if x.device.type == "cpu":
         a = x.detach().numpy()
+        if a.dtype == np.float32 and a.size >= _RADIX_MIN:
+            return _radix_quantiles(a, qs)
         return [float(v) for v in np.quantile(a, list(qs), overwrite_input=overwrite)]
     srt = torch.sort(x).values
     n = srt.numel()
@@ -484,4 +486,45 @@ def quantiles(flat: torch.Tensor, qs: Sequence[float], limit: int = EXACT_QUANTI
         hi = min(lo + 1, n - 1)
         a, b = float(srt[lo]), float(srt[hi])
         out.append(a + (b - a) * (pos - lo))
+    return out
+
+
+_RADIX_MIN = 1 << 16
+
+
+def _radix_quantiles(a: Any, qs: Sequence[float]) -> list[float]:
+    """numpy's linear quantiles of a finite float32 array, exactly, about twice as fast as
+    `np.quantile` on large arrays: one pass buckets the values by the top 16 bits of an
+    order-preserving integer key, then only the buckets holding the wanted ranks are
+    partitioned."""
+    import numpy as np
+    import torch
+
+    n = a.size
+    bits = a.view(np.int32)
+    bucket = bits >> 31  # in place from here on: each step is one pass over the values
+    bucket &= 0x7FFFFFFF
+    bucket ^= bits  # a signed-int key whose order is the float order
+    bucket >>= 16
+    bucket += 32768
+    # torch counts int32 in place; np.bincount would first copy to int64
+    counts = torch.bincount(torch.from_numpy(bucket), minlength=65536).numpy()
+    ends = np.cumsum(counts)
+    pos = np.asarray(qs, dtype=np.float64) * (n - 1)
+    lows = np.floor(pos).astype(np.int64)
+    ranks = np.unique(np.concatenate([lows, np.minimum(lows + 1, n - 1)]))
+    where = np.searchsorted(ends, ranks, side="right")
+    value: dict[int, float] = {}
+    for b in np.unique(where):
+        start = int(ends[b] - counts[b])
+        local = [int(r) - start for r, w in zip(ranks, where) if w == b]
+        part = np.partition(a[bucket == b], local)
+        for r in local:
+            value[r + start] = float(part[r])
+    out = []
+    for p, lo in zip(pos, lows):
+        va, vb = value[int(lo)], value[min(int(lo) + 1, n - 1)]
+        t = float(p - lo)
+        # numpy's lerp, including its form for t >= 0.5 (so results match it bit for bit)
+        out.append(vb - (vb - va) * (1 - t) if t >= 0.5 else va + (vb - va) * t)
     return out

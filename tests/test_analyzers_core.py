@@ -174,3 +174,19 @@ def test_strided_sample_and_quantiles():
 def test_thresholds_from_options():
     th = core.thresholds_from({"thresholds": {"int8_lossy": "20"}})
     assert th["int8_lossy"] == 20.0 and th["outliers"] == core.DEFAULT_THRESHOLDS["outliers"]
+
+
+@pytest.mark.parametrize("case", ["gauss", "abs", "zeros_and_neg", "cauchy", "constant"])
+def test_radix_quantiles_equal_numpy_bit_for_bit(case):
+    rng = np.random.default_rng(0)
+    a = {
+        "gauss": lambda: rng.standard_normal(200_001),
+        "abs": lambda: np.abs(rng.standard_normal(70_000)),
+        "zeros_and_neg": lambda: np.concatenate([-np.zeros(100_000), np.zeros(1000),
+                                                 -rng.random(50_000)]),
+        "cauchy": lambda: rng.standard_cauchy(100_000),
+        "constant": lambda: np.full(70_000, 3.0),
+    }[case]().astype(np.float32)
+    qs = [0.0, 0.001, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0]
+    assert a.size >= core._RADIX_MIN
+    assert core.quantiles(torch.from_numpy(a), qs) == [float(v) for v in np.quantile(a, qs)]
