@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from analyzers import core
+from analyzers.core import Output
 from tests.scan_helpers import CALLS, install_fakes, make_checkpoint, small_model
 from wstui.scan import BIG_NUMEL, ScanEngine, select_tensors, validate_methods
 
@@ -288,3 +290,23 @@ def test_export_flags_rank_deficient_and_flattens_schemes():
 
 def select_tensors_by_hf(ref) -> bool:
     return select_tensors([ref], "model.layers.*.self_attn.q_proj.*") == [ref]
+
+
+def test_out_of_memory_on_device_falls_back_to_cpu(fake_registry, ckpt, monkeypatch):
+    import wstui.scan as scan_mod
+
+    @core.register("fgpu", version="1", heavy=True, default=False)
+    def fgpu(ctx):
+        if ctx.options.get("device") == "cuda" and "up_proj" in ctx.name:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return Output(metrics={"device": ctx.options.get("device")})
+
+    eng = ScanEngine(ckpt, use_cache=False, methods=["fgpu"])
+    eng.device = "cuda"  # pretend: tensors "move", the analyzer decides when memory runs out
+    monkeypatch.setattr(scan_mod, "_to_device", lambda x, device: (x, device))
+    monkeypatch.setattr(core, "as_float32", lambda t, device=None: t.float())
+    report = eng.run()
+    res = report.tensors
+    assert res["model.layers.0.mlp.up_proj.weight"].metrics["fgpu"]["device"] == "cpu"
+    assert not res["model.layers.0.mlp.up_proj.weight"].errors
+    assert res["model.layers.0.self_attn.q_proj.weight"].metrics["fgpu"]["device"] == "cuda"
