@@ -51,7 +51,7 @@ def singular_values(m: torch.Tensor) -> np.ndarray:
     if eigenvalues is not None:
         ev = np.asarray(eigenvalues(m), dtype=np.float64)
         return np.sqrt(np.clip(np.sort(ev)[::-1], 0.0, None))
-    return torch.linalg.svdvals(m.to(torch.float64).cpu()).numpy()
+    return torch.linalg.svdvals(m.cpu().to(torch.float64)).numpy()
 
 
 def spectrum_ranks(n: int, limit: int = MAX_SPECTRUM_POINTS) -> np.ndarray:

@@ -172,7 +172,7 @@ def embedding(ctx: Context) -> Output:
         raise SkipAnalyzer("not a matrix")
     m = ctx.matrix()
     norms_t = torch.linalg.vector_norm(m, dim=1)
-    norms = norms_t.to(torch.float64).cpu().numpy()
+    norms = norms_t.cpu().to(torch.float64).numpy()
     metrics = norm_outliers(norms)
     centroid = m.mean(dim=0)
     c_norm = float(torch.linalg.vector_norm(centroid))
@@ -181,7 +181,7 @@ def embedding(ctx: Context) -> Output:
         every = bool(live.all())
         rows, rnorm = (m, norms_t) if every else (m[live], norms_t[live])
         cos = (rows @ centroid) / (rnorm * c_norm)
-        metrics["mean_cosine_to_centroid"] = float(cos.to(torch.float64).mean())
+        metrics["mean_cosine_to_centroid"] = float(cos.cpu().to(torch.float64).mean())
     else:
         metrics["mean_cosine_to_centroid"] = math.nan
     metrics.update(kmeans(m, sample_rows(m.shape[0], m.shape[1], ctx.options)))

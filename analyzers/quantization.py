@@ -301,8 +301,9 @@ def _outlier_fracs(flat: torch.Tensor) -> tuple[float, float]:
     n = flat.numel()
     out = []
     a = flat.detach().numpy() if flat.device.type == "cpu" else None
+    big = float(np.finfo(np.float32).max)  # fences beyond float32 would warn on the cast
     for k in (1.5, 3.0):
-        lo, hi = q1 - k * iqr, q3 + k * iqr
+        lo, hi = max(q1 - k * iqr, -big), min(q3 + k * iqr, big)
         if a is not None:
             cnt = int(np.count_nonzero(a < lo)) + int(np.count_nonzero(a > hi))
         else:

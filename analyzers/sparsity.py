@@ -53,7 +53,7 @@ def dead_units(m: torch.Tensor) -> dict[str, Any]:
     col_abs = torch.maximum(m.amax(dim=0), m.amin(dim=0).neg_())
     n_rows, row_ids = _dead(row_abs)
     n_cols, col_ids = _dead(col_abs)
-    norms = torch.linalg.vector_norm(m, dim=1).to(torch.float64)
+    norms = torch.linalg.vector_norm(m, dim=1).cpu().to(torch.float64)
     mean = float(norms.mean())
     cv = float(norms.std(correction=0)) / mean if mean > 0 else math.nan
     return {"dead_rows": n_rows, "dead_cols": n_cols, "dead_row_ids": row_ids,

@@ -14,13 +14,22 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from analyzers.core import EXACT_QUANTILE_LIMIT, Context, Output, quantiles, register
+from analyzers.core import (
+    EXACT_QUANTILE_LIMIT,
+    Context,
+    Output,
+    quantiles,
+    register,
+    strided_sample,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 HIST_BINS = 64
 SMALL = 2**20
+#: Exact percentiles up to this many values (read at call time, so a test can lower it).
+PERCENTILE_LIMIT = EXACT_QUANTILE_LIMIT
 ABS_PERCENTILES = {"abs_p50": 0.5, "abs_p90": 0.9, "abs_p99": 0.99, "abs_p999": 0.999}
 
 
@@ -38,7 +47,11 @@ def histogram(x: torch.Tensor, lo: float, hi: float, bins: int = HIST_BINS) -> d
         counts[bins // 2] = int(x.numel())
         return {"edges": edges.tolist(), "counts": counts}
     width = (hi - lo) / bins
-    idx = (x - lo).div_(width).clamp_(0, bins - 1).to(torch.int32)
+    if hi - lo < 3.0e38:
+        idx = (x - lo).div_(width)
+    else:  # x - lo would overflow float32
+        idx = (x / width).sub_(lo / width)
+    idx = idx.clamp_(0, bins - 1).to(torch.int32)
     counts = torch.bincount(idx, minlength=bins)[:bins]
     edges = np.linspace(lo, hi, bins + 1)
     return {"edges": edges.tolist(), "counts": [int(c) for c in counts.tolist()]}
@@ -50,7 +63,7 @@ def _moments(x: torch.Tensor) -> tuple[float, float, float]:
 
     n = x.numel()
     if n <= SMALL:  # float64 is cheap here and makes small hand-checked values exact
-        x = x.to(torch.float64)
+        x = x.cpu().to(torch.float64)  # (.cpu(): MPS has no float64)
     mean = float(x.sum()) / n
     d = x - mean
     d.square_()
@@ -84,8 +97,8 @@ def compute(x: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
     mean, var, m4 = _moments(flat)
     lo, hi = (float(v) for v in torch.aminmax(flat))
     sumsq = n * (var + mean * mean)
-    abs_vals = strided_abs(flat)
-    pcts = quantiles(abs_vals, list(ABS_PERCENTILES.values()), overwrite=True)
+    abs_vals = strided_sample(flat, PERCENTILE_LIMIT).abs()
+    pcts = quantiles(abs_vals, list(ABS_PERCENTILES.values()), PERCENTILE_LIMIT, overwrite=True)
     hist = histogram(flat, lo, hi)
     m.update(
         mean=mean,
@@ -100,16 +113,9 @@ def compute(x: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
         inf_count=inf_count,
         **dict(zip(ABS_PERCENTILES, pcts)),
         histogram=hist,
-        sampled=n > EXACT_QUANTILE_LIMIT,
+        sampled=n > PERCENTILE_LIMIT,
     )
     return m, {"histogram": hist}
-
-
-def strided_abs(flat: torch.Tensor) -> torch.Tensor:
-    """|x| over the values the percentiles are taken on (a strided sample beyond 2^24)."""
-    from analyzers.core import strided_sample
-
-    return strided_sample(flat).abs()
 
 
 @register("stats", version="1", needs_finite=False)

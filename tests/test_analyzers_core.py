@@ -113,6 +113,10 @@ def test_finite_check_survives_an_overflowing_sum():
     r = analyzers.analyze("x", big, methods=["stats", "quantization"])
     assert not r.findings and "quantization" in r.metrics
     assert r.metrics["stats"]["max"] == pytest.approx(3e38)
+    wide = torch.tensor([-3e38, 0.0, 3e38])
+    r = analyzers.analyze("x", wide, methods=["stats", "sparsity", "quantization"])
+    assert not r.errors and r.metrics["stats"]["histogram"]["counts"][0] == 1
+    assert sum(r.metrics["stats"]["histogram"]["counts"]) == 3
 
 
 def test_four_threads_give_the_serial_results():
