@@ -292,8 +292,8 @@ class DiffEngine:
 
     def __init__(
         self,
-        a: Checkpoint,
-        b: Checkpoint,
+        a: Checkpoint | None,
+        b: Checkpoint | None,
         *,
         device: str = "auto",
         workers: int | None = None,
@@ -302,12 +302,19 @@ class DiffEngine:
         spectral: bool = True,
         tensors: str | Sequence[str] | None = None,
         cache_path: str | Path | None = None,
+        matching: Matching | None = None,
     ) -> None:
+        """`matching` (from `match_tensors`) replaces the matching of `a` and `b`; then `a`
+        and `b` may be None (the report's checkpoint blocks are empty)."""
         from analyzers.core import pick_device
 
         self.a, self.b = a, b
-        self.matching = match_tensors(select_tensors(a.tensors, tensors),
-                                      select_tensors(b.tensors, tensors))
+        if matching is None:
+            if a is None or b is None:
+                raise ValueError("DiffEngine needs two checkpoints or a matching")
+            matching = match_tensors(select_tensors(a.tensors, tensors),
+                                     select_tensors(b.tensors, tensors))
+        self.matching = matching
         self.pairs = self.matching.pairs
         self.device = pick_device(device)
         self.cores = cpu_count()
@@ -427,7 +434,8 @@ class DiffEngine:
             elapsed = end - self._t0 if self._started else 0.0
             complete = self.done and not self._cancelled
         return DiffReport(
-            a=self.a.summary(), b=self.b.summary(), pairs=pairs,
+            a=self.a.summary() if self.a is not None else {},
+            b=self.b.summary() if self.b is not None else {}, pairs=pairs,
             only_in_a=list(self.matching.only_in_a), only_in_b=list(self.matching.only_in_b),
             shape_mismatch=list(self.matching.shape_mismatch), device=self.device,
             elapsed_s=elapsed, complete=complete, spectral=self.spectral,

@@ -23,6 +23,7 @@ class Pairing:
     only_in_a: list[str] = field(default_factory=list)
     only_in_b: list[str] = field(default_factory=list)
     shape_mismatch: list[tuple[str, list[int], list[int]]] = field(default_factory=list)
+    matching: Any = None  # the wstui.diff.Matching behind it (resized vocabularies, tied heads)
 
     def to_dict(self) -> dict[str, Any]:
         return {"pairs": len(self.pairs), "only_in_a": self.only_in_a,
@@ -32,22 +33,18 @@ class Pairing:
 
 
 def match(refs_a: list[Any], refs_b: list[Any]) -> Pairing:
-    by_name = {r.display_name: r for r in refs_b}
-    out = Pairing()
-    seen: set[str] = set()
-    for ra in refs_a:
-        rb = by_name.get(ra.display_name)
-        if rb is None:
-            out.only_in_a.append(ra.name)
-            continue
-        seen.add(rb.display_name)
-        if tuple(ra.shape) != tuple(rb.shape):
-            out.shape_mismatch.append((ra.name, list(ra.shape), list(rb.shape)))
-            continue
-        if ra.analyzable and rb.analyzable:
-            out.pairs[ra.name] = rb
-    out.only_in_b = [r.name for r in refs_b if r.display_name not in seen]
-    return out
+    """The headless diff's matching (wstui.diff.match_tensors), so the app pairs what
+    `wstui scan A --diff B` pairs."""
+    from wstui.diff import Matching, match_tensors
+
+    m = match_tensors(refs_a, refs_b)
+    usable = [p for p in m.pairs if p.a.analyzable and p.b.analyzable]
+    return Pairing(
+        pairs={p.a.name: p.b for p in usable}, only_in_a=list(m.only_in_a),
+        only_in_b=list(m.only_in_b),
+        shape_mismatch=[(d["name"], d["shape_a"], d["shape_b"]) for d in m.shape_mismatch],
+        matching=Matching(usable, m.only_in_a, m.only_in_b, m.shape_mismatch),
+    )
 
 
 class DiffRunner:
@@ -65,15 +62,42 @@ class DiffRunner:
         self.done = False
         self._cancel = threading.Event()
         self._lock = threading.Lock()
+        self._engine: Any = None
 
     @property
     def total(self) -> int:
         return len(self.pairing.pairs)
 
     def start(self) -> None:
+        if self.pairing.matching is not None:
+            self._start_engine()
+            return
         threading.Thread(target=self._run, name="wstui-diff", daemon=True).start()
 
+    def _start_engine(self) -> None:
+        """The headless diff engine (wstui.diff.DiffEngine): worker threads, elementwise
+        metrics of every pair first (the ranking), then spectra; cached on both files."""
+        from wstui.diff import DiffEngine
+        from wstui.scan import cpu_count
+
+        self._engine = DiffEngine(None, None, matching=self.pairing.matching,
+                                  options=self.options, workers=max(1, cpu_count() // 2))
+
+        def on_result(name: str, result: TensorResult) -> None:
+            self.n_done = self._engine.progress().done
+            self.on_result(name, result)
+
+        self._engine.start(on_result)
+        threading.Thread(target=self._watch, name="wstui-diff-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        self._engine.wait()
+        self.done = not self._engine.cancelled
+
     def prioritize(self, name: str) -> None:
+        if self._engine is not None:
+            self._engine.prioritize(name)
+            return
         with self._lock:
             if name in self.queue:
                 self.queue.remove(name)
@@ -81,6 +105,8 @@ class DiffRunner:
 
     def cancel(self) -> None:
         self._cancel.set()
+        if self._engine is not None:
+            self._engine.cancel()
 
     def _run(self) -> None:
         from analyzers import compare
