@@ -12,8 +12,9 @@ Finding `large_change` (warn) when rel_change > 0.5. Never raises: different sha
 unreadable input land in `errors["compare"]`, NaN/Inf in `skipped["compare"]`.
 `options["compare_spectral"] = False` leaves out the three spectra (the costly part).
 
-The spectra come from `analyzers.spectral.eigenvalues` (the scan's spectral path); without that
-module a float64 `torch.linalg.svdvals` stands in. Alphas come from `analyzers.powerlaw`.
+The spectra come from `analyzers.spectral.singular_values` (the scan's spectral path, with its
+accuracy contract); without that module a float64 `torch.linalg.svdvals` stands in. Alphas
+come from `analyzers.powerlaw`.
 """
 
 from __future__ import annotations
@@ -45,13 +46,11 @@ def singular_values(m: torch.Tensor) -> np.ndarray:
     import torch
 
     try:
-        from analyzers.spectral import eigenvalues
-    except ImportError:
-        eigenvalues = None
-    if eigenvalues is not None:
-        ev = np.asarray(eigenvalues(m), dtype=np.float64)
-        return np.sqrt(np.clip(np.sort(ev)[::-1], 0.0, None))
-    return torch.linalg.svdvals(m.cpu().to(torch.float64)).numpy()
+        from analyzers.spectral import singular_values as spectral_sv
+    except ImportError:  # the spectral module is optional for the elementwise part
+        return torch.linalg.svdvals(m.cpu().to(torch.float64)).numpy()
+    sv, _method = spectral_sv(m)
+    return np.asarray(sv, dtype=np.float64)
 
 
 def spectrum_ranks(n: int, limit: int = MAX_SPECTRUM_POINTS) -> np.ndarray:

@@ -119,3 +119,14 @@ def test_mixed_input_types():
     assert m["l2_distance"] == 0.0
     zero = analyzers.compare(torch.zeros(3, 3), torch.ones(3, 3)).metrics["compare"]
     assert math.isinf(zero["rel_change"]) and math.isnan(zero["cosine"])
+
+
+def test_without_the_spectral_module_a_float64_svd_stands_in(monkeypatch):
+    import sys
+
+    a = torch.randn(30, 20, generator=torch.Generator().manual_seed(3))
+    with_spectral = analyzers.compare(a, a * 1.5).metrics["compare"]
+    monkeypatch.setitem(sys.modules, "analyzers.spectral", None)  # import now fails
+    fallback = analyzers.compare(a, a * 1.5).metrics["compare"]
+    for key in ("delta_stable_rank", "alpha_a", "alpha_b"):
+        assert fallback[key] == pytest.approx(with_spectral[key], rel=1e-6)
