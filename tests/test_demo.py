@@ -376,3 +376,30 @@ def test_project_powerlaw_fit_agrees(manifest, base):
             assert alpha == pytest.approx(ww_alpha(sv**2), abs=0.01) and alpha < 1.8
         else:
             assert alpha is None or alpha > 2.5, name
+
+
+@pytest.mark.slow
+def test_compare_sees_the_finetune(manifest, base, tuned):
+    """What diff mode (issue #7) relies on: low-rank updates found as low-rank, the full-rank
+    attention change the largest and a `large_change`."""
+    analyzers = pytest.importorskip("analyzers")
+    if not hasattr(analyzers, "compare"):
+        pytest.skip("analyzers.compare is not available")
+    rel = {}
+    for c in manifest["changes"]:
+        if c["change"] == "renamed":
+            continue
+        r = analyzers.compare(base[c["tensor"]], tuned[c["tensor"]], name=c["tensor"])
+        assert not r.errors, r.errors
+        m = r.metrics["compare"]
+        rel[c["tensor"]] = m["rel_change"]
+        assert m["rel_change"] == pytest.approx(c["rel_change"], abs=1e-3)
+        codes = {f.code for f in r.findings}
+        if c["change"] == "lowrank":
+            assert m["delta_energy_rank_90"] <= c["rank"]
+            assert "large_change" not in codes
+        else:
+            assert m["delta_energy_rank_90"] > 64
+            assert "large_change" in codes
+    full = next(c["tensor"] for c in manifest["changes"] if c["change"] == "fullrank")
+    assert max(rel, key=rel.get) == full
