@@ -1,0 +1,155 @@
+"""`wstui quant PATH`: the quantization study as tables, JSON and CSV."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from typing import Any
+
+from wstui.checkpoint import CheckpointError, open_checkpoint
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float) and not math.isfinite(x):
+        return "inf" if x > 0 else "-inf"
+    return format(x, spec)
+
+
+def _setting_label(row: dict[str, Any]) -> str:
+    return "none" if row["bits"] is None else str(row["bits"])
+
+
+def summary_tables(doc: dict[str, Any]) -> list:
+    """Per (granularity, scheme) two rich tables, one per alpha: the study's summary rows.
+
+    Split in two so that each fits an 80-column terminal."""
+    from rich import box
+    from rich.table import Table
+
+    base = doc["summary"][0]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in doc["summary"][1:]:
+        groups.setdefault((row["granularity"], row["scheme"]), []).append(row)
+    titles = {"alpha": "alpha, free refit (WeightWatcher-comparable)",
+              "alpha_fixed_xmin": "alpha, tail above the unquantized xmin"}
+    tables = []
+    for (gran, scheme), rows in groups.items():
+        for key, title in titles.items():
+            t = Table(title=f"{gran} {scheme} · {title}", title_justify="left",
+                      box=box.SIMPLE_HEAD, pad_edge=False)
+            for col in ("bits", "SQNR mean", "SQNR min", "α mean", "change", "corr",
+                        "in [2,6]", "< 2", "no fit"):
+                t.add_column(col, justify="right")
+            for row in [base, *rows]:
+                a = row[key]
+                t.add_row(
+                    _setting_label(row), _fmt(row["sqnr_mean"], ".1f"),
+                    _fmt(row["sqnr_min"], ".1f"), _fmt(a["mean"]), _pct(a["change_pct"]),
+                    _fmt(a["corr"]), str(a["in_2_6"]), str(a["below_2"]), str(a["no_fit"]),
+                )
+            tables.append(t)
+    return tables
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.2f}%"
+
+
+def plan_table(doc: dict[str, Any]):
+    from collections import Counter
+
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title="Mixed-precision plan: per layer the fewest bits with |Δα| ≤ 2% "
+              "(fixed xmin) and SQNR ≥ 30 dB", title_justify="left", box=box.SIMPLE_HEAD)
+    t.add_column("granularity")
+    t.add_column("scheme")
+    t.add_column("bits per weight", justify="right")
+    t.add_column("layers at each width")
+    for p in doc["plan"]:
+        counts = Counter(layer["bits"] for layer in p["layers"])
+        spread = ", ".join(f"{b}-bit: {n}" for b, n in sorted(counts.items()))
+        t.add_row(p["granularity"], p["scheme"], _fmt(p["avg_bits_per_weight"], ".2f"), spread)
+    return t
+
+
+def write_csv(doc: dict[str, Any], path: str) -> None:
+    from wstui.quant import csv_rows
+
+    rows = csv_rows(doc)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        fields = list(rows[0]) if rows else ["name"]
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from wstui import jsonio
+    from wstui.quant import run_study
+
+    err = Console(stderr=True)
+    out = Console()
+    ckpt = open_checkpoint(args.path)
+    with ckpt:
+        tensors = None
+        if args.tensors:
+            from wstui.scan import select_tensors
+
+            tensors = select_tensors(ckpt.tensors, args.tensors)
+        progress = None
+        if not args.quiet and sys.stderr.isatty():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            progress = Progress(TextColumn("quant sweep"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), TextColumn("{task.description}"),
+                                console=err, transient=True)
+        task = progress.add_task("", total=None) if progress else None
+
+        def on_progress(p: Any) -> None:
+            if progress is not None:
+                progress.update(task, completed=p.done, total=p.total,
+                                description=p.current or "")
+
+        try:
+            if progress:
+                progress.start()
+            doc = run_study(
+                ckpt, bits=args.bits, granularity=args.granularity, scheme=args.scheme,
+                tensors=tensors, device=args.device, workers=args.workers,
+                use_cache=not args.no_cache, on_progress=on_progress,
+            )
+        except ValueError as exc:
+            raise CheckpointError(args.path, f"bad quantization setting: {exc}") from exc
+        finally:
+            if progress:
+                progress.stop()
+    if args.json:
+        jsonio.dump(doc, args.json)
+    if args.csv:
+        write_csv(doc, args.csv)
+    if not args.quiet:
+        note = " (GGUF: the study runs on the dequantized weights)" if doc["dequantized"] else ""
+        out.print(f"[bold]{doc['checkpoint']['path']}[/]: {len(doc['layers'])} matrices, "
+                  f"{doc['elapsed_s']:.1f} s on {doc['device']}{note}")
+        for t in summary_tables(doc):
+            out.print(t)
+        out.print(plan_table(doc))
+        if doc["skipped"]:
+            out.print(f"{len(doc['skipped'])} matrices skipped: "
+                      + "; ".join(f"{s['name']}: {s['reason']}" for s in doc["skipped"][:5]))
+    return 0 if doc["complete"] else 130
