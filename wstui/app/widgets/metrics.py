@@ -64,9 +64,9 @@ def tensor_overview(
     parts: list[RenderableType] = [head]
     if note:
         parts.append(Text(note, style="italic"))
-    if compare is not None:
-        parts.append(compare_block(compare, thresholds))
     if result is None:
+        if compare is not None:
+            parts.append(compare_block(compare, thresholds))
         parts.append(Text("\ncomputing… (moved to the front of the scan queue)", style="italic"))
         return Group(*parts)
     for analyzer, message in sorted(result.errors.items()):
@@ -80,6 +80,8 @@ def tensor_overview(
         parts.append(finding_table([(None, f) for f in result.findings]))
     else:
         parts.append(Text.assemble("\n", badge(result_state(result)), " no findings so far"))
+    if compare is not None:
+        parts.append(compare_block(compare, thresholds))
     table = Table(box=None, expand=True, pad_edge=False, header_style="bold underline")
     table.add_column("metric", no_wrap=True, overflow="ellipsis", ratio=3)
     table.add_column("value", justify="right", no_wrap=True, ratio=2)

@@ -13,7 +13,7 @@ from textual_plotext import PlotextPlot
 
 from wstui.app.plotdata import PlotSpec
 
-#: Markers per series index: colour plus a distinct marker, so NO_COLOR still separates lines.
+#: Markers per series index under NO_COLOR, where colour cannot tell the lines apart.
 MARKERS = ("braille", "dot", "x", "+", "*", "o", "sd", "fhd")
 
 
@@ -63,12 +63,12 @@ class PlotPanel(Vertical):
                 continue
             if not ser.x:
                 continue
-            marker = MARKERS[i % len(MARKERS)]
+            marker = MARKERS[i % len(MARKERS)] if self.app.no_color else "braille"
             if ser.style == "bar":
                 plt.bar(ser.x, ser.y, color=ser.color, label=ser.label, width=0.9)
             elif ser.style == "scatter":
                 plt.scatter(ser.x, ser.y, color=ser.color, label=ser.label,
-                            marker="dot" if i == 0 else marker)
+                            marker="dot" if i == 0 or marker == "braille" else marker)
             else:
                 plt.plot(ser.x, ser.y, color=ser.color, label=ser.label, marker=marker)
             i += 1
