@@ -14,7 +14,7 @@ reuse it. Conventions:
 
 Analyzers:
 
-- `quantization` (default): rows for `options["quant_bits"]` (default 8 and 4) x
+- `quantization` (default): rows for `options["quant_bits"]` (ints or "8,4"; default 8, 4) x
   `options["quant_schemes"]` (default tensor/channel/group128, sym). `options["quant_full"]`
   true gives the full sweep. `quant_schemes` items are `"granularity:scheme"` strings,
   `(granularity, scheme)` pairs or `{"granularity", "scheme"}` dicts.
@@ -26,7 +26,10 @@ Analyzers:
 Metric keys (`metrics["quantization"]`): `schemes` (list of `{bits, granularity, scheme,
 sqnr_db, cosine, rel_mse, max_abs_err}`), `outlier_frac_1p5`, `outlier_frac_3`,
 `crest_factor`, `int8_ready`, `min_bits_30db`. Plot data: `data["quantization"]["curves"]`.
-A perfect reconstruction has `sqnr_db = inf` and `cosine = 1`.
+A perfect reconstruction has `sqnr_db = inf` and `cosine = 1`. `min_bits_30db` searches 2..8
+bits (None when 8 bits stay below 30 dB). The quartiles behind the outlier fences come from at
+most 2^20 evenly spaced values; the fractions are counted over all of them. Findings
+`int8_lossy` and `outliers` are for matrices only (DESIGN §6).
 """
 
 from __future__ import annotations
@@ -219,10 +222,12 @@ def _parse_settings(options: Mapping[str, Any]) -> list[tuple[int, str, str]]:
     if options.get("quant_full"):
         return [(b, g, s) for s in SCHEMES for g in GRANULARITIES for b in FULL_BITS]
     bits = options.get("quant_bits") or DEFAULT_BITS
-    if isinstance(bits, (int, str)):
+    if isinstance(bits, str):
+        bits = [b for b in bits.split(",") if b.strip()]
+    elif isinstance(bits, int):
         bits = [bits]
     pairs = _parse_pairs(options.get("quant_schemes"))
-    return [(int(b), g, s) for s, g in ((s, g) for g, s in pairs) for b in bits]
+    return [(int(b), g, s) for g, s in pairs for b in bits]
 
 
 def _parse_pairs(spec: Any) -> list[tuple[str, str]]:
