@@ -305,7 +305,8 @@ def test_analyzers_find_exactly_the_planted_defects(manifest, base):
     spectral = ["spectral"] if "spectral" in registered else []
     if not cheap + spectral:
         pytest.skip("no analyzer registered yet")
-    planted = {d["tensor"] for d in manifest["defects"]}
+    # the embedding (2048 rows, the slowest spectrum) gets its spectral checks in numpy above
+    planted = {d["tensor"] for d in manifest["defects"]} - {"model.embed_tokens.weight"}
     expected: dict[str, set[tuple[str, str]]] = {}
     for d in manifest["defects"]:
         if CODE_ANALYZER[d["code"]] in cheap + spectral or d["code"] == "nonfinite":
