@@ -256,6 +256,7 @@ class ScanEngine:
         self._fkeys: dict[Path, Any] = {}
         self._loads_in_flight = 0
         self.max_loads_in_flight = 0
+        self._blas = _BlasThreads()
 
     # ----------------------------------------------------------------- public API
     @property
@@ -603,6 +604,9 @@ class ScanEngine:
                 heapq.heappop(self._heap)
                 t.state = "running"
                 self._free_slots -= need
+                # numpy/scipy's BLAS keeps one thread count for the whole process. Safe to
+                # switch here: a big task runs alone, and small tasks all want the same count.
+                self._blas.set(self._threads_for(t))
                 self._pending[t.ref.name].remove(t)
                 if not self._pending[t.ref.name]:
                     del self._pending[t.ref.name]
@@ -653,6 +657,7 @@ class ScanEngine:
             return
         idle = not self._running and (self._cancelled or not self._pending)
         if idle and not self._done_evt.is_set():
+            self._blas.restore()
             if self._t_end is None:
                 self._t_end = time.perf_counter()
             if not self._cancelled:
@@ -794,6 +799,43 @@ def _check_device(device: str) -> None:
             raise ValueError(f"device {device!r}: MPS is not available to this torch")
     if kind not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or mps)")
+
+
+class _BlasThreads:
+    """The thread count of the BLAS libraries numpy and scipy bring (OpenBLAS: one pool per
+    process, unlike torch's per-thread setting), switched with threadpoolctl and restored when
+    the scan ends. Without threadpoolctl it does nothing."""
+
+    def __init__(self) -> None:
+        self._controller: Any = None
+        self._original: Any = None
+        self._current: int | None = None
+
+    def set(self, n: int) -> None:
+        if n == self._current:
+            return
+        try:
+            if self._controller is None:
+                import scipy.linalg  # noqa: F401  (loads its BLAS, so the controller sees it)
+                from threadpoolctl import ThreadpoolController
+
+                self._controller = ThreadpoolController()
+                self._original = self._controller.info()
+            self._controller.limit(limits=n, user_api="blas")
+        except Exception:  # no threadpoolctl, or a BLAS it cannot drive: leave BLAS alone
+            self._controller = False
+        self._current = n
+
+    def restore(self) -> None:
+        if not self._controller or self._original is None or self._current is None:
+            return
+        try:
+            for lib, info in zip(self._controller.lib_controllers, self._original):
+                if info.get("user_api") == "blas":
+                    lib.set_num_threads(info["num_threads"])
+        except Exception:
+            pass
+        self._current = None
 
 
 def _set_threads(n: int) -> None:
