@@ -144,3 +144,71 @@ def test_quant_cli_bad_setting_is_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def minilm_channel_study(minilm_dir, tmp_path_factory):
+    from wstui.checkpoint import open_checkpoint
+    from wstui.quant import run_study
+
+    with open_checkpoint(minilm_dir) as ckpt:
+        return run_study(ckpt, bits=[8, 2], granularity=["channel"], use_cache=False)
+
+
+@pytest.mark.real
+def test_minilm_fixed_xmin_alpha_tracks_the_unquantized_one(minilm_channel_study):
+    doc = minilm_channel_study
+    by_bits = {r["bits"]: r for r in doc["summary"] if r["bits"] is not None}
+    assert by_bits[8]["alpha_fixed_xmin"]["corr"] >= 0.99
+
+    def median_rel_change(bits: int) -> float:
+        changes = []
+        for layer in doc["layers"]:
+            r = next(x for x in layer["results"] if x["bits"] == bits)
+            if layer["alpha"] and r["alpha_fixed_xmin"] is not None:
+                changes.append(abs(r["alpha_fixed_xmin"] - layer["alpha"]) / layer["alpha"])
+        return float(np.median(changes))
+
+    assert median_rel_change(2) >= 5 * median_rel_change(8)
+
+
+@pytest.mark.real
+def test_minilm_per_tensor_int8_flags_the_ffn_output(minilm_dir):
+    from wstui.checkpoint import open_checkpoint
+    from wstui.quant import run_study
+
+    with open_checkpoint(minilm_dir) as ckpt:
+        name = "encoder.layer.0.output.dense.weight"
+        refs = [t for t in ckpt.tensors if name in (t.name, t.hf_name)]
+        doc = run_study(ckpt, bits=[8], granularity=["tensor"], tensors=refs, use_cache=False)
+    (layer,) = doc["layers"]
+    assert layer["results"][0]["sqnr_db"] < 26.0
+
+
+def test_demo_outlier_column_is_rescued_by_finer_scales(tmp_path_factory):
+    """Per-tensor int8 loses the demo's outlier column; per-channel and group-wise scales bring
+    it back above 26 dB, while on a clean matrix of the same shape they change little."""
+    from wstui.checkpoint import open_checkpoint
+    from wstui.demo import build_demo
+    from wstui.quant import run_study
+
+    paths = build_demo(tmp_path_factory.mktemp("demo"))
+    manifest = jsonio.loads_strict(paths.manifest.read_text())
+    outlier = next(d["tensor"] for d in manifest["defects"] if d["defect"] == "outlier_column")
+    planted = {d["tensor"] for d in manifest["defects"]}
+    with open_checkpoint(paths.base) as ckpt:
+        ref = ckpt.tensor(outlier)
+        clean = next(t for t in ckpt.tensors if t.kind == ref.kind and t.name not in planted)
+        doc = run_study(ckpt, bits=[8], granularity=["tensor", "channel", "group128"],
+                        tensors=[ref, clean], use_cache=False)
+    sqnr = {(layer["name"], r["granularity"]): r["sqnr_db"]
+            for layer in doc["layers"] for r in layer["results"]}
+    assert sqnr[(outlier, "tensor")] < 26.0
+    assert sqnr[(outlier, "channel")] >= 26.0
+    assert sqnr[(outlier, "group128")] >= 26.0
+    clean_name = clean.display_name
+    assert sqnr[(clean_name, "channel")] - sqnr[(clean_name, "tensor")] < 6.0
+    assert sqnr[(clean_name, "group128")] - sqnr[(clean_name, "tensor")] < 6.0
+    layer = next(x for x in doc["layers"] if x["name"] == clean_name)
+    for r in layer["results"]:
+        assert abs(r["alpha_fixed_xmin"] - layer["alpha"]) <= 0.1 * layer["alpha"]
