@@ -194,9 +194,16 @@ class WstuiApp(App[int]):
 
     # --- the engine --------------------------------------------------------------------------
 
-    @work(thread=True, exit_on_error=False, group="engine")
     def start_engine(self) -> None:
-        """Build and start the engine off the event loop (this is where torch gets imported)."""
+        """Build and start the engine on a daemon thread: this is where torch gets imported.
+
+        Not a Textual thread worker: those run in asyncio's default executor, which
+        `asyncio.run` joins at exit, so `q` pressed during the torch import would wait for it.
+        """
+        threading.Thread(target=self._start_engine, name="wstui-engine-start",
+                         daemon=True).start()
+
+    def _start_engine(self) -> None:
         try:
             engine = self.engine_factory()  # type: ignore[misc]
             with self._engine_lock:
