@@ -212,3 +212,19 @@ def test_demo_outlier_column_is_rescued_by_finer_scales(tmp_path_factory):
     layer = next(x for x in doc["layers"] if x["name"] == clean_name)
     for r in layer["results"]:
         assert abs(r["alpha_fixed_xmin"] - layer["alpha"]) <= 0.1 * layer["alpha"]
+
+
+def test_scope_quant_study_equals_the_cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("WSTUI_CACHE_DIR", str(tmp_path / "cache"))
+    from wstui import Scope
+
+    model = _write_model(tmp_path / "m.safetensors")
+    with Scope(model, use_cache=False) as s:
+        doc = s.quant_study(bits=[8, 4], granularity=["channel"])
+    out = tmp_path / "q.json"
+    subprocess.run([sys.executable, "-m", "wstui", "quant", str(model), "--bits", "8,4",
+                    "--granularity", "channel", "--no-cache", "--json", str(out), "--quiet"],
+                   check=True, timeout=300)
+    cli = jsonio.loads_strict(out.read_text())
+    assert jsonio.strict(doc["layers"]) == cli["layers"]
+    assert jsonio.strict(doc["summary"]) == cli["summary"]

@@ -96,3 +96,20 @@ class Scope:
                 spectral=spectral, tensors=tensors,
             )
             return engine.run(on_result)
+
+    def quant_study(
+        self,
+        *,
+        bits: Sequence[int] = (8, 6, 5, 4, 3, 2),
+        granularity: Sequence[str] = ("tensor", "channel", "group128"),
+        scheme: Sequence[str] = ("sym",),
+        tensors: str | Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """The quantization study of `wstui quant` (the `wstui.quant/1` document)."""
+        from wstui.quant import run_study
+
+        return run_study(
+            self.checkpoint, bits=bits, granularity=granularity, scheme=scheme,
+            tensors=select_tensors(self.checkpoint.tensors, tensors), device=self.device,
+            workers=self.workers, use_cache=self.use_cache,
+        )
