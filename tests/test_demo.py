@@ -31,6 +31,17 @@ def one_blas_thread():
         yield
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch's intra-op threads spin against each other on a busy 2-core box (20x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def demo_paths(tmp_path_factory: pytest.TempPathFactory) -> DemoPaths:
     return build_demo(tmp_path_factory.mktemp("demo"))
@@ -290,7 +301,7 @@ SPECTRAL_CLEAN = ("model.layers.0.self_attn.o_proj.weight", "model.layers.1.mlp.
 
 
 @pytest.mark.slow
-def test_analyzers_find_exactly_the_planted_defects(manifest, base):
+def test_analyzers_find_exactly_the_planted_defects(manifest, base, one_torch_thread):
     """Every planted defect gives its finding; nothing else is warn/critical (DESIGN §6).
 
     The cheap analyzers run on every tensor; spectral (a second or more per tensor on a busy
@@ -380,7 +391,7 @@ def test_project_powerlaw_fit_agrees(manifest, base):
 
 
 @pytest.mark.slow
-def test_compare_sees_the_finetune(manifest, base, tuned):
+def test_compare_sees_the_finetune(manifest, base, tuned, one_torch_thread):
     """What diff mode (issue #7) relies on: low-rank updates found as low-rank, the full-rank
     attention change the largest and a `large_change`."""
     analyzers = pytest.importorskip("analyzers")
