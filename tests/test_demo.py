@@ -212,6 +212,7 @@ def test_finetune_changes(manifest, base, tuned):
     assert sorted(c["rank"] for c in manifest["changes"] if c["change"] == "lowrank") == [4, 4, 8]
 
 
+@pytest.mark.slow
 def test_config_matches_transformers_llama(demo_paths, base):
     transformers = pytest.importorskip("transformers")
     import torch
