@@ -416,3 +416,12 @@ def test_compare_sees_the_finetune(manifest, base, tuned, one_torch_thread):
             assert "large_change" in codes
     full = next(c["tensor"] for c in manifest["changes"] if c["change"] == "fullrank")
     assert max(rel, key=rel.get) == full
+
+
+def test_cli_out_on_a_file_is_one_line(tmp_path):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "wstui", "demo", "--out", str(target)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and str(target) in proc.stderr

@@ -30,13 +30,21 @@ def _list_base(base: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wstui.demo import build_demo
+    from wstui.demo import build_demo, default_dir
 
+    out = Path(args.out) if args.out else default_dir()
+    if out.exists() and not out.is_dir():
+        print(f"wstui: {out}: not a folder (--out wants a folder for the demo files)",
+              file=sys.stderr)
+        return 2
+    try:
+        paths = build_demo(out, force=args.force)
+    except OSError as exc:  # e.g. --out names a file, or a read-only folder
+        print(f"wstui: cannot write the demo into {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     if args.out:
-        paths = build_demo(Path(args.out), force=args.force)
         _print_paths(paths)
         return 0
-    paths = build_demo(force=args.force)
     try:
         from wstui.commands.app import open_app
     except ImportError:
