@@ -65,6 +65,7 @@ def synthetic(dir_: Path) -> Path:
 def floor_seconds(path: Path, names: list[str]) -> float:
     """Sum of Gram (float64, smaller side) + eigvalsh over the named matrices, all cores."""
     total = 0.0
+    torch.set_num_threads(cpu_count())
     with Scope(path, use_cache=False) as s:
         for ref in s.checkpoint.tensors:
             if ref.name not in names:

@@ -257,6 +257,7 @@ class ScanEngine:
         self._loads_in_flight = 0
         self.max_loads_in_flight = 0
         self._blas = _BlasThreads()
+        self._torch_threads0 = 0
 
     # ----------------------------------------------------------------- public API
     @property
@@ -277,6 +278,9 @@ class ScanEngine:
             raise RuntimeError("scan already started")
         self._started = True
         self._on_result, self._on_progress = on_result, on_progress
+        import torch
+
+        self._torch_threads0 = torch.get_num_threads()
         self._t0 = time.perf_counter()
         threading.Thread(target=self._prepare, name="wstui-scan-prepare", daemon=True).start()
 
@@ -658,6 +662,10 @@ class ScanEngine:
         idle = not self._running and (self._cancelled or not self._pending)
         if idle and not self._done_evt.is_set():
             self._blas.restore()
+            if self._torch_threads0:
+                # torch keeps one global default that threads read on their first parallel
+                # call (e.g. the app's): put back what it was before the workers changed it.
+                _set_threads(self._torch_threads0)
             if self._t_end is None:
                 self._t_end = time.perf_counter()
             if not self._cancelled:
