@@ -1,6 +1,6 @@
 """What does a diff cost against the two spectral scans it needs? (issue 7: target <= 1.2x)
 
-Prints, measured in this one run (best of `--repeat`, no result cache anywhere):
+Prints, measured in this one run (median of `--repeat` rounds, no result cache):
 - the diff of A and B (`DiffEngine`: elementwise metrics for every pair, then the spectra of A,
   B and B - A with both power-law fits) and the time until the full elementwise ranking exists;
 - the two scans it stands against: `Scope(A).scan(methods=["spectral"])` plus the same on B.
@@ -19,7 +19,6 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,10 +31,6 @@ from wstui.diff import DiffEngine
 from wstui.scan import cpu_count
 
 TARGET = 1.2
-
-
-def best_of(n: int, fn: Callable[[], float]) -> float:
-    return min(fn() for _ in range(n))
 
 
 def scan_time(path: Path, workers: int | None) -> float:
@@ -84,26 +79,32 @@ def diff_time(a: Path, b: Path, workers: int | None) -> tuple[float, float]:
 
 
 def bench_pair(label: str, a: Path, b: Path, repeat: int, workers: int | None) -> float:
-    scan_a = best_of(repeat, lambda: scan_time(a, workers))
-    scan_b = best_of(repeat, lambda: scan_time(b, workers))
-    runs = [diff_time(a, b, workers) for _ in range(repeat)]
-    diff, first_rank = min(runs)
-    ratio = diff / (scan_a + scan_b)
+    """Rounds of (scan A, scan B, diff) back to back, so a busy machine slows all three alike;
+    the median of the per-round ratios is the answer."""
+    rounds = []
+    for _ in range(repeat):
+        scan_a, scan_b = scan_time(a, workers), scan_time(b, workers)
+        diff, first_rank = diff_time(a, b, workers)
+        rounds.append((diff / (scan_a + scan_b), diff, first_rank, scan_a, scan_b))
+    rounds.sort()
+    ratio, diff, first_rank, scan_a, scan_b = rounds[len(rounds) // 2]
     print(f"{label}: diff {diff:.2f} s (full elementwise ranking after {first_rank:.2f} s); "
           f"scan A {scan_a:.2f} s + scan B {scan_b:.2f} s = {scan_a + scan_b:.2f} s; "
-          f"ratio {ratio:.2f}x (target <= {TARGET}x: {'ok' if ratio <= TARGET else 'MISSED'})")
+          f"ratio {ratio:.2f}x, median of {repeat} rounds (all: "
+          f"{', '.join(f'{r[0]:.2f}' for r in rounds)}; target <= {TARGET}x: "
+          f"{'ok' if ratio <= TARGET else 'MISSED'})")
     return ratio
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--out", default=None, help="demo folder (default: a temporary one)")
     args = ap.parse_args()
     baseline = ("Scope.scan(methods=['spectral'])" if "spectral" in analyzers.names()
                 else "stand-in spectral scan (no `spectral` analyzer registered yet)")
-    print(f"cores {cpu_count()}, workers {args.workers or cpu_count()}, best of {args.repeat}; "
+    print(f"cores {cpu_count()}, workers {args.workers or cpu_count()}, {args.repeat} rounds; "
           f"baseline: {baseline}")
     with tempfile.TemporaryDirectory() as tmp:
         demo = build_demo(Path(args.out) if args.out else Path(tmp))

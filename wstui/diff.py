@@ -478,6 +478,12 @@ class DiffEngine:
             return None
 
     def _prepare(self) -> None:
+        from wstui.scan import _BlasThreads
+
+        # numpy/scipy's BLAS (the spectral path) keeps one thread count per process: every
+        # worker wants cores // workers, so set it once here and restore it when done
+        self._blas = _BlasThreads()
+        self._blas.set(max(1, self.cores // self.workers))
         try:
             if self.use_cache:
                 try:
@@ -642,6 +648,9 @@ class DiffEngine:
             if not self._cancelled:
                 self._phase = "done"
             self._current = None
+            blas = getattr(self, "_blas", None)
+            if blas is not None:
+                blas.restore()
             self._done_evt.set()
             self._lock.notify_all()
 
