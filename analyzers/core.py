@@ -325,9 +325,14 @@ def as_float32(tensor: Any, device: str | None = None) -> torch.Tensor:
     import torch
 
     if isinstance(tensor, torch.Tensor):
-        t = tensor
+        t = tensor.detach()  # an nn.Parameter must not drag autograd into the analyzers
     else:
-        t = torch.as_tensor(np.asarray(tensor))
+        arr = np.asarray(tensor)
+        if arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
+        elif not arr.flags.writeable:  # e.g. a memory map: torch would warn on sharing it
+            arr = arr.copy()
+        t = torch.from_numpy(arr)
     if t.dtype != torch.float32:
         t = t.to(torch.float32)
     if device is not None and str(t.device) != device:

@@ -194,3 +194,26 @@ def test_radix_quantiles_equal_numpy_bit_for_bit(case):
     qs = [0.0, 0.001, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0]
     assert a.size >= core._RADIX_MIN
     assert core.quantiles(torch.from_numpy(a), qs) == [float(v) for v in np.quantile(a, qs)]
+
+
+def test_views_parameters_and_read_only_arrays(recwarn):
+    w = torch.randn(40, 30, generator=torch.Generator().manual_seed(5))
+    ref = _plain(analyzers.analyze("w", w.T.contiguous(), kind="embedding", methods=CHEAP))
+    view = _plain(analyzers.analyze("w", w.T, kind="embedding", methods=CHEAP))
+    assert _close(view, ref)  # strided reductions may sum in another order
+    p = torch.nn.Parameter(w.T.contiguous())
+    assert _plain(analyzers.analyze("w", p, kind="embedding", methods=CHEAP)) == ref
+    ro = w.T.contiguous().numpy().copy()
+    ro.flags.writeable = False
+    assert _plain(analyzers.analyze("w", ro, kind="embedding", methods=CHEAP)) == ref
+    assert not [x for x in recwarn if issubclass(x.category, UserWarning)]
+
+
+def _close(x, y) -> bool:
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(_close(x[k], y[k]) for k in x)
+    if isinstance(x, list):
+        return isinstance(y, list) and len(x) == len(y) and all(map(_close, x, y))
+    if isinstance(x, float) and isinstance(y, float):
+        return (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-6)
+    return x == y
