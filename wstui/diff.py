@@ -513,10 +513,14 @@ class DiffEngine:
                     if not any(j.pair is p for j in self._heavy):
                         self._n_cached += 1
             with self._lock:
+                if self._cancelled:  # cancelled before the queues were filled
+                    self._cheap.clear()
+                    self._heavy.clear()
+                else:
+                    self._phase = "cheap"
                 self._n_tasks = len(self._cheap) + len(self._heavy) + sum(
                     1 for j in self._cheap if self.spectral and self._is_matrix(j.pair))
                 self._cheap_left = len(self._cheap)
-                self._phase = "cheap"
             for p in deliveries:
                 self._deliver(p)
         finally:
