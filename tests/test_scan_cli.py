@@ -174,7 +174,7 @@ def test_scan_finds_every_planted_demo_defect(tmp_path):
               "100", timeout=300)
     assert r.returncode == 0, r.stderr
     doc = jsonio.loads_strict(js.read_text())
-    issues = {(i["tensor"], i["code"]) for i in doc["top_issues"]}
+    issues = {(i["tensor"], i["code"]) for i in doc["top_issues"][:20]}  # the default table
     have = set(analyzers.names())
     missed = [d for d in manifest["defects"]
               if _CODE_ANALYZER.get(d["code"], d["code"]) in have
