@@ -33,10 +33,13 @@ from wstui.scan import cpu_count
 TARGET = 1.2
 
 
+DEVICE = "cpu"
+
+
 def scan_time(path: Path, workers: int | None) -> float:
     """One spectral scan of `path` (the registered analyzer, else the stand-in)."""
     if "spectral" in analyzers.names():
-        with Scope(path, device="cpu", use_cache=False, workers=workers) as s:
+        with Scope(path, device=DEVICE, use_cache=False, workers=workers) as s:
             t0 = time.perf_counter()
             s.scan(methods=["spectral"])
             return time.perf_counter() - t0
@@ -72,7 +75,7 @@ def standin_scan_time(path: Path, workers: int | None) -> float:
 
 def diff_time(a: Path, b: Path, workers: int | None) -> tuple[float, float]:
     with open_checkpoint(a) as ca, open_checkpoint(b) as cb:
-        engine = DiffEngine(ca, cb, device="cpu", use_cache=False, workers=workers)
+        engine = DiffEngine(ca, cb, device=DEVICE, use_cache=False, workers=workers)
         t0 = time.perf_counter()
         engine.run()
         return time.perf_counter() - t0, engine.t_cheap_done or 0.0
@@ -96,18 +99,50 @@ def bench_pair(label: str, a: Path, b: Path, repeat: int, workers: int | None) -
     return ratio
 
 
+def agreement(a: Path, b: Path, device: str) -> None:
+    """The diff on `device` against the CPU: largest differences of the compare metrics."""
+    reports = {}
+    for dev in ("cpu", device):
+        with open_checkpoint(a) as ca, open_checkpoint(b) as cb:
+            reports[dev] = DiffEngine(ca, cb, device=dev, use_cache=False).run()
+    cpu = {p.name: p.compare for p in reports["cpu"].pairs}
+    worst: dict[str, float] = {}
+    ranks_equal = 0
+    n = 0
+    for p in reports[device].pairs:
+        c0, c1 = cpu[p.name], p.compare
+        for key in ("rel_change", "cosine", "alpha_a", "alpha_b", "delta_stable_rank"):
+            x0, x1 = c0.get(key), c1.get(key)
+            if isinstance(x0, float) and isinstance(x1, float):
+                worst[key] = max(worst.get(key, 0.0), abs(x1 - x0) / max(abs(x0), 1e-12))
+        if "delta_energy_rank_90" in c0:
+            n += 1
+            ranks_equal += c0["delta_energy_rank_90"] == c1.get("delta_energy_rank_90")
+    print(f"{device} vs cpu on {a.name} / {b.name}: max relative difference "
+          + ", ".join(f"{k} {v:.2g}" for k, v in worst.items())
+          + f"; delta_energy_rank_90 equal in {ranks_equal}/{n} pairs")
+
+
 def main() -> int:
+    global DEVICE
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--out", default=None, help="demo folder (default: a temporary one)")
+    ap.add_argument("--device", default="cpu", help="where the scans and the diff run")
+    ap.add_argument("--agree", metavar="DEVICE", default=None,
+                    help="also compare the diff's numbers on DEVICE with the CPU's")
     args = ap.parse_args()
+    DEVICE = args.device
     baseline = ("Scope.scan(methods=['spectral'])" if "spectral" in analyzers.names()
                 else "stand-in spectral scan (no `spectral` analyzer registered yet)")
-    print(f"cores {cpu_count()}, workers {args.workers or cpu_count()}, {args.repeat} rounds; "
-          f"baseline: {baseline}")
+    print(f"device {DEVICE}, cores {cpu_count()}, workers {args.workers or cpu_count()}, "
+          f"{args.repeat} rounds; baseline: {baseline}")
     with tempfile.TemporaryDirectory() as tmp:
         demo = build_demo(Path(args.out) if args.out else Path(tmp))
+        if args.agree:
+            agreement(demo.base, demo.finetuned, args.agree)
         bench_pair("demo base vs fine-tune", demo.base, demo.finetuned, args.repeat,
                    args.workers)
         if demo.gguf is not None:

@@ -278,3 +278,29 @@ def test_cache_keyed_on_both_files(tmp_path):
     engine = DiffEngine(a, c, cache_path=cache, device="cpu", spectral=False)
     engine.run()
     assert engine.progress().cached == 0
+
+
+def test_out_of_device_memory_falls_back_to_cpu(tmp_path, monkeypatch):
+    import analyzers
+
+    a, b = _pair_of_models(tmp_path)
+    real = analyzers.compare
+    devices = []
+
+    def fake(ta, tb, **kw):
+        devices.append(kw["options"]["device"])
+        if kw["options"]["device"] != "cpu":
+            from analyzers.core import TensorResult
+
+            r = TensorResult(name=kw["name"])
+            r.errors["compare"] = "OutOfMemoryError: CUDA out of memory"
+            return r
+        return real(ta, tb, **kw)
+
+    monkeypatch.setattr(analyzers, "compare", fake)
+    engine = DiffEngine(a, b, use_cache=False, device="cpu", spectral=False)
+    engine.device = "cuda"  # as if a GPU were there and full
+    report = engine.run()
+    assert "cuda" in devices and "cpu" in devices
+    assert all(not p.result.errors for p in report.pairs)
+    assert report.pair("model.layers.0.mlp.up_proj.weight").rel_change == pytest.approx(0.5)

@@ -29,7 +29,7 @@ from typing import Any
 
 from analyzers.core import Finding, TensorResult, top_issue_key
 from wstui.checkpoint.base import Checkpoint, CheckpointError, TensorRef
-from wstui.scan import ScanProgress, copy_result, cpu_count, select_tensors
+from wstui.scan import ScanProgress, _empty_cache, _is_oom, copy_result, cpu_count, select_tensors
 
 #: rel_change above this counts a pair as "changed" in the summaries
 CHANGED_REL = 1e-6
@@ -590,8 +590,6 @@ class DiffEngine:
         return ta, tb
 
     def _execute(self, job: _Job) -> None:
-        import analyzers
-
         p = job.pair
         heavy = job.phase == "heavy"
         try:
@@ -602,12 +600,10 @@ class DiffEngine:
             frag.errors["load"] = msg
             self._land(p, job.phase, frag, cache=False)
             return
-        opts = {**self.options, "device": self.device, "compare_spectral": heavy}
-        try:
-            frag = analyzers.compare(ta, tb, name=p.a.name, kind=p.a.kind, options=opts)
-        except Exception as exc:  # compare() should not raise; one pair never stops a diff
-            frag = TensorResult(name=p.a.name, kind=p.a.kind, shape=p.shape)
-            frag.errors["compare"] = f"{type(exc).__name__}: {exc}"
+        frag = self._compare(p, ta, tb, self.device, heavy)
+        if self.device != "cpu" and _is_oom(frag.errors.get("compare")):
+            _empty_cache()  # out of device memory: this pair on the CPU, the diff goes on
+            frag = self._compare(p, ta, tb, "cpu", heavy)
         del ta, tb
         self._land(p, job.phase, frag, cache=not frag.errors)
         if not heavy and self.spectral and self._is_matrix(p):
@@ -617,6 +613,17 @@ class DiffEngine:
                     self._lock.notify_all()
                 else:
                     self._n_tasks -= 1  # the heavy step counted for this pair will not run
+
+    def _compare(self, p: DiffPair, ta: Any, tb: Any, device: str, heavy: bool) -> TensorResult:
+        import analyzers
+
+        opts = {**self.options, "device": device, "compare_spectral": heavy}
+        try:
+            return analyzers.compare(ta, tb, name=p.a.name, kind=p.a.kind, options=opts)
+        except Exception as exc:  # compare() should not raise; one pair never stops a diff
+            frag = TensorResult(name=p.a.name, kind=p.a.kind, shape=p.shape)
+            frag.errors["compare"] = f"{type(exc).__name__}: {exc}"
+            return frag
 
     def _land(self, p: DiffPair, phase: str, frag: TensorResult, *, cache: bool) -> None:
         frag.name = p.a.name
