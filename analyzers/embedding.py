@@ -67,20 +67,28 @@ def calinski_harabasz(x: np.ndarray, labels: np.ndarray) -> float:
     """Between- over within-cluster dispersion, each per degree of freedom (float64)."""
     import numpy as np
 
-    n = x.shape[0]
-    present = np.unique(labels)
+    xc = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+    return _ch_centered(xc, float(np.einsum("ij,ij->", xc, xc)), labels)
+
+
+def _ch_centered(xc: np.ndarray, total: float, labels: np.ndarray) -> float:
+    """Calinski–Harabasz of centred rows `xc` (Σ‖xc‖² = `total`): the between-cluster sum is
+    Σ_j ‖S_j‖²/n_j with S_j the cluster sums (one small matrix product), within = total -
+    between."""
+    import numpy as np
+
+    n = xc.shape[0]
+    present, inverse = np.unique(labels, return_inverse=True)
     k = present.size
     if k < 2 or n <= k:
         return math.nan
-    x = x.astype(np.float64, copy=False)
-    mean = x.mean(axis=0)
-    between = within = 0.0
-    for j in present:
-        members = x[labels == j]
-        c = members.mean(axis=0)
-        between += members.shape[0] * float(((c - mean) ** 2).sum())
-        within += float(((members - c) ** 2).sum())
-    if within == 0.0:
+    onehot = np.zeros((k, n))
+    onehot[inverse, np.arange(n)] = 1.0
+    sums = onehot @ xc
+    sizes = onehot.sum(axis=1)
+    between = float((np.einsum("ij,ij->i", sums, sums) / sizes).sum())
+    within = total - between
+    if within <= total * 1e-12:
         return math.inf
     return (between / (k - 1)) / (within / (n - k))
 
@@ -136,6 +144,8 @@ def kmeans(m: torch.Tensor, n_sample: int) -> dict[str, Any]:
     idx = (np.arange(n_sample, dtype=np.float64) * (rows / n_sample)).astype(np.int64)
     x = m[torch.from_numpy(idx).to(m.device)].detach().cpu().numpy().astype(np.float64)
     starts = greedy_kmeans_pp(x, KMEANS_KS[-1], np.random.default_rng(KMEANS_SEED))
+    xc = x - x.mean(axis=0)
+    total = float(np.einsum("ij,ij->", xc, xc))
     best: tuple[float, int, np.ndarray] | None = None
     for k in KMEANS_KS:
         if k >= n_sample or k > starts.shape[0]:  # fewer distinct points than k
@@ -145,7 +155,7 @@ def kmeans(m: torch.Tensor, n_sample: int) -> dict[str, Any]:
                                         check_finite=False)
         except ClusterError:  # a cluster emptied out: this k does not fit the data
             continue
-        ch = calinski_harabasz(x, labels)
+        ch = _ch_centered(xc, total, labels)
         if math.isnan(ch):
             continue
         if best is None or ch > best[0]:

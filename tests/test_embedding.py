@@ -74,3 +74,24 @@ def test_degenerate_rows_give_no_clusters_and_no_warning(recwarn):
     m = _emb(torch.ones(20, 4)).metrics["embedding"]
     assert m["kmeans_k"] is None and m["low_norm_rows"] == 0
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_calinski_harabasz_matches_its_definition():
+    import numpy as np
+
+    from analyzers.embedding import calinski_harabasz
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 7)) + np.repeat(np.eye(7)[:5] * 4, 100, axis=0)
+    labels = np.repeat(np.arange(5), 100)
+    labels[:50] = 9  # label values need not be 0..k-1
+    mean = x.mean(axis=0)
+    between = within = 0.0
+    for j in np.unique(labels):
+        members = x[labels == j]
+        c = members.mean(axis=0)
+        between += len(members) * ((c - mean) ** 2).sum()
+        within += ((members - c) ** 2).sum()
+    expected = (between / 5) / (within / (500 - 6))
+    assert calinski_harabasz(x, labels) == pytest.approx(expected, rel=1e-10)
+    assert np.isnan(calinski_harabasz(x, np.zeros(500, dtype=int)))
