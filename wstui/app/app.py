@@ -21,6 +21,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.lazy import Lazy
 from textual.widgets import (
     Footer,
     Input,
@@ -136,24 +137,24 @@ class WstuiApp(App[int]):
             with TabbedContent(id="tabs", initial="overview"):
                 with TabPane("Overview", id="overview"), VerticalScroll(id="overview-scroll"):
                     yield Static(id="overview-body")
-                with TabPane("Spectrum", id="spectrum"), Horizontal(id="spectrum-plots"):
+                with TabPane("Spectrum", id="spectrum"), Lazy(Horizontal(id="spectrum-plots")):
                     yield PlotPanel(id="plot-spectrum")
                     yield PlotPanel(id="plot-esd")
-                with TabPane("Histogram", id="histogram"):
+                with TabPane("Histogram", id="histogram"), Lazy(Vertical()):
                     yield PlotPanel(id="plot-histogram")
-                with TabPane("Quant", id="quantization"):
+                with TabPane("Quant", id="quantization"), Lazy(Vertical()):
                     yield Static(id="quant-info")
                     yield PlotPanel(id="plot-quant")
-                with TabPane("Table", id="table"):
+                with TabPane("Table", id="table"), Lazy(Vertical()):
                     yield Static(id="table-caption", classes="caption")
                     yield TensorTable(id="tensor-table")
-                with TabPane("Depth", id="depth"):
+                with TabPane("Depth", id="depth"), Lazy(Vertical()):
                     yield Static(id="depth-caption", classes="caption")
                     yield PlotPanel(id="plot-depth")
-                with TabPane("Findings", id="findings"):
+                with TabPane("Findings", id="findings"), Lazy(Vertical()):
                     yield Static(id="findings-caption", classes="caption")
                     yield FindingsTable(id="findings-table")
-                with TabPane("Diff", id="diff"):
+                with TabPane("Diff", id="diff"), Lazy(Vertical()):
                     yield Static(id="diff-caption", classes="caption")
                     yield DiffTable(id="diff-table")
         yield Footer()
@@ -174,7 +175,7 @@ class WstuiApp(App[int]):
 
     def on_resize(self) -> None:
         width = self.size.width
-        self.main_screen.query_one("#spectrum-plots").set_class(width < 150, "stacked")
+        self._layout_spectrum()
         labels = LONG_TABS if width >= 110 else SHORT_TABS
         tabs = self.main_screen.query_one(TabbedContent)
         for tab, label in zip(TABS, labels):
@@ -230,6 +231,8 @@ class WstuiApp(App[int]):
 
     def flush(self) -> None:
         """Drain the inbox: new results, progress, errors (every 100 ms)."""
+        if self._quitting.is_set() or not self.screen_stack:
+            return  # shutting down: the widgets may already be gone
         if self.pending_priority and self._engine_call("prioritize", self.pending_priority):
             self.pending_priority = None
         results, compared, progress, errors = self.inbox.drain()
@@ -282,7 +285,7 @@ class WstuiApp(App[int]):
             text.append(f"scan cancelled {done}/{n}", style="bold yellow")
         elif p is not None:
             pct = 100 * p.done // max(p.total, 1)
-            text.append(f"scan {p.phase} {pct}% ({done}/{n})", style="bold yellow")
+            text.append(f"scan {p.phase} {pct}%", style="bold yellow")
             if self.show_timings and p.eta_s is not None:
                 text.append(f" eta {p.eta_s:.0f}s", style="yellow")
         else:
@@ -354,6 +357,9 @@ class WstuiApp(App[int]):
         tab = self.active_tab
         node = self.state.node_by_key.get(self.selected_key, self.state.root)
         is_tensor = node.tensor is not None
+        if tab != "overview" and self.main_screen.query(f"#{tab} Lazy"):
+            self.call_after_refresh(self.refresh_view, tensor=tensor, scope=scope)
+            return  # the tab's widgets mount lazily after the first paint
         with self.batch_update():
             if tab == "overview" and (tensor if is_tensor else scope):
                 self._show_overview(node)
@@ -416,12 +422,18 @@ class WstuiApp(App[int]):
             return self.state.compare_plots.get(node.tensor.name, {})
         return overlay_plots(cmp, swap=self.swapped, log_y=self.log_y)
 
+    def _layout_spectrum(self) -> None:
+        """The two spectrum plots side by side only when both get a useful width."""
+        for plots in self.main_screen.query("#spectrum-plots"):  # absent until lazily mounted
+            plots.set_class(self.size.width < 150, "stacked")
+
     def _show_tensor_plots(self, tab: str, node: Any) -> None:
         plots = {**self._tensor_plots(node)}
         overlay = self._overlay(node)
         if "spectrum" in overlay:
             plots["spectrum"] = overlay["spectrum"]
         if tab == "spectrum":
+            self._layout_spectrum()
             self.main_screen.query_one("#plot-spectrum", PlotPanel).show(
                 plots.get("spectrum"), self._why_missing(node, "spectral"))
             self.main_screen.query_one("#plot-esd", PlotPanel).show(
@@ -619,7 +631,7 @@ class WstuiApp(App[int]):
 
     def action_quit_now(self) -> None:
         """Quit at once: cancel the scan, never wait for a running analyzer."""
-        self._quitting.set()
+        self._quitting.set()  # also stops the flush timer's work
         self._engine_call("cancel")
         if self.diff_runner is not None:
             self.diff_runner.cancel()

@@ -28,7 +28,7 @@ from wstui.app.format import (
 from wstui.app.messages import JumpToTensor, SortChanged
 
 #: fixed columns before the metric columns: key -> label
-FIXED = {"state": " ", "name": "tensor", "kind": "kind", "block": "blk", "shape": "shape"}
+FIXED = {"state": " ", "block": "blk", "name": "tensor", "kind": "kind", "shape": "shape"}
 
 
 def _right(value: Any) -> Text:
@@ -72,8 +72,8 @@ class TensorTable(DataTable):
             ref, res = refs[n], results.get(n)
             cells: list[Any] = [
                 badge(state_of(n) if state_of else result_state(res)),
-                (labels or {}).get(n, ref.display_name), ref.kind,
-                "" if ref.block is None else str(ref.block), shape_text(ref.shape),
+                "" if ref.block is None else str(ref.block),
+                (labels or {}).get(n, ref.display_name), ref.kind, shape_text(ref.shape),
             ]
             cells += [_right(column_value(res, col)) for col in COLUMNS]
             self.add_row(*cells, key=n)
