@@ -472,7 +472,6 @@ def quantiles(flat: torch.Tensor, qs: Sequence[float], limit: int = EXACT_QUANTI
     numpy's introselect on the CPU, torch on other devices. `overwrite=True` lets it reorder
     a scratch tensor in place instead of copying it."""
     import numpy as np
-    import torch
 
     x = strided_sample(flat.reshape(-1), limit)
     if x.numel() == 0:
@@ -482,15 +481,25 @@ def quantiles(flat: torch.Tensor, qs: Sequence[float], limit: int = EXACT_QUANTI
         if a.dtype == np.float32 and a.size >= _RADIX_MIN:
             return _radix_quantiles(a, qs)
         return [float(v) for v in np.quantile(a, list(qs), overwrite_input=overwrite)]
-    srt = torch.sort(x).values
+    return _sorted_quantiles(x, qs)
+
+
+def _sorted_quantiles(x: torch.Tensor, qs: Sequence[float]) -> list[float]:
+    """Linear quantiles by a full sort on the tensor's device (GPUs sort fast); only the
+    values at the wanted ranks come back to the host, in one transfer."""
+    import torch
+
+    srt = torch.sort(x.reshape(-1)).values
     n = srt.numel()
+    pos = [q * (n - 1) for q in qs]
+    lows = [math.floor(p) for p in pos]
+    idx = torch.tensor([i for lo in lows for i in (lo, min(lo + 1, n - 1))], device=x.device)
+    vals = srt[idx].cpu().tolist()
     out = []
-    for q in qs:
-        pos = q * (n - 1)
-        lo = math.floor(pos)
-        hi = min(lo + 1, n - 1)
-        a, b = float(srt[lo]), float(srt[hi])
-        out.append(a + (b - a) * (pos - lo))
+    for j, (p, lo) in enumerate(zip(pos, lows)):
+        a, b = vals[2 * j], vals[2 * j + 1]
+        t = p - lo
+        out.append(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)
     return out
 
 

@@ -217,3 +217,10 @@ def _close(x, y) -> bool:
     if isinstance(x, float) and isinstance(y, float):
         return (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-6)
     return x == y
+
+
+def test_device_quantile_path_matches_numpy():
+    a = np.random.default_rng(1).standard_normal(10_001).astype(np.float32)
+    qs = [0.0, 0.25, 0.5, 0.9, 0.999, 1.0]
+    got = core._sorted_quantiles(torch.from_numpy(a), qs)
+    assert got == pytest.approx([float(v) for v in np.quantile(a, qs)], rel=1e-6, abs=1e-7)
