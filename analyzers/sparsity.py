@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 NEAR_ZERO = {"near_zero_frac_1e-6": 1e-6, "near_zero_frac_1e-4": 1e-4, "near_zero_frac_1e-2": 1e-2}
 DEAD_ABS = 1e-6
+CHUNK = 2**24
 MAX_IDS = 50
 
 
@@ -31,11 +32,17 @@ def near_zero(flat: torch.Tensor) -> dict[str, float]:
     import torch
 
     n = flat.numel()
-    if flat.device.type == "cpu":
-        a = np.abs(flat.detach().numpy())
-        return {k: int(np.count_nonzero(a < t)) / n for k, t in NEAR_ZERO.items()}
-    a = flat.abs()
-    return {k: int(torch.count_nonzero(a < t)) / n for k, t in NEAR_ZERO.items()}
+    counts = dict.fromkeys(NEAR_ZERO, 0)
+    for part in flat.detach().split(CHUNK):  # bounded scratch memory on huge tensors
+        if part.device.type == "cpu":
+            a = np.abs(part.numpy())
+            for k, t in NEAR_ZERO.items():
+                counts[k] += int(np.count_nonzero(a < t))
+        else:
+            a = part.abs()
+            for k, t in NEAR_ZERO.items():
+                counts[k] += int(torch.count_nonzero(a < t))
+    return {k: c / n for k, c in counts.items()}
 
 
 def _dead(absmax: torch.Tensor) -> tuple[int, list[int]]:

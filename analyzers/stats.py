@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HIST_BINS = 64
 SMALL = 2**20
+#: Elementwise passes work through the values this many at a time (64 MB of float32 scratch).
+CHUNK = 2**24
 #: Exact percentiles up to this many values (read at call time, so a test can lower it).
 PERCENTILE_LIMIT = EXACT_QUANTILE_LIMIT
 ABS_PERCENTILES = {"abs_p50": 0.5, "abs_p90": 0.9, "abs_p99": 0.99, "abs_p999": 0.999}
@@ -47,12 +49,14 @@ def histogram(x: torch.Tensor, lo: float, hi: float, bins: int = HIST_BINS) -> d
         counts[bins // 2] = int(x.numel())
         return {"edges": edges.tolist(), "counts": counts}
     width = (hi - lo) / bins
-    if hi - lo < 3.0e38:
-        idx = (x - lo).div_(width)
-    else:  # x - lo would overflow float32
-        idx = (x / width).sub_(lo / width)
-    idx = idx.clamp_(0, bins - 1).to(torch.int32)
-    counts = torch.bincount(idx, minlength=bins)[:bins]
+    counts = torch.zeros(bins, dtype=torch.int64, device=x.device)
+    for part in x.reshape(-1).split(CHUNK):  # bounded scratch memory on huge tensors
+        if hi - lo < 3.0e38:
+            idx = (part - lo).div_(width)
+        else:  # x - lo would overflow float32
+            idx = (part / width).sub_(lo / width)
+        idx = idx.clamp_(0, bins - 1).to(torch.int32)
+        counts += torch.bincount(idx, minlength=bins)[:bins]
     edges = np.linspace(lo, hi, bins + 1)
     return {"edges": edges.tolist(), "counts": [int(c) for c in counts.tolist()]}
 
@@ -65,12 +69,14 @@ def _moments(x: torch.Tensor) -> tuple[float, float, float]:
     if n <= SMALL:  # float64 is cheap here and makes small hand-checked values exact
         x = x.cpu().to(torch.float64)  # (.cpu(): MPS has no float64)
     mean = float(x.sum()) / n
-    d = x - mean
-    d.square_()
-    m2 = float(d.sum()) / n
-    d.square_()
-    m4 = float(d.sum()) / n
-    return mean, m2, m4
+    s2 = s4 = 0.0
+    for part in x.split(CHUNK):  # one chunk of scratch memory, not a copy of the tensor
+        d = part - mean
+        d.square_()
+        s2 += float(d.sum())
+        d.square_()
+        s4 += float(d.sum())
+    return mean, s2 / n, s4 / n
 
 
 def compute(x: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
