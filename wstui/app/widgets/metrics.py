@@ -132,7 +132,8 @@ def scope_overview(
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("selection", node.label)
+    path = node.key.replace(":", " ").replace("/", " › ") if ":" in node.key else node.label
+    head.add_row("selection", path)
     head.add_row("tensors", f"{len(names)}  ({human_count(params)} parameters)")
     done = sum(1 for n in names if n in results)
     head.add_row("scanned", f"{done} of {len(names)}")
