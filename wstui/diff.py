@@ -29,7 +29,15 @@ from typing import Any
 
 from analyzers.core import Finding, TensorResult, top_issue_key
 from wstui.checkpoint.base import Checkpoint, CheckpointError, TensorRef
-from wstui.scan import ScanProgress, _empty_cache, _is_oom, copy_result, cpu_count, select_tensors
+from wstui.scan import (
+    ScanProgress,
+    _empty_cache,
+    _is_oom,
+    copy_result,
+    cpu_count,
+    select_tensors,
+    warm_up_linalg,
+)
 
 #: rel_change above this counts a pair as "changed" in the summaries
 CHANGED_REL = 1e-6
@@ -484,6 +492,8 @@ class DiffEngine:
         # worker wants cores // workers, so set it once here and restore it when done
         self._blas = _BlasThreads()
         self._blas.set(max(1, self.cores // self.workers))
+        if self.device != "cpu":
+            warm_up_linalg(self.device)
         try:
             if self.use_cache:
                 try:
