@@ -147,20 +147,26 @@ def fake_quantize(w: torch.Tensor, bits: int, granularity: str, scheme: str) -> 
 def _error_row(
     w: torch.Tensor, q: torch.Tensor, s_ww: float, bits: int, granularity: str, scheme: str
 ) -> dict[str, Any]:
-    """SQNR, cosine, relative MSE and max error of `q` against `w` (both flat float32).
-
-    The cosine is formed from Σw², Σw·e and Σe² (e = q - w) in float64 so that values near 1
-    keep their precision."""
+    """SQNR, cosine, relative MSE and max error of `q` against `w` (both flat float32;
+    `s_ww` = Σw²). Overwrites `q` with the error. The cosine is formed from Σw², Σw·e and Σe²
+    (e = q - w) in float64 so that values near 1 keep their precision. (The quant study
+    calls this too.)"""
     import torch
 
     e = q.sub_(w)  # reuse q's buffer for the error
     s_ee = float(torch.dot(e, e))
     s_we = float(torch.dot(w, e))
+    max_err = 0.0
     if e.numel():
         e_lo, e_hi = torch.aminmax(e)
         max_err = max(-float(e_lo), float(e_hi))
-    else:
-        max_err = 0.0
+    return _row_from_sums(s_ww, s_ee, s_we, max_err, bits, granularity, scheme)
+
+
+def _row_from_sums(
+    s_ww: float, s_ee: float, s_we: float, max_err: float, bits: int, granularity: str,
+    scheme: str,
+) -> dict[str, Any]:
     if s_ee == 0.0:
         sqnr, cos, rel = math.inf, 1.0, 0.0
     elif s_ww == 0.0:
@@ -171,20 +177,18 @@ def _error_row(
         s_qq = s_ww + 2.0 * s_we + s_ee
         cos = (s_ww + s_we) / math.sqrt(s_ww * s_qq) if s_qq > 0 else 0.0
         cos = max(-1.0, min(1.0, cos))
-    return {
-        "bits": bits,
-        "granularity": granularity,
-        "scheme": scheme,
-        "sqnr_db": sqnr,
-        "cosine": cos,
-        "rel_mse": rel,
-        "max_abs_err": max_err,
-    }
+    return {"bits": bits, "granularity": granularity, "scheme": scheme, "sqnr_db": sqnr,
+            "cosine": cos, "rel_mse": rel, "max_abs_err": max_err}
+
+
+#: Row blocks of at most this many values are quantized at a time (64 MB of scratch).
+CHUNK = 2**24
 
 
 class _Sweep:
-    """Quantizes one tensor at many settings, reusing one flat view, the per-group ranges and
-    one error buffer. Not shared between threads: one per analyzer call."""
+    """Quantizes one tensor at many settings, block of rows by block of rows, into one
+    scratch buffer, keeping the per-group ranges between bit widths. Not shared between
+    threads: one per analyzer call."""
 
     def __init__(self, w: torch.Tensor) -> None:
         import torch
@@ -193,25 +197,48 @@ class _Sweep:
         self.flat = self.m.reshape(-1)
         self.s_ww = float(torch.dot(self.flat, self.flat))
         self.rows: dict[tuple[int, str, str], dict[str, Any]] = {}
-        self._ranges: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        n_rows, n_cols = self.m.shape
+        step = max(1, CHUNK // max(n_cols, 1))
+        self._blocks = [(r, min(r + step, n_rows)) for r in range(0, n_rows, step)]
+        self._ranges: dict[tuple[str, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._global: tuple[torch.Tensor, torch.Tensor] | None = None
         self._buf: torch.Tensor | None = None
+
+    def _range(self, granularity: str, i: int, parts: list) -> list:
+        if granularity == "tensor":  # one scale for the whole tensor, not for the block
+            if self._global is None:
+                lo, hi = _group_range(self.flat.view(1, -1))
+                self._global = (lo, hi)
+            return [self._global]
+        key = (granularity, i)
+        if key not in self._ranges:
+            self._ranges[key] = [_group_range(g) for g in parts]
+        return self._ranges[key]
 
     def row(self, bits: int, granularity: str, scheme: str) -> dict[str, Any]:
         import torch
 
         key = (int(bits), granularity, scheme)
-        if key not in self.rows:
-            if scheme not in SCHEMES:
-                raise ValueError(f"unknown scheme {scheme!r}")
-            parts = _groups(self.m, granularity)
-            if granularity not in self._ranges:
-                self._ranges[granularity] = [_group_range(g) for g in parts]
+        if key in self.rows:
+            return self.rows[key]
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r} (one of {', '.join(SCHEMES)})")
+        s_ee = s_we = max_err = 0.0
+        for i, (r0, r1) in enumerate(self._blocks):
+            block = self.m[r0:r1]
             if self._buf is None:
-                self._buf = torch.empty_like(self.m)
-            buf = self._buf
-            for g, rng, o in zip(parts, self._ranges[granularity], _groups(buf, granularity)):
+                self._buf = torch.empty_like(block)
+            out = self._buf[: r1 - r0]
+            parts = _groups(block, granularity)
+            for g, rng, o in zip(parts, self._range(granularity, i, parts),
+                                 _groups(out, granularity)):
                 _quantize_groups(g, rng, key[0], scheme, o)
-            self.rows[key] = _error_row(self.flat, buf.reshape(-1), self.s_ww, *key)
+            e = out.reshape(-1).sub_(block.reshape(-1))
+            s_ee += float(torch.dot(e, e))
+            s_we += float(torch.dot(block.reshape(-1), e))
+            e_lo, e_hi = torch.aminmax(e)
+            max_err = max(max_err, -float(e_lo), float(e_hi))
+        self.rows[key] = _row_from_sums(self.s_ww, s_ee, s_we, max_err, *key)
         return self.rows[key]
 
 

@@ -181,3 +181,18 @@ def test_bad_option_is_an_error_not_an_exception():
     r = analyzers.analyze("w", _gauss(4, 4), methods=["quantization"],
                           options={"quant_schemes": ["row:sym"]})
     assert "quantization" in r.errors and "ValueError" in r.errors["quantization"]
+
+
+def test_row_blocks_give_the_whole_tensor_numbers(monkeypatch):
+    from analyzers import quantization as qmod
+
+    w = _gauss(64, 300, seed=9)
+    w[5, 7] = 30.0  # the tensor-wide scale must come from outside the block too
+    _, whole = _q(w, options={"quant_full": True})
+    monkeypatch.setattr(qmod, "CHUNK", 1000)  # three rows per block
+    _, blocks = _q(w, options={"quant_full": True})
+    for a, b in zip(whole["schemes"], blocks["schemes"]):
+        assert a["sqnr_db"] == pytest.approx(b["sqnr_db"], rel=1e-5)
+        assert a["cosine"] == pytest.approx(b["cosine"], rel=1e-7)
+        assert a["max_abs_err"] == b["max_abs_err"]
+    assert whole["min_bits_30db"] == blocks["min_bits_30db"]
