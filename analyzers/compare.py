@@ -10,7 +10,9 @@ at the 1-based ranks `spectrum_rank`),
 `hist_edges` (65 common linear edges), `hist_a`, `hist_b` (64 counts each).
 Finding `large_change` (warn) when rel_change > 0.5. Never raises: different shapes or
 unreadable input land in `errors["compare"]`, NaN/Inf in `skipped["compare"]`.
-`options["compare_spectral"] = False` leaves out the three spectra (the costly part).
+`options["compare_spectral"] = False` leaves out the three spectra (the costly part);
+`options["compare_elementwise"] = False` computes only them (diff mode's second pass, after a
+first pass without spectra, so no work is done twice).
 
 The spectra come from `analyzers.spectral.singular_values` (the scan's spectral path, with its
 accuracy contract); without that module a float64 `torch.linalg.svdvals` stands in. Alphas
@@ -167,13 +169,17 @@ def compare(
 
 def _fill(result: TensorResult, ta: torch.Tensor, tb: torch.Tensor,
           opts: Mapping[str, Any]) -> None:
-    metrics, _ = _elementwise(ta, tb)
-    data = _histograms(ta, tb)
+    import torch
+
+    elementwise = opts.get("compare_elementwise", True)
+    metrics, _ = _elementwise(ta, tb) if elementwise else ({}, None)
+    data = _histograms(ta, tb) if elementwise else {}
     is_matrix = ta.dim() >= 2 and ta.shape[0] >= 2 and ta.numel() // ta.shape[0] >= 2
     if is_matrix and opts.get("compare_spectral", True):
         ma = ta.reshape(ta.shape[0], -1)
         mb = tb.reshape(tb.shape[0], -1)
-        identical = metrics["l2_distance"] == 0.0  # B == A: one spectrum and one fit serve both
+        # B == A: one spectrum and one fit serve both
+        identical = metrics["l2_distance"] == 0.0 if elementwise else torch.equal(ta, tb)
         sa = singular_values(ma)
         sb = sa if identical else singular_values(mb)
         metrics.update(_delta_spectrum(sa[:0] if identical else singular_values(mb - ma)))
@@ -185,6 +191,8 @@ def _fill(result: TensorResult, ta: torch.Tensor, tb: torch.Tensor,
                     spectrum_rank=spectrum_ranks(sa.size).tolist())
     result.metrics["compare"] = metrics
     result.data["compare"] = data
+    if not elementwise:
+        return
     th = thresholds_from(opts)["large_change"]
     rel = metrics["rel_change"]
     if rel > th:

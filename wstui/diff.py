@@ -341,6 +341,7 @@ class DiffEngine:
         self._lock = threading.Condition()
         self._cheap: list[_Job] = []
         self._cheap_left = 0
+        self._heavy_done: set[int] = set()  # pairs whose spectra came from the cache
         self._heavy: list[_Job] = []
         self._running = 0
         self._n_tasks = 0
@@ -458,6 +459,10 @@ class DiffEngine:
             return f"tied to {p.a.tied_to} on both sides"
         return None
 
+    def _wants_heavy(self, p: DiffPair) -> bool:
+        """The spectral pass still to do for this pair (a matrix, not yet cached)."""
+        return self.spectral and self._is_matrix(p) and id(p) not in self._heavy_done
+
     def _is_matrix(self, p: DiffPair) -> bool:
         shape = p.shape
         return len(shape) >= 2 and shape[0] >= 2 and math.prod(shape) // shape[0] >= 2
@@ -509,19 +514,23 @@ class DiffEngine:
                     p.result.skipped["compare"] = reason
                     deliveries.append(p)
                     continue
-                want_heavy = self.spectral and self._is_matrix(p)
-                hit = self._cached(p, "heavy") if want_heavy else None
-                if hit is None:
-                    hit = self._cached(p, "cheap")
-                    if hit is not None and want_heavy:
-                        self._heavy.append(_Job(p, "heavy"))
-                    elif hit is None:
-                        self._cheap.append(_Job(p, "cheap"))
-                if hit is not None:
-                    p.result.merge(hit)
+                # the two passes are cached apart: elementwise ("cheap"), spectra ("heavy")
+                want_heavy = self._wants_heavy(p)
+                cheap_hit = self._cached(p, "cheap")
+                heavy_hit = self._cached(p, "heavy") if want_heavy else None
+                for hit in (cheap_hit, heavy_hit):
+                    if hit is not None:
+                        p.result.merge(hit)
+                if heavy_hit is not None:
+                    self._heavy_done.add(id(p))
+                if cheap_hit is None:
+                    self._cheap.append(_Job(p, "cheap"))
+                elif want_heavy and heavy_hit is None:
+                    self._heavy.append(_Job(p, "heavy"))
+                else:
+                    self._n_cached += 1
+                if cheap_hit is not None or heavy_hit is not None:
                     deliveries.append(p)
-                    if not any(j.pair is p for j in self._heavy):
-                        self._n_cached += 1
             with self._lock:
                 if self._cancelled:  # cancelled before the queues were filled
                     self._cheap.clear()
@@ -529,7 +538,7 @@ class DiffEngine:
                 else:
                     self._phase = "cheap"
                 self._n_tasks = len(self._cheap) + len(self._heavy) + sum(
-                    1 for j in self._cheap if self.spectral and self._is_matrix(j.pair))
+                    1 for j in self._cheap if self._wants_heavy(j.pair))
                 self._cheap_left = len(self._cheap)
             for p in deliveries:
                 self._deliver(p)
@@ -616,7 +625,7 @@ class DiffEngine:
             frag = self._compare(p, ta, tb, "cpu", heavy)
         del ta, tb
         self._land(p, job.phase, frag, cache=not frag.errors)
-        if not heavy and self.spectral and self._is_matrix(p):
+        if not heavy and self._wants_heavy(p):
             with self._lock:
                 if "compare" in frag.metrics and not self._cancelled:
                     self._heavy.append(_Job(p, "heavy"))
@@ -627,7 +636,9 @@ class DiffEngine:
     def _compare(self, p: DiffPair, ta: Any, tb: Any, device: str, heavy: bool) -> TensorResult:
         import analyzers
 
-        opts = {**self.options, "device": device, "compare_spectral": heavy}
+        # first pass: elementwise only; second pass: the spectra only (nothing done twice)
+        opts = {**self.options, "device": device, "compare_spectral": heavy,
+                "compare_elementwise": not heavy}
         try:
             return analyzers.compare(ta, tb, name=p.a.name, kind=p.a.kind, options=opts)
         except Exception as exc:  # compare() should not raise; one pair never stops a diff
