@@ -193,6 +193,6 @@ def test_row_blocks_give_the_whole_tensor_numbers(monkeypatch):
     _, blocks = _q(w, options={"quant_full": True})
     for a, b in zip(whole["schemes"], blocks["schemes"]):
         assert a["sqnr_db"] == pytest.approx(b["sqnr_db"], rel=1e-5)
-        assert a["cosine"] == pytest.approx(b["cosine"], rel=1e-7)
+        assert a["cosine"] == pytest.approx(b["cosine"], rel=1e-5)  # float32 sums, reordered
         assert a["max_abs_err"] == b["max_abs_err"]
     assert whole["min_bits_30db"] == blocks["min_bits_30db"]
