@@ -190,9 +190,8 @@ def embedding(ctx: Context) -> Output:
     c_norm = float(torch.linalg.vector_norm(centroid))
     live = norms_t > 0
     if c_norm > 0 and bool(live.any()):
-        every = bool(live.all())
-        rows, rnorm = (m, norms_t) if every else (m[live], norms_t[live])
-        cos = (rows @ centroid) / (rnorm * c_norm)
+        dots = m @ centroid  # a vector: zero rows are dropped after, not copied out before
+        cos = dots[live] / (norms_t[live] * c_norm)
         metrics["mean_cosine_to_centroid"] = float(cos.cpu().to(torch.float64).mean())
     else:
         metrics["mean_cosine_to_centroid"] = math.nan
