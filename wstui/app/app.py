@@ -33,7 +33,7 @@ from textual.widgets import (
 
 from analyzers.core import DEFAULT_THRESHOLDS
 from wstui.app.diff import DiffRunner, match
-from wstui.app.format import COLUMNS, human_count, num
+from wstui.app.format import COLUMNS, column_value, human_count, num
 from wstui.app.messages import JumpToTensor, SortChanged
 from wstui.app.palette import WstuiCommands
 from wstui.app.plotdata import PlotSpec, depth_plot, histogram_plot, overlay_plots
@@ -561,8 +561,6 @@ class WstuiApp(App[int]):
     def _depth_spec(self) -> PlotSpec:
         col = COLUMNS[self.depth_index]
         log = col.log if self.depth_log is None else self.depth_log
-        from wstui.app.format import column_value
-
         rows = [(ref.kind, ref.block, column_value(self.state.results.get(n), col))
                 for n, ref in self.state.refs.items() if ref.block is not None]
         label = f"{col.label} ({col.analyzer}.{col.metric})"
@@ -714,7 +712,11 @@ class WstuiApp(App[int]):
         self.refresh_view()
 
     def action_depth_metric(self) -> None:
-        self.depth_index = (self.depth_index + 1) % len(COLUMNS)
+        self.show_depth((self.depth_index + 1) % len(COLUMNS))
+
+    def show_depth(self, index: int) -> None:
+        """The Depth view of `COLUMNS[index]` (`m` cycles; the palette picks one)."""
+        self.depth_index = index
         self.depth_log = None
         if self.active_tab != "depth":
             self.main_screen.query_one(TabbedContent).active = "depth"
@@ -781,9 +783,8 @@ class WstuiApp(App[int]):
         selection = {"key": key, "label": self.state.node_by_key[key].label, "tensors": names}
         if tab == "table":
             table = self.main_screen.query_one(TensorTable)
-            from wstui.app.format import column_value
-
-            rows = [{"name": n, "kind": self.state.refs[n].kind, "block": self.state.refs[n].block,
+            refs = self.state.refs
+            rows = [{"name": n, "kind": refs[n].kind, "block": refs[n].block,
                      **{c.key: column_value(self.state.results.get(n), c) for c in COLUMNS}}
                     for n in table.names]
             return view_document("table", selection=selection,

@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.text import Text
 
-from analyzers.core import Finding, Severity, TensorResult
+from analyzers.core import LOWER_IS_WORSE, Finding, Severity, TensorResult
 
 #: Badge states beyond the three severities.
 PENDING, CLEAN, ERROR = "pending", "clean", "error"
@@ -176,8 +176,6 @@ RULES: dict[str, tuple[str, str]] = {
 
 def rule_text(code: str, thresholds: Mapping[str, float]) -> str:
     """The rule of a finding code as a user reads it, e.g. `> 1e+05 ▲ > 1e+08 ✖`."""
-    from analyzers.core import LOWER_IS_WORSE
-
     if code not in thresholds:
         return ""
     op = "<" if code in LOWER_IS_WORSE else ">"

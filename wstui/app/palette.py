@@ -49,6 +49,10 @@ class WstuiCommands(Provider):
             text = f"Sort table by {label.strip() or 'severity'}"
             if (score := matcher.match(text)) > 0:
                 yield Hit(score, matcher.highlight(text), partial(app.sort_table_by, key))
+        for i, col in enumerate(COLUMNS):
+            text = f"Depth view of {col.label} ({col.analyzer}.{col.metric})"
+            if (score := matcher.match(text)) > 0:
+                yield Hit(score, matcher.highlight(text), partial(app.show_depth, i))
         hits = 0
         for name in app.state.order:
             ref = app.state.refs[name]
