@@ -304,3 +304,21 @@ def test_out_of_device_memory_falls_back_to_cpu(tmp_path, monkeypatch):
     assert "cuda" in devices and "cpu" in devices
     assert all(not p.result.errors for p in report.pairs)
     assert report.pair("model.layers.0.mlp.up_proj.weight").rel_change == pytest.approx(0.5)
+
+
+def test_compare_passes_split_without_overlap():
+    """The engine's two passes: elementwise only, then spectra only; together the full set."""
+    import analyzers
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 24, generator=g)
+    b = a + 0.3 * torch.randn(40, 1, generator=g) @ torch.randn(1, 24, generator=g)
+    full = analyzers.compare(a, b)
+    cheap = analyzers.compare(a, b, options={"compare_spectral": False})
+    heavy = analyzers.compare(a, b, options={"compare_elementwise": False})
+    assert "delta_energy_rank_90" not in cheap.metrics["compare"]
+    assert "rel_change" not in heavy.metrics["compare"] and not heavy.findings
+    assert {**cheap.metrics["compare"], **heavy.metrics["compare"]} == full.metrics["compare"]
+    assert heavy.metrics["compare"]["delta_energy_rank_90"] == 1
+    same = analyzers.compare(a, a.clone(), options={"compare_elementwise": False})
+    assert same.metrics["compare"]["delta_energy_rank_90"] == 0

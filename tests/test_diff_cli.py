@@ -77,3 +77,13 @@ def test_fail_on_warn_and_no_spectral(demo, capsys):
                "--fail-on", "warn", "--quiet", "--no-cache"])
     assert rc == 1
     assert capsys.readouterr().out == ""
+
+
+def test_tensors_glob_limits_both_sides(demo, tmp_path, capsys):
+    out = tmp_path / "d.json"
+    rc = main(["scan", str(demo.base), "--diff", str(demo.finetuned), "--tensors",
+               "model.layers.3.*", "--json", str(out), "--quiet", "--no-cache"])
+    assert rc == 0
+    doc = jsonio.loads_strict(out.read_text())
+    assert len(doc["pairs"]) == 9 and not doc["only_in_a"] and not doc["only_in_b"]
+    assert doc["summary"]["by_block"][0]["block"] == 3
