@@ -91,7 +91,8 @@ def _ww_alphas() -> dict[str, float]:
     """tensor name -> WeightWatcher's alpha, from the saved CSV (whatever its name column)."""
     import csv
 
-    rows = list(csv.DictReader(WW_CSV.open()))
+    lines = [ln for ln in WW_CSV.read_text().splitlines() if not ln.startswith("#")]
+    rows = list(csv.DictReader(lines))
     key = next(k for k in ("name", "tensor", "hf_name", "longname") if k in rows[0])
     out = {}
     for r in rows:
