@@ -87,3 +87,11 @@ def test_tensors_glob_limits_both_sides(demo, tmp_path, capsys):
     doc = jsonio.loads_strict(out.read_text())
     assert len(doc["pairs"]) == 9 and not doc["only_in_a"] and not doc["only_in_b"]
     assert doc["summary"]["by_block"][0]["block"] == 3
+
+
+def test_tables_fit_80_columns(demo, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")
+    rc = main(["scan", str(demo.base), "--diff", str(demo.finetuned), "--no-cache"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "3.attn.o_proj" in out  # short names, not cut to "m…"
+    assert max(len(line) for line in out.splitlines()) <= 80

@@ -7,6 +7,7 @@ per-kind summaries, the findings and the unmatched/mismatched names. `--json`, `
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from wstui.cli import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK
 
 BAR_WIDTH = 12
 LIST_LIMIT = 20
+NARROW = 120  # below this many columns: short tensor names, no kind column, a shorter bar
 
 
 def _fail(msg: str) -> int:
@@ -70,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             from rich.console import Console
 
-            console = Console(width=None if sys.stdout.isatty() else 160)
-            console.print(render(report, top=args.top_issues, workers=engine.workers))
+            wide = sys.stdout.isatty() or "COLUMNS" in os.environ
+            console = Console(width=None if wide else 160)
+            console.print(render(report, top=args.top_issues, workers=engine.workers,
+                                 width=console.width))
         if engine.cache_error and not args.quiet:
             print(f"wstui: result cache not used: {engine.cache_error}", file=sys.stderr)
         if interrupted:
@@ -107,33 +111,50 @@ def _title(report: Any) -> str:
             f"[bold]B[/] {escape(b['path'])} ({b['format']}, {b['n_tensors']} tensors){state}")
 
 
-def changed_table(report: Any, top: int) -> Any:
+def short_name(name: str) -> str:
+    """`model.layers.3.self_attn.o_proj.weight` -> `3.attn.o_proj` (for narrow terminals)."""
+    for prefix in ("model.", "layers."):
+        name = name.removeprefix(prefix)
+    return name.removesuffix(".weight").replace("self_attn.", "attn.")
+
+
+def changed_table(report: Any, top: int, width: int | None = None) -> Any:
     from rich.table import Table
 
     from wstui.report import fmt
+
+    narrow = width is not None and width < NARROW
+    bar_width = 6 if narrow else BAR_WIDTH
 
     pairs = [p for p in report.pairs if p.rel_change is not None][:top]
     top_rel = max((p.rel_change for p in pairs if p.rel_change == p.rel_change), default=0.0)
     t = Table(title=f"Most changed ({len(pairs)} of {len(report.pairs)} pairs, by rel_change)",
               title_justify="left")
-    for col, just in (("#", "right"), ("tensor", "left"), ("kind", "left"),
-                      ("rel_change", "right"), ("", "left"), ("cosine", "right"),
-                      ("ΔE rank90", "right"), ("Δalpha", "right")):
+    cols = [("#", "right"), ("tensor", "left"), ("kind", "left"), ("rel_change", "right"),
+            ("", "left"), ("cosine", "right"), ("ΔE rank90", "right"), ("Δalpha", "right")]
+    if narrow:
+        cols = [c for c in cols if c[0] != "kind"]
+    for col, just in cols:
         t.add_column(col, justify=just, no_wrap=col != "tensor")
     for i, p in enumerate(pairs, 1):
         c = p.compare
-        name = p.key if p.a.name == p.b.name or p.key == p.b.display_name else (
-            f"{p.key} ↔ {p.b.display_name}")
+        key, other = p.key, p.b.display_name
+        if narrow:
+            key, other = short_name(key), short_name(other)
+        name = key if p.a.name == p.b.name or key == other else f"{key} ↔ {other}"
         if p.note:
             name += " *"
         style = "yellow" if p.result.findings else None
-        t.add_row(str(i), name, p.a.kind, fmt(p.rel_change), bar(p.rel_change, top_rel),
-                  fmt(c.get("cosine")), fmt(c.get("delta_energy_rank_90")),
-                  fmt(c.get("delta_alpha")), style=style)
+        cells = [str(i), name, p.a.kind, fmt(p.rel_change),
+                 bar(p.rel_change, top_rel, bar_width), fmt(c.get("cosine")),
+                 fmt(c.get("delta_energy_rank_90")), fmt(c.get("delta_alpha"))]
+        if narrow:
+            del cells[2]
+        t.add_row(*cells, style=style)
     return t
 
 
-def summary_table(rows: list[dict[str, Any]], by: str) -> Any:
+def summary_table(rows: list[dict[str, Any]], by: str, width: int | None = None) -> Any:
     from rich.table import Table
 
     from wstui.report import fmt
@@ -146,8 +167,14 @@ def summary_table(rows: list[dict[str, Any]], by: str) -> Any:
         label = r[by] if r[by] is not None else "–"
         t.add_row(str(label), f"{r['n_changed']}/{r['n']}", fmt(r["mean_rel_change"]),
                   fmt(r["max_rel_change"]), fmt(r["median_delta_energy_rank_90"]),
-                  str(r["most_changed"] or "–"))
+                  _most_changed(r["most_changed"], width))
     return t
+
+
+def _most_changed(name: str | None, width: int | None) -> str:
+    if name is None:
+        return "–"
+    return short_name(name) if width is not None and width < NARROW else name
 
 
 def _listing(title: str, names: Sequence[str]) -> str:
@@ -158,7 +185,8 @@ def _listing(title: str, names: Sequence[str]) -> str:
     return f"[bold]{title}[/] ({len(names)}): {shown}{more}"
 
 
-def render(report: Any, *, top: int = 20, workers: int | None = None) -> Any:
+def render(report: Any, *, top: int = 20, workers: int | None = None,
+           width: int | None = None) -> Any:
     """Everything `wstui scan A --diff B` prints, as one rich renderable."""
     from rich.console import Group
     from rich.text import Text
@@ -173,9 +201,9 @@ def render(report: Any, *, top: int = 20, workers: int | None = None) -> Any:
         f"{n_err} errors, {n_skip} skipped; {report.elapsed_s:.1f} s on {report.device}"
         + (f" ({workers} workers)" if workers else "")
         + ("" if report.spectral else "; spectral part not computed")))
-    parts.append(changed_table(report, top))
-    parts.append(summary_table(summary["by_block"], "block"))
-    parts.append(summary_table(summary["by_kind"], "kind"))
+    parts.append(changed_table(report, top, width))
+    parts.append(summary_table(summary["by_block"], "block", width))
+    parts.append(summary_table(summary["by_kind"], "kind", width))
     if report.top_issues:
         lines = [f"  {i.finding.severity.value:8} {i.finding.code:13} {i.pair.key}: "
                  f"{i.finding.message}"
