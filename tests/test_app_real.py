@@ -43,7 +43,7 @@ def test_first_paint_path_imports_no_torch(tmp_path: Path) -> None:
         "from wstui.checkpoint.naming import build_tree\n"
         f"ck = open_checkpoint({str(f)!r}); build_tree(ck.tensors)\n"
         "from wstui.app.app import WstuiApp\n"
-        "WstuiApp(ck, build_tree(ck.tensors), None)\n"
+        "WstuiApp(ck, build_tree(ck.tensors), None, checkpoint_b=open_checkpoint(ck.path))\n"
         "assert 'torch' not in sys.modules, 'torch imported before first paint'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

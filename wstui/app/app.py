@@ -103,10 +103,14 @@ class WstuiApp(App[int]):
         title: str | None = None,
         show_timings: bool = True,
         checkpoint_b: Any = None,
+        diff_kw: Mapping[str, Any] | None = None,
     ) -> None:
+        """`engine_factory` builds the scan engine (called on a thread after the first paint);
+        `checkpoint_b` turns on diff mode, `diff_kw` goes to its DiffEngine (device, cache)."""
         super().__init__()
         self.checkpoint = checkpoint
         self.checkpoint_b = checkpoint_b
+        self.diff_kw = dict(diff_kw or {})
         self.state = ScanState(root)
         self.inbox = Inbox()
         self.pairing = match(self.state.refs_list(), checkpoint_b.tensors) if checkpoint_b else None
@@ -194,8 +198,8 @@ class WstuiApp(App[int]):
         if self.engine_factory is not None:
             self.start_engine()
         if self.pairing is not None:
-            self.diff_runner = DiffRunner(self.state.refs, self.pairing, self.inbox.on_compare,
-                                          {"thresholds": self.thresholds})
+            self.diff_runner = DiffRunner(self.pairing, self.inbox.on_compare,
+                                          {"thresholds": self.thresholds}, **self.diff_kw)
             self.diff_runner.start()
         if self._bench_log:
             self.call_after_refresh(self._bench_expand_all)

@@ -1,9 +1,6 @@
-"""Diff mode: pair the tensors of A and B by HF name and compare each pair in the background.
-
-The scan engine scans one checkpoint; the comparison of two is `analyzers.compare` per pair,
-run here on one daemon thread (torch is imported there, never on the event loop). The pair
-the user selected goes first; `cancel()` stops between pairs and never waits for a running one.
-"""
+"""Diff mode: pair the tensors of A and B as `wstui scan A --diff B` does, and compare the
+pairs in the background with the headless diff engine (selected pair first; `cancel()` never
+waits for a running pair)."""
 
 from __future__ import annotations
 
@@ -48,83 +45,65 @@ def match(refs_a: list[Any], refs_b: list[Any]) -> Pairing:
 
 
 class DiffRunner:
-    """Runs `analyzers.compare` over the pairs, selected pair first, results to a callback."""
+    """Drives the headless diff engine (`wstui.diff.DiffEngine`) for the app: elementwise
+    metrics of every pair first (the ranking), then spectra; worker threads; cached on both
+    files; the selected pair first.
 
-    def __init__(self, refs_a: Mapping[str, Any], pairing: Pairing,
-                 on_result: Callable[[str, TensorResult], None],
-                 options: Mapping[str, Any] | None = None) -> None:
-        self.refs_a = refs_a
+    The engine is built on a daemon thread: its constructor picks the device, which imports
+    torch, and that must never happen on the event loop.
+    """
+
+    def __init__(self, pairing: Pairing, on_result: Callable[[str, TensorResult], None],
+                 options: Mapping[str, Any] | None = None, **engine_kw: Any) -> None:
+        """`engine_kw`: DiffEngine keywords such as `device`, `use_cache`, `workers`."""
         self.pairing = pairing
         self.on_result = on_result
         self.options = dict(options or {})
-        self.queue = list(pairing.pairs)
-        self.n_done = 0
-        self.done = False
-        self._cancel = threading.Event()
-        self._lock = threading.Lock()
+        self.engine_kw = {"workers": None, **engine_kw}
         self._engine: Any = None
+        self._wanted: str | None = None
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
 
     @property
     def total(self) -> int:
         return len(self.pairing.pairs)
 
-    def start(self) -> None:
-        if self.pairing.matching is not None:
-            self._start_engine()
-            return
-        threading.Thread(target=self._run, name="wstui-diff", daemon=True).start()
+    @property
+    def done(self) -> bool:
+        engine = self._engine
+        return engine is not None and engine.done and not engine.cancelled
 
-    def _start_engine(self) -> None:
-        """The headless diff engine (wstui.diff.DiffEngine): worker threads, elementwise
-        metrics of every pair first (the ranking), then spectra; cached on both files."""
+    def start(self) -> None:
+        threading.Thread(target=self._start, name="wstui-diff-start", daemon=True).start()
+
+    def _start(self) -> None:
         from wstui.diff import DiffEngine
         from wstui.scan import cpu_count
 
-        self._engine = DiffEngine(None, None, matching=self.pairing.matching,
-                                  options=self.options, workers=max(1, cpu_count() // 2))
-
-        def on_result(name: str, result: TensorResult) -> None:
-            self.n_done = self._engine.progress().done
-            self.on_result(name, result)
-
-        self._engine.start(on_result)
-        threading.Thread(target=self._watch, name="wstui-diff-watch", daemon=True).start()
-
-    def _watch(self) -> None:
-        self._engine.wait()
-        self.done = not self._engine.cancelled
+        kw = dict(self.engine_kw)
+        kw["workers"] = kw["workers"] or max(1, cpu_count() // 2)  # the scan runs beside it
+        engine = DiffEngine(None, None, matching=self.pairing.matching, options=self.options,
+                            **kw)
+        with self._lock:
+            if self._cancelled.is_set():
+                return
+            self._engine = engine
+            wanted = self._wanted
+        if wanted:
+            engine.prioritize(wanted)
+        engine.start(self.on_result)
 
     def prioritize(self, name: str) -> None:
-        if self._engine is not None:
-            self._engine.prioritize(name)
-            return
         with self._lock:
-            if name in self.queue:
-                self.queue.remove(name)
-                self.queue.insert(0, name)
+            self._wanted = name
+            engine = self._engine
+        if engine is not None:
+            engine.prioritize(name)
 
     def cancel(self) -> None:
-        self._cancel.set()
-        if self._engine is not None:
-            self._engine.cancel()
-
-    def _run(self) -> None:
-        from analyzers import compare
-
-        while not self._cancel.is_set():
-            with self._lock:
-                if not self.queue:
-                    break
-                name = self.queue.pop(0)
-            ra, rb = self.refs_a[name], self.pairing.pairs[name]
-            try:
-                result = compare(ra.load("cpu", hf_layout=True), rb.load("cpu", hf_layout=True),
-                                 name=name, kind=ra.kind, options=self.options)
-            except Exception as exc:  # an unreadable tensor: recorded, the diff goes on
-                result = TensorResult(name=name, kind=ra.kind)
-                result.errors["compare"] = f"{type(exc).__name__}: {exc}"
-            self.n_done += 1
-            if self._cancel.is_set():
-                break
-            self.on_result(name, result)
-        self.done = not self._cancel.is_set()
+        with self._lock:
+            self._cancelled.set()
+            engine = self._engine
+        if engine is not None:
+            engine.cancel()

@@ -64,7 +64,8 @@ def open_app(
     from wstui.app.app import WstuiApp
 
     app = WstuiApp(ckpt, build_tree(refs), engine_factory, export_dir=export_dir,
-                   thresholds=thresholds, checkpoint_b=ckpt_b)
+                   thresholds=thresholds, checkpoint_b=ckpt_b,
+                   diff_kw={"device": device, "use_cache": use_cache})
     code = app.run(mouse=mouse)
     engine = app.engine
     if engine is not None:
