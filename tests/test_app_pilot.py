@@ -300,7 +300,8 @@ async def test_quantization_tab_requests_the_full_sweep() -> None:
         app.jump_to(name)
         await pilot.press("4")
         await pilot.pause()
-        assert (name, ["quantization_full", "quant_alpha"]) in eng.requests
+        await wait_for(pilot, lambda: (name, ["quantization_full", "quant_alpha"])
+                       in eng.requests)
         assert app.query_one("#plot-quant", PlotPanel).spec is not None
 
 

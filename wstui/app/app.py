@@ -508,21 +508,30 @@ class WstuiApp(App[int]):
         panel.show(spec, self._why_missing(node, "quantization"))
 
     def _request(self, name: str, methods: tuple[str, ...]) -> str:
-        """Ask the engine for extra analyzers on one tensor; returns "" or the error."""
+        """Ask the engine for extra analyzers on one tensor, off the event loop (a request may
+        read the SQLite cache); returns "" now, a failure arrives later via `_request_failed`."""
         engine = self.engine
-        if engine is None:
-            return "the scan has not started yet"
-        try:
-            engine.request(name, list(methods))
-        except Exception:  # e.g. one analyzer unknown to this engine: ask for each alone
-            errors = []
-            for m in methods:
-                try:
-                    engine.request(name, [m])
-                except Exception as exc:
-                    errors.append(f"{m}: {exc}")
-            return "; ".join(errors)
+
+        def send() -> None:
+            try:
+                engine.request(name, list(methods))
+                return
+            except Exception:  # e.g. one analyzer unknown to this engine: ask for each alone
+                errors = []
+                for m in methods:
+                    try:
+                        engine.request(name, [m])
+                    except Exception as exc:
+                        errors.append(f"{m}: {exc}")
+            if errors and not self._quitting.is_set():
+                self.call_from_thread(self._request_failed, name, "; ".join(errors))
+
+        threading.Thread(target=send, name="wstui-request", daemon=True).start()
         return ""
+
+    def _request_failed(self, name: str, message: str) -> None:
+        self.requested[name] = message
+        self.refresh_view(scope=False)
 
     @staticmethod
     def _full_quant_methods(ref: Any) -> tuple[str, ...]:
