@@ -53,7 +53,7 @@ def sweep_settings(spec: Mapping[str, Any] | None) -> list[tuple[int, str, str]]
     ]
 
 
-@register("quant_sweep", version="1", heavy=True, default=False)
+@register("quant_sweep", version="2", heavy=True, default=False)
 def quant_sweep(ctx: Context) -> Output:
     import torch
 
@@ -65,13 +65,15 @@ def quant_sweep(ctx: Context) -> Output:
         raise SkipAnalyzer("not a matrix")
     settings = sweep_settings(ctx.options.get("quant_sweep"))
     m = ctx.matrix().contiguous()
-    base = fit_powerlaw(eigenvalues(m))
+    # The fit needs the tail: the Gram path's large eigenvalues are exact to rounding, and low
+    # bit widths make rank-deficient matrices that would send every setting to a slow SVD.
+    base = fit_powerlaw(eigenvalues(m, exact_small=False))
     flat = m.reshape(-1)
     s_ww = float(torch.dot(flat, flat))
     results = []
     for bits, gran, scheme in settings:
         q = fake_quantize(m, bits, gran, scheme)
-        fit = fit_powerlaw(ev := eigenvalues(q))
+        fit = fit_powerlaw(ev := eigenvalues(q, exact_small=False))
         fixed = fit_powerlaw_fixed_xmin(ev, base.xmin) if base.ok else None
         err = _error_row(flat, q.reshape(-1), s_ww, bits, gran, scheme)
         reason = fit.reason if not fit.ok else None
