@@ -98,9 +98,6 @@ def test_scan_writes_strict_json_and_csv(model, tmp_path):
         (["scan", "/nonexistent/model.safetensors"], "/nonexistent/model.safetensors"),
         (["scan", "{model}", "--methods", "stats,nope"], "nope"),
         (["scan", "{model}", "--threshold", "bogus=3"], "bogus"),
-        (["scan", "{model}", "--tensors", "no.such.*"], "no.such"),
-        (["scan", "{model}", "--json", "/nonexistent/dir/x.json"], "/nonexistent/dir"),
-        (["scan", "{model}", "--workers", "0"], "workers"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(model, tmp_path, args, needle):
@@ -111,6 +108,30 @@ def test_bad_input_is_one_line_exit_2(model, tmp_path, args, needle):
     assert needle in lines[0] and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--tensors", "no.such.*"], "no.such"),
+        (["--json", "/nonexistent/dir/x.json"], "/nonexistent/dir"),
+        (["--workers", "0"], "workers"),
+        (["--device", "bogus"], None),  # argparse: usage + one error line, exit 2
+    ],
+)
+def test_bad_options_exit_2_in_process(model, tmp_path, monkeypatch, capsys, args, needle):
+    """The same checks in this process (no interpreter start-up per case)."""
+    from wstui.cli import main
+
+    monkeypatch.setenv("WSTUI_CACHE_DIR", str(tmp_path / "cache"))
+    try:
+        code = main(["scan", str(model), "--quiet", *args])
+    except SystemExit as exc:  # argparse rejects the value itself
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    if needle is not None:
+        assert err.strip().count("\n") == 0 and needle in err
+
+
 def test_not_a_checkpoint_is_exit_2(tmp_path):
     bad = tmp_path / "junk.safetensors"
     bad.write_bytes(b"\x00garbage" * 10)
@@ -119,14 +140,16 @@ def test_not_a_checkpoint_is_exit_2(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and "junk.safetensors" in r.stderr
 
 
-def test_fail_on_and_thresholds(model, tmp_path):
+def test_fail_on_and_thresholds(model, tmp_path, monkeypatch):
     # every matrix breaks a threshold set absurdly high: --fail-on warn exits 1
     r = wstui(tmp_path, "scan", str(model), "--quiet", "--fail-on", "warn", "--threshold",
               "int8_lossy=200", "--tensors", "*mlp*")
     assert r.returncode == 1, r.stderr
-    r = wstui(tmp_path, "scan", str(model), "--quiet", "--fail-on", "critical", "--tensors",
-              "*q_proj*")
-    assert r.returncode == 0, r.stderr
+    from wstui.cli import main
+
+    monkeypatch.setenv("WSTUI_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["scan", str(model), "--quiet", "--fail-on", "critical", "--tensors",
+                 "*q_proj*", "--methods", "stats,quantization"]) == 0
 
 
 @pytest.mark.slow

@@ -52,20 +52,19 @@ def run(args: argparse.Namespace) -> int:
         _check_writable(args.csv)
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {args.workers}")
-        from wstui.scan import validate_methods
-
-        methods = validate_methods(args.methods)
     except ValueError as exc:
         return _fail(str(exc))
 
     from wstui.checkpoint import open_checkpoint
-    from wstui.scan import ScanEngine, select_tensors
+    from wstui.scan import ScanEngine, select_tensors, validate_methods
 
+    # The checkpoint first: a bad path fails before the analyzers (and torch) are imported.
     with open_checkpoint(args.path) as ckpt:
         tensors = select_tensors(ckpt.tensors, args.tensors)
         if not tensors:
             return _fail(f"{args.path}: no tensor matches {args.tensors!r}")
         try:
+            methods = validate_methods(args.methods)
             engine = ScanEngine(ckpt, methods=methods, device=args.device,
                                 workers=args.workers, use_cache=not args.no_cache,
                                 options=options, tensors=tensors)
