@@ -322,3 +322,17 @@ def test_compare_passes_split_without_overlap():
     assert heavy.metrics["compare"]["delta_energy_rank_90"] == 1
     same = analyzers.compare(a, a.clone(), options={"compare_elementwise": False})
     assert same.metrics["compare"]["delta_energy_rank_90"] == 0
+
+
+def test_one_load_per_pair_gives_the_same_numbers(tmp_path):
+    a, b = _pair_of_models(tmp_path)
+    reader = a.readers[0]
+    first = DiffEngine(a, b, use_cache=False, device="cpu", ranking_first=True).run()
+    compared = sum(1 for p in first.pairs if p.result.metrics)
+    matrices = sum(1 for p in first.pairs if "delta_energy_rank_90" in p.compare)
+    assert reader.loads == compared + matrices  # the spectral pass loads again
+    engine = DiffEngine(a, b, use_cache=False, device="cpu", ranking_first=False)
+    once = engine.run()
+    assert reader.loads == 2 * compared + matrices  # one load per pair
+    assert [p.compare for p in once.pairs] == [p.compare for p in first.pairs]
+    assert engine.progress().done == engine.progress().total

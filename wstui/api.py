@@ -93,7 +93,7 @@ class Scope:
             engine = DiffEngine(
                 self.checkpoint, ckpt_b, device=self.device, workers=self.workers,
                 use_cache=self.use_cache, options={**self.options, **(options or {})},
-                spectral=spectral, tensors=tensors,
+                spectral=spectral, tensors=tensors, ranking_first=False,
             )
             return engine.run(on_result)
 

@@ -311,9 +311,14 @@ class DiffEngine:
         tensors: str | Sequence[str] | None = None,
         cache_path: str | Path | None = None,
         matching: Matching | None = None,
+        ranking_first: bool = True,
     ) -> None:
         """`matching` (from `match_tensors`) replaces the matching of `a` and `b`; then `a`
-        and `b` may be None (the report's checkpoint blocks are empty)."""
+        and `b` may be None (the report's checkpoint blocks are empty).
+
+        `ranking_first=True` (the app): the elementwise pass over every pair first, then the
+        spectra, each pair loaded twice. False (headless, where nothing shows before the end):
+        one load per pair, both passes from it."""
         from analyzers.core import pick_device
 
         self.a, self.b = a, b
@@ -334,6 +339,7 @@ class DiffEngine:
         self.options: dict[str, Any] = dict(options or {})
         self.options.pop("device", None)
         self.spectral = spectral
+        self.ranking_first = ranking_first
         self.cache: Any = None
         self.cache_error: str | None = None
         self.callback_errors: list[str] = []
@@ -619,19 +625,29 @@ class DiffEngine:
             frag.errors["load"] = msg
             self._land(p, job.phase, frag, cache=False)
             return
+        frag = self._pass(p, ta, tb, heavy)
+        self._land(p, job.phase, frag, cache=not frag.errors)
+        if not heavy and self._wants_heavy(p):
+            ok = "compare" in frag.metrics and not self._cancelled
+            if ok and not self.ranking_first:  # the spectra now, from the tensors in hand
+                frag = self._pass(p, ta, tb, True)
+                self._land(p, "heavy", frag, cache=not frag.errors)
+                with self._lock:
+                    self._n_done += 1
+            with self._lock:
+                if ok and self.ranking_first:
+                    self._heavy.append(_Job(p, "heavy"))
+                    self._lock.notify_all()
+                elif not ok:
+                    self._n_tasks -= 1  # the heavy step counted for this pair will not run
+        del ta, tb
+
+    def _pass(self, p: DiffPair, ta: Any, tb: Any, heavy: bool) -> TensorResult:
         frag = self._compare(p, ta, tb, self.device, heavy)
         if self.device != "cpu" and _is_oom(frag.errors.get("compare")):
             _empty_cache()  # out of device memory: this pair on the CPU, the diff goes on
             frag = self._compare(p, ta, tb, "cpu", heavy)
-        del ta, tb
-        self._land(p, job.phase, frag, cache=not frag.errors)
-        if not heavy and self._wants_heavy(p):
-            with self._lock:
-                if "compare" in frag.metrics and not self._cancelled:
-                    self._heavy.append(_Job(p, "heavy"))
-                    self._lock.notify_all()
-                else:
-                    self._n_tasks -= 1  # the heavy step counted for this pair will not run
+        return frag
 
     def _compare(self, p: DiffPair, ta: Any, tb: Any, device: str, heavy: bool) -> TensorResult:
         import analyzers

@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     with open_checkpoint(args.path) as ckpt_a, open_checkpoint(args.diff) as ckpt_b:
         engine = DiffEngine(ckpt_a, ckpt_b, device=args.device, workers=args.workers,
                             use_cache=not args.no_cache, options=options,
-                            spectral=wants_spectral(args.methods), tensors=args.tensors)
+                            spectral=wants_spectral(args.methods), tensors=args.tensors,
+                            ranking_first=False)  # nothing shows before the end: one load
         if not engine.pairs and not engine.matching.shape_mismatch:
             if args.tensors and (ckpt_a.tensors and ckpt_b.tensors):
                 return _fail(f"no tensor of both checkpoints matches {args.tensors!r}")
