@@ -33,7 +33,7 @@ from textual.widgets import (
 
 from analyzers.core import DEFAULT_THRESHOLDS
 from wstui.app.diff import DiffRunner, match
-from wstui.app.format import COLUMNS, column_value, human_count, num
+from wstui.app.format import COLUMNS, column_value, num
 from wstui.app.messages import JumpToTensor, SortChanged
 from wstui.app.palette import WstuiCommands
 from wstui.app.plotdata import PlotSpec, depth_plot, histogram_plot, overlay_plots
@@ -44,6 +44,7 @@ from wstui.app.widgets.metrics import scope_overview, tensor_overview
 from wstui.app.widgets.plots import PlotPanel
 from wstui.app.widgets.table import DiffTable, FindingsTable, TensorTable
 from wstui.app.widgets.tree import LayerTree, matches
+from wstui.report import human_count
 
 TABS = ("overview", "spectrum", "histogram", "quantization", "table", "depth", "findings",
         "diff")
@@ -133,7 +134,6 @@ class WstuiApp(App[int]):
         self._engine_lock = threading.Lock()
         self._last_scope_refresh = 0.0
         self._scope_dirty = True
-        self._started_at = time.perf_counter()
         self._bench_log = os.environ.get("WSTUI_BENCH_LOG")
 
     # --- layout ------------------------------------------------------------------------------

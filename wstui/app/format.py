@@ -15,6 +15,7 @@ from typing import Any
 from rich.text import Text
 
 from analyzers.core import LOWER_IS_WORSE, Finding, Severity, TensorResult
+from wstui.report import fmt
 
 #: Badge states beyond the three severities.
 PENDING, CLEAN, ERROR = "pending", "clean", "error"
@@ -58,39 +59,15 @@ def worst_state(states: Iterator[str] | list[str]) -> str:
     return best
 
 
-def num(value: Any, digits: int = 4) -> str:
-    """A metric value in a short, fixed-width-friendly form."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) < 10**9 else f"{value:.3e}"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "∞" if value > 0 else "-∞"
-        if value == 0:
-            return "0"
-        a = abs(value)
-        if a >= 1e5 or a < 1e-3:
-            return f"{value:.{max(digits - 2, 1)}e}"
-        return f"{value:.{digits}g}"
+def num(value: Any) -> str:
+    """A metric value as `wstui scan` prints it (one formatter for both faces)."""
     if isinstance(value, (list, tuple)):
         return f"[{len(value)} values]"
-    return str(value)
+    return fmt(value)
 
 
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
     return "×".join(str(s) for s in shape) if shape else "scalar"
-
-
-def human_count(n: int) -> str:
-    for unit, div in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(n)
 
 
 # --- metrics shown in tables, the Depth view and the Overview threshold marks ----------------
@@ -180,10 +157,10 @@ def rule_text(code: str, thresholds: Mapping[str, float]) -> str:
         return ""
     op = "<" if code in LOWER_IS_WORSE else ">"
     sev = {"alpha_high": "i", "low_rank": "i", "low_norm_tokens": "i"}.get(code, "▲")
-    text = f"{op} {num(thresholds[code], 3)} {sev}"
+    text = f"{op} {num(thresholds[code])} {sev}"
     crit = thresholds.get(f"{code}.critical")
     if crit is not None:
-        text += f"  {op} {num(crit, 3)} ✖"
+        text += f"  {op} {num(crit)} ✖"
     return text
 
 

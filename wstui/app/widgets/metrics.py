@@ -16,13 +16,13 @@ from rich.text import Text
 from analyzers.core import Finding, TensorResult
 from wstui.app.format import (
     badge,
-    human_count,
     marks_for,
     num,
     result_state,
     scalar_metrics,
     shape_text,
 )
+from wstui.report import human_count
 
 ANALYZER_ORDER = ("stats", "sparsity", "quantization", "embedding", "spectral", "compare")
 

@@ -32,7 +32,7 @@ FIXED = {"state": " ", "block": "blk", "name": "tensor", "kind": "kind", "shape"
 
 
 def _right(value: Any) -> Text:
-    return Text(num(value, 3), justify="right")
+    return Text(num(value), justify="right")
 
 
 class TensorTable(DataTable):
