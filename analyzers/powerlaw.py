@@ -26,7 +26,7 @@ EVALS_THRESH = 1e-5  # WeightWatcher's EVALS_THRESH: smaller eigenvalues are dro
 MIN_EVALS = 10  # DESIGN §5: fewer eigenvalues above the threshold get no fit
 SMALL_N = 20  # WeightWatcher's SMALL_N_CUTOFF: below it the small-sample rule applies
 SMALL_N_MIN_TAIL = 8
-_STRIDES = (64, 8, 1)  # coarse-to-fine grids of the KS search
+_STRIDES = (256, 32, 4, 1)  # coarse-to-fine grids of the KS search
 _CHUNK = 1 << 20  # elements per broadcast block when computing exact distances
 
 
@@ -152,26 +152,33 @@ def _ks_on_grid(x: np.ndarray, js: np.ndarray, alphas: np.ndarray, stride: int) 
     logx = np.log(x)
     size = x.size
     grid = np.arange(0, size, stride)
-    rows = max(1, _CHUNK // max(1, grid.size))
+    if stride > 1 and grid[-1] != size - 1:
+        grid = np.append(grid, size - 1)
+    # Blocks of candidates; each block only looks at grid points at or after its first
+    # candidate, so the work follows the triangle k >= j rather than the full square.
+    rows = max(16, min(512, _CHUNK // max(1, grid.size)))
     for a in range(0, idx.size, rows):
         sel = idx[a : a + rows]
-        j = js[sel][:, None]
-        al = alphas[sel][:, None]
-        n = (size - j).astype(np.float64)
-        g = grid[np.searchsorted(grid, j[0, 0]) :][None, :]  # js ascending: j[0] is the least
-        if stride > 1:
-            g = np.unique(np.concatenate([g[0], [size - 1]]))[None, :]
+        j = js[sel]
+        g = grid[np.searchsorted(grid, j[0]) :]
+        inv_n = 1.0 / (size - j)
         with np.errstate(over="ignore", invalid="ignore"):
-            fit = 1.0 - np.exp((1.0 - al) * (logx[g] - logx[j]))
-            dist = np.abs(fit - (g - j) / n)
-        dist[(g < j) | ~np.isfinite(dist)] = 0.0
-        d = dist.max(axis=1)
+            e = np.subtract.outer(-logx[j], -logx[g])  # ln(x_g / x_j)
+            e *= (1.0 - alphas[sel])[:, None]
+            np.exp(e, out=e)  # (x_g / x_j)^(1-α): the fitted survival function
+            e += np.multiply.outer(inv_n, g) - (j * inv_n)[:, None]  # + (g - j)/n
+            e -= 1.0
+            np.abs(e, out=e)  # |1 - S_fit - (g - j)/n|
+        before = g < j[-1]  # only the first columns can lie before some candidate's xmin
+        if before.any():
+            k = int(np.count_nonzero(before))
+            e[:, :k][g[None, :k] < j[:, None]] = 0.0
+        d = e.max(axis=1)
         if stride > 1:  # the point just after xmin, where small tails often peak
-            j1 = np.minimum(j[:, 0] + 1, size - 1)
+            j1 = np.minimum(j + 1, size - 1)
             with np.errstate(over="ignore", invalid="ignore"):
-                first = np.abs(1.0 - np.exp((1.0 - al[:, 0]) * (logx[j1] - logx[j[:, 0]]))
-                               - 1.0 / n[:, 0])
-            d = np.maximum(d, np.nan_to_num(first, nan=0.0, posinf=0.0))
+                first = np.abs(np.exp((1.0 - alphas[sel]) * (logx[j1] - logx[j])) + inv_n - 1.0)
+            d = np.maximum(d, first)
         out[sel] = d
     return out
 
