@@ -310,3 +310,16 @@ def test_out_of_memory_on_device_falls_back_to_cpu(fake_registry, ckpt, monkeypa
     assert res["model.layers.0.mlp.up_proj.weight"].metrics["fgpu"]["device"] == "cpu"
     assert not res["model.layers.0.mlp.up_proj.weight"].errors
     assert res["model.layers.0.self_attn.q_proj.weight"].metrics["fgpu"]["device"] == "cuda"
+
+
+def test_stream_yields_results_as_they_land(fake_registry, ckpt):
+    eng = ScanEngine(ckpt, use_cache=False, workers=2)
+    seen = {}
+    for name, result in eng.stream():
+        seen[name] = set(result.metrics)
+    assert eng.done
+    assert seen["model.layers.0.mlp.up_proj.weight"] == {"fstats", "fquant", "fspec"}
+    eng2 = ScanEngine(ckpt, use_cache=False, workers=1)
+    for _ in eng2.stream():
+        break  # leaving early cancels
+    assert eng2.wait(5) and eng2.cancelled

@@ -17,9 +17,10 @@ import heapq
 import itertools
 import math
 import os
+import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,24 @@ class ScanEngine:
             self.cancel()
             raise
         return self.report()
+
+    def stream(
+        self, on_progress: Callable[[ScanProgress], None] | None = None
+    ) -> Iterator[tuple[str, TensorResult]]:
+        """Start the scan and yield (tensor name, merged result so far) as each analyzer's
+        result lands, cached ones first. Leaving the loop early cancels the scan."""
+        q: queue.SimpleQueue[tuple[str, TensorResult]] = queue.SimpleQueue()
+        self.start(on_result=lambda n, r: q.put((n, r)), on_progress=on_progress)
+        try:
+            while True:
+                try:
+                    yield q.get(timeout=0.1)
+                except queue.Empty:
+                    if self.done and q.empty():
+                        return
+        finally:
+            if not self.done:
+                self.cancel()
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once every scheduled task has finished (or the scan was cancelled and drained)."""
