@@ -126,8 +126,10 @@ class FakeEngine:
     """Delivers `fixed_result` per tensor in tree order from a thread; `delay_s` per tensor."""
 
     def __init__(self, ckpt: Checkpoint, *, delay_s: float = 0.0, hold: bool = False,
-                 results: dict[str, TensorResult] | None = None) -> None:
+                 results: dict[str, TensorResult] | None = None,
+                 emit_progress: bool = True) -> None:
         self.ckpt = ckpt
+        self.emit_progress = emit_progress
         self.delay_s = delay_s
         self.device = "cpu"
         self.queue = [r.name for r in ckpt.tensors]
@@ -164,10 +166,12 @@ class FakeEngine:
                 break
             self.delivered.append(name)
             self.on_result(name, self.fixed[name])
-            self.on_progress(Progress(len(self.delivered), total, name, "cheap"))
+            if self.emit_progress:
+                self.on_progress(Progress(len(self.delivered), total, name, "cheap"))
         self.done = not self.cancelled
-        self.on_progress(Progress(len(self.delivered), total, None,
-                                  "cancelled" if self.cancelled else "done"))
+        if self.emit_progress:
+            self.on_progress(Progress(len(self.delivered), total, None,
+                                      "cancelled" if self.cancelled else "done"))
 
     def prioritize(self, name: str) -> None:
         with self._lock:

@@ -349,3 +349,11 @@ async def test_big_tree_builds_block_children_on_expand() -> None:
         assert cursor_key(app) == "t:model.layers.39.mlp.up_proj.weight"
         assert "t:model.layers.38.mlp.up_proj.weight" not in tree.nodes_by_key
         await pilot.press("q")
+
+
+async def test_header_says_done_when_the_engine_is_done() -> None:
+    """An engine that finishes without a last progress report (all cached) still reads done."""
+    app, eng = make_app(emit_progress=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: eng.done)
+        await wait_for(pilot, lambda: "scan done 21/21" in plain(app.query_one("#header")))

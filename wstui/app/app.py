@@ -264,9 +264,9 @@ class WstuiApp(App[int]):
                 self.refresh_view(scope=False)
         if progress is not None or results or compared or errors:
             self.main_screen.query_one("#header", Static).update(self._header_text())
+        just_done = not self.scan_finished and self._engine_done()
         if self._scope_dirty and (
-            time.perf_counter() - self._last_scope_refresh >= SCOPE_REFRESH_S
-            or self._engine_done()
+            time.perf_counter() - self._last_scope_refresh >= SCOPE_REFRESH_S or just_done
         ):
             self.refresh_view(tensor=False)
 
