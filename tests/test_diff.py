@@ -336,3 +336,23 @@ def test_one_load_per_pair_gives_the_same_numbers(tmp_path):
     assert reader.loads == 2 * compared + matrices  # one load per pair
     assert [p.compare for p in once.pairs] == [p.compare for p in first.pairs]
     assert engine.progress().done == engine.progress().total
+
+
+def test_torch_bin_against_safetensors_with_tied_head(tmp_path):
+    """A .bin whose lm_head shares the embedding's storage against a safetensors file that
+    stores lm_head apart: every tensor pairs up by name and nothing changed."""
+    from safetensors.torch import save_file
+
+    state = {k: v for k, v in small_model(0).items() if v.dtype.is_floating_point}
+    state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    (tmp_path / "bin").mkdir()
+    torch.save(state, tmp_path / "bin" / "pytorch_model.bin")
+    save_file({k: v.clone() for k, v in state.items()}, str(tmp_path / "m.safetensors"))
+    with open_checkpoint(tmp_path / "bin") as a, open_checkpoint(tmp_path / "m.safetensors") as b:
+        assert a.format == "torch" and b.format == "safetensors"
+        report = DiffEngine(a, b, use_cache=False, device="cpu", spectral=False).run()
+    assert not report.only_in_a and not report.only_in_b
+    assert {p.name for p in report.pairs} == set(state)
+    assert all(p.rel_change == 0.0 for p in report.pairs)
+    head = report.pair("lm_head.weight")
+    assert head.a.tied_to == "model.embed_tokens.weight" and "tied to" in head.note
