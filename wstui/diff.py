@@ -298,6 +298,8 @@ class DiffEngine:
     `run()` blocks and returns the `DiffReport`.
     """
 
+    verb = "comparing"  # the progress bar's word (wstui scan shows "scanning")
+
     def __init__(
         self,
         a: Checkpoint | None,

@@ -172,7 +172,8 @@ class _ProgressBar:
         p = self.engine.progress()
         self.progress.update(
             self.task, completed=p.done, total=p.total or None,
-            description=f"scanning ({p.phase})", eta=describe_eta(p.eta_s),
+            description=f"{getattr(self.engine, 'verb', 'scanning')} ({p.phase})",
+            eta=describe_eta(p.eta_s),
             current=(p.current or "")[-60:],
         )
 
