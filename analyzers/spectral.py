@@ -3,11 +3,12 @@
 Accuracy contract (DESIGN §5), against a float64 LAPACK SVD of the same float32 values: σ_i >=
 1e-3·σ_max within relative 1e-6, σ_i >= 1e-6·σ_max within absolute 1e-7·σ_max, the condition
 number within 1e-3 relative below 1e12. The fast path is the float64 Gram matrix of the smaller
-side (a BLAS `syrk`, half the flops of a product) and its eigenvalues (LAPACK `syevr`): 2 to 3
-times faster than an SVD. Its relative error on σ_i is about ε64·(σ_max/σ_i)²/2, so when its
-own estimate of the condition number passes `GRAM_MAX_COND` the σ are recomputed with a float64
-SVD. On CUDA the Gram matrix and its eigenvalues are computed on the device in float64 (float32
-is not accurate enough); out of memory falls back to the CPU; MPS has no float64: CPU.
+side (numpy's `bᵀ @ b` is a BLAS `syrk`, half the flops of a product) and its eigenvalues
+(LAPACK `syevd`): 2 to 3 times faster than an SVD. Its relative error on σ_i is about
+ε64·(σ_max/σ_i)²/2, so when its own estimate of the condition number passes `GRAM_MAX_COND`
+the σ are recomputed with a float64 SVD (torch, which like numpy releases the GIL). On CUDA
+the Gram matrix and its eigenvalues are computed on the device in float64 (float32 is not
+accurate enough); out of memory falls back to the CPU; MPS has no float64: CPU.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def singular_values(m: torch.Tensor, *, exact_small: bool = True) -> tuple[np.nd
     rank-deficient matrices that low-bit quantization makes."""
     if m.dim() != 2:
         m = m.reshape(m.shape[0], -1)
+    if m.dtype not in (torch.float32, torch.float64):
+        m = m.to(torch.float32)
     x = m if m.shape[0] >= m.shape[1] else m.T  # tall: the Gram matrix is cols x cols
     lam, method = None, ""
     if x.device.type == "cuda":
@@ -218,19 +221,20 @@ def _findings(m: dict[str, Any], ctx: Context) -> list:
 
 
 def _gram_eigvals_cpu(x: torch.Tensor) -> np.ndarray:
-    """Eigenvalues (ascending) of xᵀx in float64, accumulated over row chunks with `dsyrk`."""
-    from scipy.linalg import blas, eigh
+    """Eigenvalues (ascending) of xᵀx in float64, accumulated over row chunks.
 
+    numpy, not scipy: numpy's `bᵀ @ b` (a BLAS syrk) and `eigvalsh` (LAPACK syevd) release
+    the GIL, scipy's BLAS/LAPACK wrappers hold it for seconds, which would stall the scan's
+    other workers and the app's event loop."""
     rows, cols = int(x.shape[0]), int(x.shape[1])
     step = max(1, _CHUNK_ELEMENTS // max(1, cols))
-    g = np.zeros((cols, cols), dtype=np.float64, order="F")
     xn = x.detach().numpy()
+    g = None
     for a in range(0, rows, step):
         b = np.asarray(xn[a : a + step], dtype=np.float64, order="C")
-        # b is C-ordered (k x cols), i.e. Fortran bᵀ: syrk(trans=0) gives bᵀb, lower half.
-        g = blas.dsyrk(1.0, b.T, beta=1.0, c=g, trans=0, lower=1, overwrite_c=1)
-    return eigh(g, lower=True, eigvals_only=True, overwrite_a=True, check_finite=False,
-                driver="evr")
+        part = b.T @ b
+        g = part if g is None else np.add(g, part, out=g)
+    return np.linalg.eigvalsh(g)
 
 
 def _gram_eigvals_torch(x: torch.Tensor) -> np.ndarray:
