@@ -62,6 +62,8 @@ class PlotSpec:
             dy = [p[1] for p in pts]
             xs_all += dx
             ys_all += dy
+            if s.style == "bar" and dy:
+                ys_all.append(0.0)  # bars stand on zero
             self.draw.append(Series(s.label, dx, dy, s.style, s.color))
         if xs_all:
             lo, hi = min(xs_all), max(xs_all)
@@ -143,9 +145,18 @@ def linear_ticks(lo: float, hi: float, values: Sequence[float] = (), n: int = 5
         ticks = [float(v) for v in range(int(lo), int(hi) + 1, step)]
         return ticks, [str(int(t)) for t in ticks]
     if hi <= lo:
-        return [lo], [f"{lo:.3g}"]
+        return [lo], [tick_label(lo)]
     ticks = [lo + (hi - lo) * k / (n - 1) for k in range(n)]
-    return ticks, [f"{t:.3g}" for t in ticks]
+    return ticks, [tick_label(t) for t in ticks]
+
+
+def tick_label(v: float) -> str:
+    """Short tick text: 3 significant digits, K/M for large counts (31.3K, not 3.13e+04)."""
+    a = abs(v)
+    for unit, div in (("M", 1e6), ("K", 1e3)):
+        if a >= div:
+            return f"{v / div:.3g}{unit}"
+    return f"{v:.3g}"
 
 
 def log_ticks(lo: float, hi: float, max_ticks: int = 6) -> tuple[list[float], list[str]]:
