@@ -16,7 +16,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("args", [("/nonexistent/model",),
-                                  ("{demo}", "--diff", "/nonexistent/b")])
+                                  ("{demo}", "--diff", "/nonexistent/b"),
+                                  ("{demo}", "--threshold", "nonexistent=1")])
 def test_bad_input_fails_before_the_app_starts(args: tuple[str, ...], tmp_path: Path) -> None:
     good = tmp_path / "ok.safetensors"
     import numpy as np

@@ -15,7 +15,15 @@ from wstui.cli import EXIT_BAD_INPUT
 
 
 def run(args: argparse.Namespace) -> int:
-    thresholds = dict(getattr(args, "threshold", None) or [])
+    import sys
+
+    from wstui.commands.scan import scan_options
+
+    try:  # the same validation as `wstui scan`: unknown threshold codes are bad input
+        thresholds = scan_options(args).get("thresholds", {})
+    except ValueError as exc:
+        print(f"wstui: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return open_app(
         args.path, diff=args.diff, export_dir=args.export_dir, methods=args.methods,
         device=args.device, workers=args.workers, use_cache=not args.no_cache,
