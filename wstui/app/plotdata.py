@@ -296,8 +296,7 @@ def depth_plot(
                     y_log=log)
 
 
-def tensor_plots(result: TensorResult, log_y: bool = False) -> dict[str, PlotSpec]:
+def tensor_plots(result: TensorResult) -> dict[str, PlotSpec]:
     """Every per-tensor plot, prepared (called on a worker thread)."""
-    specs = [spectrum_plot(result), esd_plot(result), histogram_plot(result, log_y),
-             quant_plot(result)]
+    specs = [spectrum_plot(result), esd_plot(result), histogram_plot(result), quant_plot(result)]
     return {s.key: s.prepare() for s in specs}
