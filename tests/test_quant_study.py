@@ -228,3 +228,21 @@ def test_scope_quant_study_equals_the_cli(tmp_path, monkeypatch):
     cli = jsonio.loads_strict(out.read_text())
     assert jsonio.strict(doc["layers"]) == cli["layers"]
     assert jsonio.strict(doc["summary"]) == cli["summary"]
+
+
+def test_quant_on_gguf_runs_on_dequantized_weights_and_says_so(tmp_path):
+    from wstui.demo import build_demo
+
+    paths = build_demo(tmp_path / "demo")
+    out = tmp_path / "q.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "wstui", "quant", str(paths.gguf), "--bits", "8",
+         "--granularity", "tensor", "--tensors", "*layers.0.self_attn*", "--no-cache",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "dequantized" in proc.stdout
+    doc = jsonio.loads_strict(out.read_text())
+    assert doc["dequantized"] is True and doc["checkpoint"]["format"] == "gguf"
+    assert len(doc["layers"]) == 4
