@@ -37,11 +37,13 @@ from wstui.app.format import COLUMNS, column_value, num
 from wstui.app.messages import JumpToTensor, SortChanged
 from wstui.app.palette import WstuiCommands
 from wstui.app.plotdata import PlotSpec, depth_plot, histogram_plot, overlay_plots
+from wstui.app.quant_runner import QuantStudyActions
 from wstui.app.screens.help import HelpScreen
 from wstui.app.state import Inbox, ScanState
 from wstui.app.viewexport import slug, unique_path, view_document, write_view
 from wstui.app.widgets.metrics import scope_overview, tensor_overview
 from wstui.app.widgets.plots import PlotPanel
+from wstui.app.widgets.quant_study import QuantStudyView
 from wstui.app.widgets.table import DiffTable, FindingsTable, TensorTable
 from wstui.app.widgets.tree import LayerTree, matches
 from wstui.report import human_count
@@ -58,7 +60,7 @@ FULL_QUANT = ("quantization_full", "quant_alpha")
 EngineFactory = Callable[[], Any]
 
 
-class WstuiApp(App[int]):
+class WstuiApp(QuantStudyActions, App[int]):
     """The TUI of DESIGN §9 on one checkpoint."""
 
     CSS_PATH = "wstui.tcss"
@@ -86,6 +88,12 @@ class WstuiApp(App[int]):
         Binding("E", "export_scan", "Export scan", show=False, id="app.export_scan",
                 tooltip="write the whole scan as wstui.scan/1 JSON"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="app.clear_filter"),
+        Binding("r", "quant_study", "Run study", id="app.quant_study",
+                tooltip="model/block Quantization tab: run the quantization study"),
+        Binding("g", "quant_granularity", "Granularity", show=False, id="app.quant_granularity",
+                tooltip="quantization study: next granularity (table and plan)"),
+        Binding("a", "quant_alpha", "Alpha", show=False, id="app.quant_alpha",
+                tooltip="quantization study: free-refit or fixed-xmin alpha"),
         *[
             Binding(str(i + 1), f"show_tab('{tab}')", tab.capitalize(), show=False,
                     id=f"app.tab.{tab}")
@@ -156,6 +164,7 @@ class WstuiApp(App[int]):
                 with TabPane("Quant", id="quantization"), Lazy(Vertical()):
                     yield Static(id="quant-info")
                     yield PlotPanel(id="plot-quant")
+                    yield QuantStudyView(id="quant-study")
                 with TabPane("Table", id="table"), Lazy(Vertical()):
                     yield Static(id="table-caption", classes="caption")
                     yield TensorTable(id="tensor-table")
@@ -473,6 +482,8 @@ class WstuiApp(App[int]):
     def _show_quant(self, node: Any, spec: PlotSpec | None) -> None:
         info = self.main_screen.query_one("#quant-info", Static)
         panel = self.main_screen.query_one("#plot-quant", PlotPanel)
+        if self.show_quant_study(node):  # model or block: the study view (quant_runner.py)
+            return
         if node.tensor is None:
             info.update("")
             panel.show(None, self._why_missing(node, "quantization"))
@@ -504,6 +515,8 @@ class WstuiApp(App[int]):
                 lines.append(f"{num(value)}   ")
         if status:
             lines.append(f"\n{status}", style="italic")
+        if (note := self.quant_study_note(ref)) is not None:
+            lines.append("\n").append_text(note)
         info.update(lines)
         panel.show(spec, self._why_missing(node, "quantization"))
 
@@ -651,6 +664,7 @@ class WstuiApp(App[int]):
         """Quit at once: cancel the scan, never wait for a running analyzer."""
         self._quitting.set()  # also stops the flush timer's work
         self._engine_call("cancel")
+        self.cancel_quant_study()
         if self.diff_runner is not None:
             self.diff_runner.cancel()
         self.exit(0)
@@ -791,6 +805,8 @@ class WstuiApp(App[int]):
                 shape=list(ref.shape), dtype=ref.dtype, kind=ref.kind, block=ref.block,
                 errors=dict(result.errors) if result else {},
             )
+        if tab == "quantization":  # model or block: the quantization study
+            return self.quant_study_view_document(node)
         key = self._scope_key() if tab in ("table", "depth") else node.key
         names = self.state.scope_names(key) if tab != "findings" else self.state.order
         selection = {"key": key, "label": self.state.node_by_key[key].label, "tensors": names}

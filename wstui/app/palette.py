@@ -34,6 +34,11 @@ class WstuiCommands(Provider):
             ("Export scan", app.action_export_scan, "write the whole scan as wstui.scan/1 JSON"),
         ]
 
+    def _searched(self) -> list[tuple[str, Callable[[], Any], str]]:
+        """Commands found by typing (not listed on an empty palette)."""
+        return [("Run quantization study", self.wapp.action_quant_study,
+                 "fake-quantize every matrix, refit alpha, plan bits per layer (r)")]
+
     async def discover(self) -> Hits:
         for name, callback, help_text in self._static():
             yield DiscoveryHit(name, callback, help=help_text)
@@ -41,7 +46,7 @@ class WstuiCommands(Provider):
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         app = self.wapp
-        for name, callback, help_text in self._static():
+        for name, callback, help_text in [*self._static(), *self._searched()]:
             if (score := matcher.match(name)) > 0:
                 yield Hit(score, matcher.highlight(name), callback, help=help_text)
         labels = {**FIXED, **{c.key: f"{c.label} ({c.analyzer}.{c.metric})" for c in COLUMNS}}

@@ -1,0 +1,310 @@
+"""The model-level Quantization tab: the study's table, alpha against bits, the plan heat map.
+
+Everything shown comes from the `wstui.quant/1` document (`wstui.quant.run_study`); this module
+only picks values out of it and formats them. The summary and plan tables are the ones
+`wstui quant` prints (`wstui.commands.quant`), so both faces read the same. The heat map has one
+cell per (block, module kind) holding the planned bits as digits, so it still reads under
+NO_COLOR; colour only repeats what the digits say.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from wstui.app.plotdata import PlotSpec, Series
+from wstui.app.widgets.plots import PlotPanel
+
+ALPHA_LABELS = {"alpha": "α free refit (WeightWatcher-comparable)",
+                "alpha_fixed_xmin": "α above the unquantized xmin"}
+GRAN_COLORS = {"tensor": "cyan", "channel": "orange", "group128": "green"}
+SPARE_COLORS = ("magenta", "blue", "red", "yellow")
+#: short column heads of the heat map, in layer order
+KIND_HEADS = {
+    "embedding": "emb", "position_embedding": "pos", "attn_q": "q", "attn_k": "k",
+    "attn_v": "v", "attn_qkv": "qkv", "attn_o": "o", "mlp_gate": "gate", "mlp_up": "up",
+    "mlp_down": "down", "mlp_gate_up": "g+up", "moe_router": "rtr", "moe_expert": "exp",
+    "lm_head": "head", "other": "other",
+}
+#: cell style per planned bit width (16: the layer stays unquantized)
+BITS_STYLES = {2: "black on bright_green", 3: "black on green", 4: "black on cyan",
+               5: "white on blue", 6: "black on yellow", 7: "black on bright_yellow",
+               8: "white on magenta", 16: "white on red"}
+
+
+# --- picking values out of the document --------------------------------------------------
+
+
+def plan_entry(doc: Mapping[str, Any] | None, index: int) -> Mapping[str, Any] | None:
+    plans = (doc or {}).get("plan") or []
+    return plans[index % len(plans)] if plans else None
+
+
+def _settings_text(doc: Mapping[str, Any] | None) -> tuple[str, str, str]:
+    if doc and doc.get("settings"):
+        s = doc["settings"]
+        bits = sorted({x["bits"] for x in s}, reverse=True)
+        grans = list(dict.fromkeys(x["granularity"] for x in s))
+        schemes = list(dict.fromkeys(x["scheme"] for x in s))
+    else:  # what run_study does by default (wstui quant's defaults too, so the cache is shared)
+        bits, grans, schemes = [8, 6, 5, 4, 3, 2], ["tensor", "channel", "group128"], ["sym"]
+    return ", ".join(map(str, bits)), ", ".join(grans), ", ".join(schemes)
+
+
+def status_text(*, doc: Mapping[str, Any] | None, running: bool, progress: Any,
+                n_matrices: int, error: str = "") -> Text:
+    """What the study will do, how far it is, or what it found (the view's first lines)."""
+    bits, grans, schemes = _settings_text(doc)
+    t = Text()
+    if running:
+        t.append("running the quantization study", style="bold yellow")
+        if progress is not None and progress.total:
+            pct = 100 * progress.done // max(progress.total, 1)
+            t.append(f" · {progress.done}/{progress.total} matrices ({pct}%)", style="yellow")
+            t.append(f" · {progress.elapsed_s:.0f} s")
+            if progress.eta_s is not None:
+                t.append(f" · eta {progress.eta_s:.0f} s")
+            if progress.current:
+                t.append(f"\n{progress.current}", style="dim")
+        else:
+            t.append(" · starting (loading torch)…", style="yellow")
+        t.append("\nq quits and cancels it; finished matrices stay in the cache", style="dim")
+        return t
+    if error:
+        t.append(f"the study failed: {error}\n", style="bold red")
+    if doc is None:
+        n_set = len(bits.split(", ")) * len(grans.split(", ")) * len(schemes.split(", "))
+        t.append("Quantization study (not run yet)", style="bold")
+        t.append(f": fake-quantize each of the {n_matrices} matrices at {bits} bits, per "
+                 f"{grans} ({schemes}), and refit α each time: {n_set} eigendecompositions "
+                 "per matrix. ")
+        t.append("Press r to run it", style="bold cyan")
+        t.append(" (matrices already in the cache load at once).")
+        return t
+    n = len(doc.get("layers", []))
+    done = "done" if doc.get("complete", True) else "incomplete (cancelled)"
+    t.append(f"Quantization study {done}", style="bold green" if doc.get("complete", True)
+             else "bold yellow")
+    t.append(f": {n} matrices at {bits} bits × {grans} ({schemes})")
+    if doc.get("elapsed_s") is not None:
+        t.append(f" · {doc['elapsed_s']:.1f} s on {doc.get('device', '?')}")
+    if doc.get("dequantized"):
+        t.append(" · GGUF: on the dequantized weights", style="yellow")
+    if doc.get("skipped"):
+        t.append(f" · {len(doc['skipped'])} skipped", style="yellow")
+    t.append("\ng: next granularity · a: which α · r: rerun (cached)", style="dim")
+    return t
+
+
+def _spread(values: Sequence[float]) -> tuple[float, float]:
+    """p10 and p90 of one setting's per-layer alphas (the spread markers of the plot)."""
+    if len(values) == 1:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=10, method="inclusive")
+    return q[0], q[-1]
+
+
+def alpha_plot(doc: Mapping[str, Any], alpha_key: str = "alpha") -> PlotSpec:
+    """α against bits: per (granularity, scheme) a line of the mean (the study's summary) and
+    p10/p90 markers of the per-layer alphas; the unquantized mean as a horizontal line."""
+    summary = doc.get("summary") or []
+    pairs = [(p["granularity"], p["scheme"]) for p in doc.get("plan") or []]
+    series: list[Series] = []
+    for i, (gran, scheme) in enumerate(pairs):
+        color = GRAN_COLORS.get(gran, SPARE_COLORS[i % len(SPARE_COLORS)])
+        label = gran if len({s for _, s in pairs}) == 1 else f"{gran} {scheme}"
+        rows = sorted((r for r in summary[1:] if (r["granularity"], r["scheme"]) == (gran, scheme)
+                       and r[alpha_key]["mean"] is not None), key=lambda r: r["bits"])
+        series.append(Series(f"{label} mean", [r["bits"] for r in rows],
+                             [r[alpha_key]["mean"] for r in rows], "line", color))
+        sx: list[float] = []
+        sy: list[float] = []
+        for r in rows:
+            values = [res[alpha_key] for layer in doc.get("layers", [])
+                      for res in layer.get("results", [])
+                      if (res["bits"], res["granularity"], res["scheme"]) == (r["bits"], gran,
+                                                                              scheme)
+                      and res.get(alpha_key) is not None]
+            if values:
+                lo, hi = _spread(values)
+                sx += [r["bits"], r["bits"]]
+                sy += [lo, hi]
+        if sx:
+            series.append(Series(f"{label} p10/p90", sx, sy, "scatter", color))
+    base = summary[0][alpha_key]["mean"] if summary else None
+    if base is not None and series:
+        series.append(Series("unquantized mean", [], [base], "hline", "yellow"))
+    note = f"unquantized mean {base:.3g}" if base is not None else ""
+    return PlotSpec("quant_alpha", f"{ALPHA_LABELS.get(alpha_key, alpha_key)} against bits",
+                    "bits", "α", series, note=note).prepare()
+
+
+def heat_grid(doc: Mapping[str, Any], plan: Mapping[str, Any]
+              ) -> tuple[list[int | None], list[str], dict[tuple[int | None, str], int]]:
+    """(rows: block indices then None for layers outside blocks, kinds in layer order,
+    cells: (block, kind) -> planned bits, the widest where several layers share a cell)."""
+    where = {layer["name"]: (layer.get("block"), layer.get("kind") or "other")
+             for layer in doc.get("layers", [])}
+    cells: dict[tuple[int | None, str], int] = {}
+    for entry in plan.get("layers", []):
+        key = where.get(entry["name"])
+        if key is None:
+            continue
+        cells[key] = max(cells.get(key, 0), int(entry["bits"]))
+    order = list(KIND_HEADS)
+    kinds = sorted({k for _, k in cells}, key=lambda k: (order.index(k) if k in order
+                                                         else len(order), k))
+    blocks = sorted({b for b, _ in cells if b is not None})
+    rows: list[int | None] = [*blocks, *([None] if any(b is None for b, _ in cells) else [])]
+    return rows, kinds, cells
+
+
+def heatmap(doc: Mapping[str, Any], plan: Mapping[str, Any], block: int | None = None
+            ) -> RenderableType:
+    """Blocks down, module kinds across, each cell the planned bits (digits always shown)."""
+    rows, kinds, cells = heat_grid(doc, plan)
+    t = Table(box=None, padding=(0, 1, 0, 0), show_edge=False, pad_edge=False)
+    t.add_column("block", justify="right", no_wrap=True)
+    for k in kinds:
+        t.add_column(KIND_HEADS.get(k, k), justify="center", no_wrap=True, min_width=4)
+    for b in rows:
+        label = "other" if b is None else str(b)
+        mark = b is not None and b == block
+        row: list[RenderableType] = [Text(("▸ " if mark else "") + label,
+                                          style="bold" if mark else "")]
+        for k in kinds:
+            bits = cells.get((b, k))
+            if bits is None:
+                row.append(Text(" · ", style="dim"))
+            else:
+                row.append(Text(f"{bits:^4}", style=BITS_STYLES.get(bits, "reverse")))
+        t.add_row(*row)
+    return t
+
+
+def legend(plan: Mapping[str, Any]) -> Text:
+    present = sorted({int(x["bits"]) for x in plan.get("layers", [])})
+    t = Text("bits: ")
+    for b in present:
+        t.append(f" {b} ", style=BITS_STYLES.get(b, "reverse"))
+        t.append(" ")
+    t.append("(16: stays unquantized)", style="dim")
+    return t
+
+
+def summary_renderables(doc: Mapping[str, Any], plan_index: int) -> list[Any]:
+    """The `wstui quant` summary tables of the chosen (granularity, scheme), both alphas."""
+    from wstui.commands.quant import summary_tables
+
+    plan = plan_entry(doc, plan_index)
+    summary = doc.get("summary") or []
+    if plan is None or not summary:
+        return []
+    pick = (plan["granularity"], plan["scheme"])
+    rows = [r for r in summary[1:] if (r["granularity"], r["scheme"]) == pick]
+    return summary_tables({**doc, "summary": [summary[0], *rows]})
+
+
+def study_metrics(doc: Mapping[str, Any] | None, plan_index: int, alpha_key: str
+                  ) -> dict[str, Any]:
+    """What `e` exports for this view: the whole study plus the heat map as shown."""
+    if doc is None:
+        return {"study": None, "note": "the study has not been run (r runs it)"}
+    plan = plan_entry(doc, plan_index)
+    out: dict[str, Any] = {"alpha_shown": alpha_key, "study": dict(doc)}
+    if plan is not None:
+        rows, kinds, cells = heat_grid(doc, plan)
+        out["heatmap"] = {
+            "granularity": plan["granularity"], "scheme": plan["scheme"],
+            "avg_bits_per_weight": plan.get("avg_bits_per_weight"),
+            "blocks": rows, "kinds": kinds,
+            "bits": [[cells.get((b, k)) for k in kinds] for b in rows],
+        }
+    return out
+
+
+def tensor_note(doc: Mapping[str, Any] | None, name: str, plan_index: int) -> Text | None:
+    """Per-tensor tab: this matrix's free and fixed-xmin α by bits, and its planned width."""
+    if not doc:
+        return None
+    layer = next((x for x in doc.get("layers", []) if x["name"] == name), None)
+    plan = plan_entry(doc, plan_index)
+    if layer is None or plan is None:
+        return None
+    pick = (plan["granularity"], plan["scheme"])
+    res = sorted((r for r in layer.get("results", [])
+                  if (r["granularity"], r["scheme"]) == pick), key=lambda r: -r["bits"])
+    from wstui.commands.quant import _fmt
+
+    t = Text(f"study {pick[0]} {pick[1]}: ", style="bold")
+    t.append("α " + " ".join(f"{r['bits']}b:{_fmt(r.get('alpha'), '.2f')}" for r in res))
+    planned = next((x["bits"] for x in plan.get("layers", []) if x["name"] == name), None)
+    if planned is not None:
+        t.append(f" · plan {planned} bits", style="bold")
+    return t
+
+
+class QuantStudyView(VerticalScroll):
+    """Status, the summary table, α against bits, the plan heat map, the plan table."""
+
+    DEFAULT_CSS = """
+    QuantStudyView { height: 1fr; scrollbar-size-vertical: 1; }
+    QuantStudyView > Static { height: auto; }
+    QuantStudyView > PlotPanel { height: 16; }
+    QuantStudyView > #qs-status { margin-bottom: 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="qs-status")
+        yield Static(id="qs-table")
+        yield PlotPanel(id="plot-quant-alpha")
+        yield Static(id="qs-heatmap")
+        yield Static(id="qs-more")
+
+    def set_status(self, status: Text) -> None:
+        self.query_one("#qs-status", Static).update(status)
+
+    def show(self, doc: Mapping[str, Any] | None, *, status: Text, plan_index: int = 0,
+             alpha_key: str = "alpha", block: int | None = None, scope_label: str = "") -> None:
+        """Draw the study (or only the status line when there is none yet)."""
+        self.set_status(status)
+        table = self.query_one("#qs-table", Static)
+        panel = self.query_one("#plot-quant-alpha", PlotPanel)
+        heat = self.query_one("#qs-heatmap", Static)
+        more = self.query_one("#qs-more", Static)
+        has = bool(doc and doc.get("layers"))
+        for w in (table, panel, heat, more):
+            w.display = has
+        if not has:
+            return
+        assert doc is not None
+        tables = summary_renderables(doc, plan_index)
+        # summary_tables gives the free-refit table, then the fixed-xmin one
+        pick = 1 if alpha_key == "alpha_fixed_xmin" and len(tables) > 1 else 0
+        table.update(Group(*tables[pick:pick + 1]))
+        panel.show(alpha_plot(doc, alpha_key), "no α to plot (no layer kept a fit)")
+        plan = plan_entry(doc, plan_index)
+        if plan is None:
+            heat.update("")
+        else:
+            caption = Text(f"Plan ({plan['granularity']} {plan['scheme']}): per layer the "
+                           "fewest bits keeping |Δα fixed-xmin| ≤ 2% and SQNR ≥ 30 dB",
+                           style="bold")
+            avg = plan.get("avg_bits_per_weight")
+            if avg is not None:
+                caption.append(f" · {avg:.2f} bits per weight", style="bold cyan")
+            if block is not None:
+                caption.append(f" · ▸ {scope_label}", style="dim")
+            heat.update(Group(caption, heatmap(doc, plan, block), legend(plan)))
+        from wstui.commands.quant import plan_table
+
+        rest = [t for i, t in enumerate(tables) if i != pick]
+        more.update(Group(Text(""), plan_table(doc), *rest))
