@@ -744,9 +744,16 @@ class ScanEngine:
             return frag
 
     def _land(self, task: _Task, method: str | None, frag: TensorResult) -> None:
-        """Merge one analyzer's fragment, cache it, deliver the merged result."""
+        """Merge one analyzer's fragment, deliver the merged result, then cache the fragment
+        (the consumer does not wait for the disk). Fragments with errors are not cached: the
+        next scan tries again."""
         ref = task.ref
         frag.name = ref.name
+        with self._lock:
+            self._result_locked(ref).merge(frag)
+            if method is not None and not frag.errors:
+                self._computed.setdefault(ref.name, set()).add((method, task.opts_hash))
+        self._deliver(ref.name)
         if method is not None and not frag.errors and self.cache is not None:
             fk = self._fkey(ref)
             if fk is not None:
@@ -755,11 +762,6 @@ class ScanEngine:
                     self.cache.put(fk, ref.name, method, spec.version, task.opts_hash, frag)
                 except Exception as exc:
                     self.cache_error = f"{type(exc).__name__}: {exc}"
-        with self._lock:
-            self._result_locked(ref).merge(frag)
-            if method is not None and not frag.errors:
-                self._computed.setdefault(ref.name, set()).add((method, task.opts_hash))
-        self._deliver(ref.name)
 
     def _deliver(self, name: str) -> None:
         cb = self._on_result
