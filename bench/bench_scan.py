@@ -79,11 +79,16 @@ def floor_seconds(path: Path, names: list[str]) -> float:
     return total
 
 
-def scan_once(path: Path, methods: list[str] | None) -> tuple[float, list[str]]:
+def scan_once(path: Path, methods: list[str] | None) -> tuple[float, list[str], dict[str, float]]:
+    """(elapsed, matrices with spectral results, seconds per analyzer summed over tensors)"""
     with Scope(path, use_cache=False) as s:
         report = s.scan(methods=methods)
     spectral = [e.ref.name for e in report.entries if e.result.metrics.get("spectral")]
-    return report.elapsed_s, spectral
+    per: dict[str, float] = {}
+    for e in report.entries:
+        for k, v in e.result.timings.items():
+            per[k] = per.get(k, 0.0) + v
+    return report.elapsed_s, spectral, per
 
 
 RSS_CHILD = r"""
@@ -133,12 +138,14 @@ def largest_f32(path: Path) -> int:
 
 def report_model(label: str, path: Path, *, spectral_only: bool = True) -> None:
     print(f"\n== {label}: {path}")
-    t_full, names = scan_once(path, None)
+    t_full, names, per = scan_once(path, None)
     t_spec = scan_once(path, ["spectral"])[0] if spectral_only else None
     floor = floor_seconds(path, names)
     print(f"floor (Gram f64 + eigvalsh, {len(names)} matrices, {torch.get_num_threads()} "
           f"threads): {floor:.2f} s")
     print(f"scan, default methods: {t_full:.2f} s = {t_full / floor:.2f}x floor (target 1.3x)")
+    print("  analyzer seconds, summed over tensors: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1])))
     if t_spec is not None:
         print(f"scan, spectral only:   {t_spec:.2f} s = {t_spec / floor:.2f}x floor")
 
