@@ -153,7 +153,10 @@ class QuantStudyActions:
             return False
         scope = node.tensor is None
         view.display = scope
-        self.main_screen.query_one("#quant-info", Static).display = not scope
+        info = self.main_screen.query_one("#quant-info", Static)
+        info.display = not scope
+        # room for the study's line about this tensor (tensor_note) once the study ran
+        info.styles.max_height = 6 if self.quant_doc and not scope else None
         self.main_screen.query_one("#plot-quant", PlotPanel).display = not scope
         self.refresh_bindings()
         if scope:
@@ -272,4 +275,5 @@ class QuantStudyActions:
         """One line for the per-tensor tab once the study ran: this matrix's alphas by bits."""
         from wstui.app.widgets.quant_study import tensor_note
 
-        return tensor_note(self.quant_doc, ref.display_name, self.quant_plan_index)
+        return tensor_note(self.quant_doc, ref.display_name, self.quant_plan_index,
+                           self.quant_alpha_key)

@@ -25,6 +25,7 @@ from wstui.app.widgets.plots import PlotPanel
 
 ALPHA_LABELS = {"alpha": "α free refit (WeightWatcher-comparable)",
                 "alpha_fixed_xmin": "α above the unquantized xmin"}
+PLOT_TITLES = {"alpha": "α (free refit) by bits", "alpha_fixed_xmin": "α (fixed xmin) by bits"}
 GRAN_COLORS = {"tensor": "cyan", "channel": "orange", "group128": "green"}
 SPARE_COLORS = ("magenta", "blue", "red", "yellow")
 #: short column heads of the heat map, in layer order
@@ -83,9 +84,9 @@ def status_text(*, doc: Mapping[str, Any] | None, running: bool, progress: Any,
     if doc is None:
         n_set = len(bits.split(", ")) * len(grans.split(", ")) * len(schemes.split(", "))
         t.append("Quantization study (not run yet)", style="bold")
-        t.append(f": fake-quantize each of the {n_matrices} matrices at {bits} bits, per "
-                 f"{grans} ({schemes}), and refit α each time: {n_set} eigendecompositions "
-                 "per matrix. ")
+        t.append(f": fake-quantize each of the {n_matrices} matrices at {bits} bits, "
+                 f"granularity {grans} ({schemes}), and refit α each time: {n_set} "
+                 "eigendecompositions per matrix. ")
         t.append("Press r to run it", style="bold cyan")
         t.append(" (matrices already in the cache load at once).")
         return t
@@ -142,9 +143,15 @@ def alpha_plot(doc: Mapping[str, Any], alpha_key: str = "alpha") -> PlotSpec:
     base = summary[0][alpha_key]["mean"] if summary else None
     if base is not None and series:
         series.append(Series("unquantized mean", [], [base], "hline", "yellow"))
-    note = f"unquantized mean {base:.3g}" if base is not None else ""
-    return PlotSpec("quant_alpha", f"{ALPHA_LABELS.get(alpha_key, alpha_key)} against bits",
+    note = "line: mean · dots: p10, p90 of the layers"
+    if base is not None:
+        note += f" · yellow: unquantized {base:.3g}"
+    spec = PlotSpec("quant_alpha", PLOT_TITLES.get(alpha_key, alpha_key),
                     "bits", "α", series, note=note).prepare()
+    for drawn in spec.draw:  # the legend names the mean lines only (the caption says the rest)
+        if drawn.style == "scatter":
+            drawn.label = ""
+    return spec
 
 
 def heat_grid(doc: Mapping[str, Any], plan: Mapping[str, Any]
@@ -200,17 +207,32 @@ def legend(plan: Mapping[str, Any]) -> Text:
     return t
 
 
-def summary_renderables(doc: Mapping[str, Any], plan_index: int) -> list[Any]:
-    """The `wstui quant` summary tables of the chosen (granularity, scheme), both alphas."""
-    from wstui.commands.quant import summary_tables
+def summary_table(doc: Mapping[str, Any], plan_index: int, alpha_key: str) -> Table | None:
+    """The study's summary rows of the chosen (granularity, scheme) for one alpha: the table
+    `wstui quant` prints, with short heads so that it fits the tab beside the tree."""
+    from rich import box
+
+    from wstui.commands.quant import _fmt, _pct, _setting_label
 
     plan = plan_entry(doc, plan_index)
     summary = doc.get("summary") or []
     if plan is None or not summary:
-        return []
+        return None
     pick = (plan["granularity"], plan["scheme"])
-    rows = [r for r in summary[1:] if (r["granularity"], r["scheme"]) == pick]
-    return summary_tables({**doc, "summary": [summary[0], *rows]})
+    rows = [summary[0], *(r for r in summary[1:] if (r["granularity"], r["scheme"]) == pick)]
+    t = Table(title=f"{pick[0]} {pick[1]} · {ALPHA_LABELS.get(alpha_key, alpha_key)}",
+              title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+              collapse_padding=True, padding=(0, 1))
+    for col in ("bits", "SQNR", "min", "α mean", "change", "corr", "[2,6]", "<2", "no fit"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for row in rows:
+        a = row[alpha_key]
+        t.add_row(_setting_label(row), _fmt(row["sqnr_mean"], ".1f"), _fmt(row["sqnr_min"], ".1f"),
+                  _fmt(a["mean"]), _pct(a["change_pct"]), _fmt(a["corr"]), str(a["in_2_6"]),
+                  str(a["below_2"]), str(a["no_fit"]))
+    t.caption = "SQNR: mean and worst dB · change and corr: against the unquantized α"
+    t.caption_justify = "left"
+    return t
 
 
 def study_metrics(doc: Mapping[str, Any] | None, plan_index: int, alpha_key: str
@@ -231,8 +253,9 @@ def study_metrics(doc: Mapping[str, Any] | None, plan_index: int, alpha_key: str
     return out
 
 
-def tensor_note(doc: Mapping[str, Any] | None, name: str, plan_index: int) -> Text | None:
-    """Per-tensor tab: this matrix's free and fixed-xmin α by bits, and its planned width."""
+def tensor_note(doc: Mapping[str, Any] | None, name: str, plan_index: int,
+                alpha_key: str = "alpha") -> Text | None:
+    """Per-tensor tab: this matrix's α (the kind `a` picks) by bits, and its planned width."""
     if not doc:
         return None
     layer = next((x for x in doc.get("layers", []) if x["name"] == name), None)
@@ -245,7 +268,9 @@ def tensor_note(doc: Mapping[str, Any] | None, name: str, plan_index: int) -> Te
     from wstui.commands.quant import _fmt
 
     t = Text(f"study {pick[0]} {pick[1]}: ", style="bold")
-    t.append("α " + " ".join(f"{r['bits']}b:{_fmt(r.get('alpha'), '.2f')}" for r in res))
+    label = "α fixed xmin" if alpha_key == "alpha_fixed_xmin" else "α"
+    t.append(f"{label} " + " ".join(f"{r['bits']}b:{_fmt(r.get(alpha_key), '.2f')}"
+                                    for r in res))
     planned = next((x["bits"] for x in plan.get("layers", []) if x["name"] == name), None)
     if planned is not None:
         t.append(f" · plan {planned} bits", style="bold")
@@ -286,10 +311,7 @@ class QuantStudyView(VerticalScroll):
         if not has:
             return
         assert doc is not None
-        tables = summary_renderables(doc, plan_index)
-        # summary_tables gives the free-refit table, then the fixed-xmin one
-        pick = 1 if alpha_key == "alpha_fixed_xmin" and len(tables) > 1 else 0
-        table.update(Group(*tables[pick:pick + 1]))
+        table.update(summary_table(doc, plan_index, alpha_key) or "")
         panel.show(alpha_plot(doc, alpha_key), "no α to plot (no layer kept a fit)")
         plan = plan_entry(doc, plan_index)
         if plan is None:
@@ -306,5 +328,4 @@ class QuantStudyView(VerticalScroll):
             heat.update(Group(caption, heatmap(doc, plan, block), legend(plan)))
         from wstui.commands.quant import plan_table
 
-        rest = [t for i, t in enumerate(tables) if i != pick]
-        more.update(Group(Text(""), plan_table(doc), *rest))
+        more.update(Group(Text(""), plan_table(doc)))
