@@ -19,12 +19,13 @@ from rich.console import Console
 
 from analyzers.core import TensorResult
 from wstui.app.widgets.plots import PlotPanel
-from wstui.app.widgets.quant_study import QuantStudyView, heat_grid
+from wstui.app.widgets.quant_study import SKIPPED, QuantStudyView, heat_grid
 from wstui.jsonio import loads_strict
 
 SIZE = (100, 30)
 BITS = (8, 4, 2)
 GRANS = ("tensor", "channel")
+SKIP = "model.layers.1.mlp.up_proj.weight"  # the study could not sweep it (shown as ✗)
 
 
 def sweep_metrics(i: int, kind: str) -> dict[str, Any]:
@@ -54,6 +55,11 @@ def stand_in_doc(ckpt: Any, tensors: list[Any]) -> dict[str, Any]:
         entries.append(SimpleNamespace(ref=ref, result=r))
     doc = build_document(ckpt, entries, {"bits": list(BITS), "granularity": list(GRANS),
                                          "scheme": ["sym"]})
+    skip = next(r for r in tensors if r.name == SKIP)
+    doc["layers"] = [x for x in doc["layers"] if x["name"] != skip.display_name]
+    doc["skipped"] = [{"name": skip.display_name, "reason": "nonfinite: 3 NaN"}]
+    doc["plan"] = [{**p, "layers": [x for x in p["layers"] if x["name"] != skip.display_name]}
+                   for p in doc["plan"]]
     return {**doc, "device": "cpu", "elapsed_s": 0.5, "complete": True}
 
 
@@ -122,7 +128,7 @@ async def test_r_runs_the_study_and_the_view_renders(tmp_path: Path) -> None:
         await pilot.pause(0.1)
         doc = app.quant_doc
         status = plain(view.query_one("#qs-status").content)
-        assert "Quantization study done" in status and "16 matrices" in status
+        assert "Quantization study done: 15 matrices" in status and "1 skipped" in status
         # the table: the unquantized row and one row per bit width of the first granularity
         table = plain(view.query_one("#qs-table").content)
         assert "tensor sym" in table and "none" in table
@@ -142,11 +148,13 @@ async def test_r_runs_the_study_and_the_view_renders(tmp_path: Path) -> None:
         assert kinds == ["embedding", "attn_q", "attn_k", "attn_v", "attn_o", "mlp_gate",
                          "mlp_up", "mlp_down", "lm_head"]
         assert len([c for c in cells if c[0] is not None]) == 2 * 7
+        assert cells[(1, "mlp_up")] == SKIPPED
         planned = {p["name"]: p["bits"] for p in plan["layers"]}
         assert cells[(1, "mlp_down")] == planned["model.layers.1.mlp.down_proj.weight"] == 16
         assert cells[(0, "attn_q")] == planned["model.layers.0.self_attn.q_proj.weight"] == 8
         heat = plain(view.query_one("#qs-heatmap").content)
         assert "down" in heat and " 16 " in heat and "bits per weight" in heat
+        assert "✗" in heat and f"not swept: {SKIP}: nonfinite" in heat
         # g: the next granularity (the plan changes), a: the other alpha
         await pilot.press("g")
         await pilot.pause(0.1)
@@ -165,9 +173,11 @@ async def test_r_runs_the_study_and_the_view_renders(tmp_path: Path) -> None:
         assert out["schema"] == "wstui.view/1" and out["view"] == "quantization"
         assert out["selection"]["key"] == app.state.root.key
         assert out["metrics"]["study"]["schema"] == "wstui.quant/1"
-        assert len(out["metrics"]["study"]["layers"]) == 16
+        assert len(out["metrics"]["study"]["layers"]) == 15
         heat_out = out["metrics"]["heatmap"]
         assert heat_out["granularity"] == "channel" and heat_out["blocks"] == [0, 1, None]
+        assert heat_out["skipped"] == [SKIP]
+        assert heat_out["bits"][1][heat_out["kinds"].index("mlp_up")] is None
         assert out["plots"][0]["key"] == "quant_alpha"
 
 

@@ -242,6 +242,11 @@ class QuantStudyActions:
 
     def on_quant_study_done(self, message: QuantStudyDone) -> None:
         self.quant_doc = message.doc
+        # place skipped matrices in the heat map: their kind and block from the tree's refs
+        refs = {r.display_name: r for r in self.state.refs.values()}
+        for x in message.doc.get("skipped") or []:
+            if "kind" not in x and x.get("name") in refs:
+                x["kind"], x["block"] = refs[x["name"]].kind, refs[x["name"]].block
         n = len(message.doc.get("plan") or [])
         if self.quant_plan_index >= max(n, 1):
             self.quant_plan_index = 0

@@ -27,6 +27,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("s", "sort the table by the column under the cursor (again: reverse)"),
     ("L", "toggle log scale (histogram counts; depth metric)"),
     ("m", "depth view: next metric"),
+    ("r / g / a", "quantization tab of the model or a block: run the study; next granularity;"
+                  " free-refit or fixed-xmin α"),
     ("d", "diff mode: swap which checkpoint is A"),
     ("e", "export the current view to JSON (wstui.view/1)"),
     ("E", "export the whole scan to JSON (wstui.scan/1)"),

@@ -154,13 +154,25 @@ def alpha_plot(doc: Mapping[str, Any], alpha_key: str = "alpha") -> PlotSpec:
     return spec
 
 
+#: heat-map cell of a matrix the study could not sweep (doc["skipped"]: non-finite, …)
+SKIPPED = 0
+
+
+def skipped_names(doc: Mapping[str, Any]) -> list[str]:
+    return [x["name"] for x in doc.get("skipped") or []]
+
+
 def heat_grid(doc: Mapping[str, Any], plan: Mapping[str, Any]
               ) -> tuple[list[int | None], list[str], dict[tuple[int | None, str], int]]:
     """(rows: block indices then None for layers outside blocks, kinds in layer order,
-    cells: (block, kind) -> planned bits, the widest where several layers share a cell)."""
+    cells: (block, kind) -> planned bits, the widest where several layers share a cell, or
+    SKIPPED for a matrix the study could not sweep)."""
     where = {layer["name"]: (layer.get("block"), layer.get("kind") or "other")
              for layer in doc.get("layers", [])}
     cells: dict[tuple[int | None, str], int] = {}
+    for x in doc.get("skipped") or []:  # in the grid, shown as ✗ (SKIPPED)
+        if "kind" in x:
+            cells[(x.get("block"), x["kind"] or "other")] = SKIPPED
     for entry in plan.get("layers", []):
         key = where.get(entry["name"])
         if key is None:
@@ -191,6 +203,8 @@ def heatmap(doc: Mapping[str, Any], plan: Mapping[str, Any], block: int | None =
             bits = cells.get((b, k))
             if bits is None:
                 row.append(Text(" · ", style="dim"))
+            elif bits == SKIPPED:
+                row.append(Text(" ✗ ", style="bold red"))
             else:
                 row.append(Text(f"{bits:^4}", style=BITS_STYLES.get(bits, "reverse")))
         t.add_row(*row)
@@ -204,6 +218,17 @@ def legend(plan: Mapping[str, Any]) -> Text:
         t.append(f" {b} ", style=BITS_STYLES.get(b, "reverse"))
         t.append(" ")
     t.append("(16: stays unquantized)", style="dim")
+    return t
+
+
+def skipped_line(doc: Mapping[str, Any]) -> Text | None:
+    skipped = doc.get("skipped") or []
+    if not skipped:
+        return None
+    t = Text("✗ not swept: ", style="bold red")
+    t.append("; ".join(f"{x['name']}: {x['reason']}" for x in skipped[:5]))
+    if len(skipped) > 5:
+        t.append(f"; and {len(skipped) - 5} more")
     return t
 
 
@@ -248,7 +273,9 @@ def study_metrics(doc: Mapping[str, Any] | None, plan_index: int, alpha_key: str
             "granularity": plan["granularity"], "scheme": plan["scheme"],
             "avg_bits_per_weight": plan.get("avg_bits_per_weight"),
             "blocks": rows, "kinds": kinds,
-            "bits": [[cells.get((b, k)) for k in kinds] for b in rows],
+            "bits": [[None if cells.get((b, k)) == SKIPPED else cells.get((b, k))
+                      for k in kinds] for b in rows],
+            "skipped": skipped_names(doc),
         }
     return out
 
@@ -325,7 +352,10 @@ class QuantStudyView(VerticalScroll):
                 caption.append(f" · {avg:.2f} bits per weight", style="bold cyan")
             if block is not None:
                 caption.append(f" · ▸ {scope_label}", style="dim")
-            heat.update(Group(caption, heatmap(doc, plan, block), legend(plan)))
+            parts = [caption, heatmap(doc, plan, block), legend(plan)]
+            if (skipped := skipped_line(doc)) is not None:
+                parts.append(skipped)
+            heat.update(Group(*parts))
         from wstui.commands.quant import plan_table
 
         more.update(Group(Text(""), plan_table(doc)))
