@@ -105,14 +105,22 @@ async def open_model_quant_tab(pilot: Any, app: Any, eng: FakeEngine) -> QuantSt
     return app.query_one(QuantStudyView)
 
 
-async def test_model_tab_says_what_the_study_will_do() -> None:
-    app, eng = make_app()
+async def test_model_tab_says_what_the_study_will_do(tmp_path: Path) -> None:
+    from wstui.app.palette import WstuiCommands
+
+    app, eng = make_app(tmp=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         view = await open_model_quant_tab(pilot, app, eng)
         status = plain(view.query_one("#qs-status").content)
         assert "16 matrices" in status and "Press r" in status  # 2 blocks x 7 + embed + head
         assert not app.query_one("#plot-quant", PlotPanel).display
         assert any(b.binding.key == "r" for b in app.screen.active_bindings.values())
+        hits = [h.text async for h in WstuiCommands(app.screen).search("quantization study")]
+        assert "Run quantization study" in [str(h) for h in hits]
+        await pilot.press("e")  # export before any run: says so, no plot
+        await pilot.pause(0.1)
+        out = loads_strict(next(tmp_path.glob("wstui-view-quantization-*.json")).read_text())
+        assert out["metrics"]["study"] is None and out["plots"] == []
         await pilot.press("1")  # elsewhere the key is neither shown nor active
         await pilot.pause()
         assert app.check_action("quant_study", ()) is False
