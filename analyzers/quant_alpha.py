@@ -28,7 +28,8 @@ def analyze_quant_alpha(ctx: Context) -> Output:
 
     _, before, _ = spectral.spectrum_and_fit(ctx)  # shared with `spectral` in one call
     q = fake_quantize(ctx.matrix(), BITS, GRANULARITY, SCHEME)
-    sv_q, _ = spectral.singular_values(q)
+    # the tail is all the fit needs: no SVD fallback for the (often rank-deficient) copy
+    sv_q, _ = spectral.singular_values(q, exact_small=False)
     ev_q = sv_q * sv_q
     after = fit_powerlaw(ev_q)
     fixed = fit_powerlaw_fixed_xmin(ev_q, before.xmin) if before.ok else None
