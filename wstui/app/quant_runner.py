@@ -241,6 +241,7 @@ class QuantStudyActions:
             view.set_status(self._quant_status())
 
     def on_quant_study_done(self, message: QuantStudyDone) -> None:
+        self.quant_runner = None  # its thread may not have returned yet: it is done all the same
         self.quant_doc = message.doc
         # place skipped matrices in the heat map: their kind and block from the tree's refs
         refs = {r.display_name: r for r in self.state.refs.values()}
@@ -255,6 +256,7 @@ class QuantStudyActions:
         self._quant_refresh()
 
     def on_quant_study_failed(self, message: QuantStudyFailed) -> None:
+        self.quant_runner = None
         self.quant_error = message.error
         self.notify(f"quantization study failed: {message.error}", severity="error",
                     timeout=8)

@@ -232,7 +232,24 @@ def skipped_line(doc: Mapping[str, Any]) -> Text | None:
     return t
 
 
-def summary_table(doc: Mapping[str, Any], plan_index: int, alpha_key: str) -> Table | None:
+#: below this many columns the summary table drops its worst-SQNR and "< 2" columns
+NARROW_TABLE = 52
+
+
+class _FitWidth:
+    """Builds the summary table for the width it is drawn at (so a resize re-picks)."""
+
+    def __init__(self, doc: Mapping[str, Any], plan_index: int, alpha_key: str) -> None:
+        self.args = (doc, plan_index, alpha_key)
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        table = summary_table(*self.args, narrow=options.max_width < NARROW_TABLE)
+        if table is not None:
+            yield table
+
+
+def summary_table(doc: Mapping[str, Any], plan_index: int, alpha_key: str,
+                  narrow: bool = False) -> Table | None:
     """The study's summary rows of the chosen (granularity, scheme) for one alpha: the table
     `wstui quant` prints, with short heads so that it fits the tab beside the tree."""
     from rich import box
@@ -247,15 +264,21 @@ def summary_table(doc: Mapping[str, Any], plan_index: int, alpha_key: str) -> Ta
     rows = [summary[0], *(r for r in summary[1:] if (r["granularity"], r["scheme"]) == pick)]
     t = Table(title=f"{pick[0]} {pick[1]} · {ALPHA_LABELS.get(alpha_key, alpha_key)}",
               title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
-              collapse_padding=True, padding=(0, 1))
-    for col in ("bits", "SQNR", "min", "α mean", "change", "corr", "[2,6]", "<2", "no fit"):
-        t.add_column(col, justify="right", no_wrap=True)
+              show_edge=False, padding=0)
+    heads = ("bits", "SQNR", "min", "α mean", "change", "corr", "[2,6]", "<2", "no fit")
+    keep = [h for h in heads if not (narrow and h in ("min", "<2"))]
+    for col in keep:
+        t.add_column("nofit" if narrow and col == "no fit" else col, justify="right",
+                     no_wrap=True)
     for row in rows:
         a = row[alpha_key]
-        t.add_row(_setting_label(row), _fmt(row["sqnr_mean"], ".1f"), _fmt(row["sqnr_min"], ".1f"),
-                  _fmt(a["mean"]), _pct(a["change_pct"]), _fmt(a["corr"]), str(a["in_2_6"]),
-                  str(a["below_2"]), str(a["no_fit"]))
-    t.caption = "SQNR: mean and worst dB · change and corr: against the unquantized α"
+        cells = dict(zip(heads, (
+            _setting_label(row), _fmt(row["sqnr_mean"], ".1f"), _fmt(row["sqnr_min"], ".1f"),
+            _fmt(a["mean"]), _pct(a["change_pct"]), _fmt(a["corr"]), str(a["in_2_6"]),
+            str(a["below_2"]), str(a["no_fit"]))))
+        t.add_row(*(cells[h] for h in keep))
+    t.caption = ("SQNR: mean dB" if narrow else "SQNR: mean and worst dB") + \
+        " · change and corr: against the unquantized α"
     t.caption_justify = "left"
     return t
 
@@ -338,7 +361,7 @@ class QuantStudyView(VerticalScroll):
         if not has:
             return
         assert doc is not None
-        table.update(summary_table(doc, plan_index, alpha_key) or "")
+        table.update(_FitWidth(doc, plan_index, alpha_key))
         panel.show(alpha_plot(doc, alpha_key), "no α to plot (no layer kept a fit)")
         plan = plan_entry(doc, plan_index)
         if plan is None:
