@@ -35,10 +35,11 @@ KIND_HEADS = {
     "mlp_down": "down", "mlp_gate_up": "g+up", "moe_router": "rtr", "moe_expert": "exp",
     "lm_head": "head", "other": "other",
 }
-#: cell style per planned bit width (16: the layer stays unquantized)
-BITS_STYLES = {2: "black on bright_green", 3: "black on green", 4: "black on cyan",
-               5: "white on blue", 6: "black on yellow", 7: "black on bright_yellow",
-               8: "white on magenta", 16: "white on red"}
+#: cell style per planned bit width (16: the layer stays unquantized): a green-to-red ramp in
+#: hex, which Textual maps to 256 colours where needed (named ANSI colours collapse there)
+BITS_STYLES = {2: "#000000 on #1a9850", 3: "#000000 on #66bd63", 4: "#000000 on #a6d96a",
+               5: "#000000 on #d9ef8b", 6: "#000000 on #fee08b", 7: "#000000 on #fdae61",
+               8: "#000000 on #f46d43", 16: "#ffffff on #a50026"}
 
 
 # --- picking values out of the document --------------------------------------------------
