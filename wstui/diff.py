@@ -29,6 +29,7 @@ from typing import Any
 
 from analyzers.core import Finding, TensorResult, top_issue_key
 from wstui.checkpoint.base import Checkpoint, CheckpointError, TensorRef
+from wstui.jobs import BackgroundJob
 from wstui.scan import (
     ScanProgress,
     _empty_cache,
@@ -290,7 +291,7 @@ class _Job:
     phase: str  # "cheap" | "heavy"
 
 
-class DiffEngine:
+class DiffEngine(BackgroundJob):
     """Compares every matched pair of two open checkpoints on a pool of worker threads.
 
     `start(on_result, on_progress)` returns at once; `on_result(name, result)` is called from
@@ -299,6 +300,7 @@ class DiffEngine:
     """
 
     verb = "comparing"  # the progress bar's word (wstui scan shows "scanning")
+    _kind = "diff"
 
     def __init__(
         self,
@@ -357,14 +359,9 @@ class DiffEngine:
         self._n_cached = 0
         self._current: str | None = None
         self._phase = "cache"
-        self._cancelled = False
-        self._started = False
-        self._t0 = 0.0
+        self._init_job()
         self._t_end: float | None = None
         self.t_cheap_done: float | None = None  # seconds from start to a full cheap ranking
-        self._done_evt = threading.Event()
-        self._on_result: ResultCallback | None = None
-        self._on_progress: Callable[[ScanProgress], None] | None = None
         self._by_name = {p.a.name: p for p in self.pairs}
         for p in self.pairs:
             for n in (p.a.hf_name, p.b.name, p.b.hf_name):
@@ -372,43 +369,8 @@ class DiffEngine:
                     self._by_name.setdefault(n, p)
 
     # ------------------------------------------------------------- public API
-    @property
-    def done(self) -> bool:
-        return self._done_evt.is_set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    def start(
-        self,
-        on_result: ResultCallback | None = None,
-        on_progress: Callable[[ScanProgress], None] | None = None,
-    ) -> None:
-        if self._started:
-            raise RuntimeError("diff already started")
-        self._started = True
-        self._on_result, self._on_progress = on_result, on_progress
-        self._t0 = time.perf_counter()
-        threading.Thread(target=self._prepare, name="wstui-diff-prepare", daemon=True).start()
-
-    def run(
-        self,
-        on_result: ResultCallback | None = None,
-        on_progress: Callable[[ScanProgress], None] | None = None,
-    ) -> DiffReport:
-        """Compare to the end (blocking). Ctrl-C cancels and re-raises."""
-        self.start(on_result, on_progress)
-        try:
-            while not self.wait(0.2):
-                pass
-        except KeyboardInterrupt:
-            self.cancel()
-            raise
-        return self.report()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._done_evt.wait(timeout)
+    # start(on_result, on_progress), run(...) -> DiffReport, wait(timeout), done, cancelled:
+    # see BackgroundJob.
 
     def cancel(self) -> None:
         """No new pair starts; pairs being compared finish. Returns at once."""

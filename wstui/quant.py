@@ -27,7 +27,7 @@ def study_tensors(checkpoint: Checkpoint, tensors: Sequence[TensorRef] | None = 
     ]
 
 
-def run_study(
+def study_engine(
     checkpoint: Checkpoint,
     *,
     bits: Sequence[int] = (8, 6, 5, 4, 3, 2),
@@ -37,23 +37,39 @@ def run_study(
     device: str = "auto",
     workers: int | None = None,
     use_cache: bool = True,
-    on_progress: Callable[[Any], None] | None = None,
-    engine_hook: Callable[[Any], None] | None = None,
-) -> dict[str, Any]:
-    """Run the sweep over every matrix and return the `wstui.quant/1` document."""
+) -> tuple[Any, dict[str, Any]]:
+    """A scan engine (not started) that sweeps every matrix, and the sweep's spec.
+    Raises ValueError on a bad setting, before any work starts."""
     from analyzers.quant_sweep import sweep_settings
     from wstui.scan import ScanEngine
 
     spec = {"bits": list(bits), "granularity": list(granularity), "scheme": list(scheme)}
-    sweep_settings(spec)  # validate before any work starts
+    sweep_settings(spec)
     engine = ScanEngine(
         checkpoint, methods=["quant_sweep"], device=device, workers=workers,
         use_cache=use_cache, options={"quant_sweep": spec},
         tensors=study_tensors(checkpoint, tensors),
     )
+    return engine, spec
+
+
+def run_study(
+    checkpoint: Checkpoint,
+    *,
+    on_progress: Callable[[Any], None] | None = None,
+    engine_hook: Callable[[Any], None] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Run the sweep over every matrix (blocking) and return the `wstui.quant/1` document.
+    `settings`: the keyword arguments of `study_engine`."""
+    engine, spec = study_engine(checkpoint, **settings)
     if engine_hook is not None:
         engine_hook(engine)
-    report = engine.run(on_progress=on_progress)
+    return study_document(checkpoint, engine.run(on_progress=on_progress), spec)
+
+
+def study_document(checkpoint: Checkpoint, report: Any, spec: Mapping[str, Any]) -> dict:
+    """`wstui.quant/1` from a finished (or cancelled) sweep's ScanReport."""
     doc = build_document(checkpoint, report.entries, spec)
     doc["device"] = report.device
     doc["elapsed_s"] = report.elapsed_s

@@ -28,6 +28,7 @@ from typing import Any
 from analyzers import core
 from analyzers.core import Finding, TensorResult, top_issue_key
 from wstui.checkpoint.base import Checkpoint, CheckpointError, TensorRef
+from wstui.jobs import BackgroundJob
 
 #: tensors with at least this many elements run alone, on every core (see module docstring)
 BIG_NUMEL = 1 << 21
@@ -189,8 +190,10 @@ class _Task:
     state: str = "pending"  # pending | running | done | dropped
 
 
-class ScanEngine:
+class ScanEngine(BackgroundJob):
     """Schedules analyzers over a checkpoint's tensors on a pool of worker threads."""
+
+    _kind = "scan"
 
     def __init__(
         self,
@@ -247,13 +250,8 @@ class ScanEngine:
         self._current: str | None = None
         self._phase = "cache"
         self._prepared = False
-        self._cancelled = False
-        self._started = False
-        self._t0 = 0.0
+        self._init_job()
         self._t_end: float | None = None
-        self._done_evt = threading.Event()
-        self._on_result: ResultCallback | None = None
-        self._on_progress: Callable[[ScanProgress], None] | None = None
         self._fkeys: dict[Path, Any] = {}
         self._loads_in_flight = 0
         self.max_loads_in_flight = 0
@@ -261,44 +259,13 @@ class ScanEngine:
         self._torch_threads0 = 0
 
     # ----------------------------------------------------------------- public API
-    @property
-    def done(self) -> bool:
-        return self._done_evt.is_set()
+    # start(on_result, on_progress), run(...) -> ScanReport, wait(timeout), done, cancelled:
+    # see BackgroundJob.
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    def start(
-        self,
-        on_result: ResultCallback | None = None,
-        on_progress: Callable[[ScanProgress], None] | None = None,
-    ) -> None:
-        """Begin scanning in the background; returns at once."""
-        if self._started:
-            raise RuntimeError("scan already started")
-        self._started = True
-        self._on_result, self._on_progress = on_result, on_progress
+    def _before_start(self) -> None:
         import torch
 
         self._torch_threads0 = torch.get_num_threads()
-        self._t0 = time.perf_counter()
-        threading.Thread(target=self._prepare, name="wstui-scan-prepare", daemon=True).start()
-
-    def run(
-        self,
-        on_result: ResultCallback | None = None,
-        on_progress: Callable[[ScanProgress], None] | None = None,
-    ) -> ScanReport:
-        """Scan to the end (blocking) and return the report. Ctrl-C cancels and re-raises."""
-        self.start(on_result, on_progress)
-        try:
-            while not self.wait(0.2):
-                pass
-        except KeyboardInterrupt:
-            self.cancel()
-            raise
-        return self.report()
 
     def stream(
         self, on_progress: Callable[[ScanProgress], None] | None = None
@@ -317,10 +284,6 @@ class ScanEngine:
         finally:
             if not self.done:
                 self.cancel()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """True once every scheduled task has finished (or the scan was cancelled and drained)."""
-        return self._done_evt.wait(timeout)
 
     def cancel(self) -> None:
         """No new task starts; running analyzers finish their current method. Returns at once."""

@@ -12,16 +12,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from wstui.cli import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK
+from wstui.cli import EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK
+from wstui.commands.scan import _fail
 
 BAR_WIDTH = 12
 LIST_LIMIT = 20
 NARROW = 120  # below this many columns: short tensor names, no kind column, a shorter bar
-
-
-def _fail(msg: str) -> int:
-    print(f"wstui: {msg}", file=sys.stderr)
-    return EXIT_BAD_INPUT
 
 
 def wants_spectral(methods: Sequence[str] | None) -> bool:
@@ -39,14 +35,10 @@ def nothing_matches(args: argparse.Namespace, a: Any, b: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wstui.commands.scan import _check_writable, _drive, scan_options
+    from wstui.commands.scan import _drive, checked_options
 
     try:
-        options = scan_options(args)
-        _check_writable(args.json)
-        _check_writable(args.csv)
-        if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        options = checked_options(args)
     except ValueError as exc:
         return _fail(str(exc))
 

@@ -8,7 +8,8 @@ import math
 import sys
 from typing import Any
 
-from wstui.checkpoint import CheckpointError, open_checkpoint
+from wstui.checkpoint import open_checkpoint
+from wstui.cli import EXIT_INTERRUPTED, EXIT_OK
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
@@ -94,55 +95,31 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from wstui import jsonio
-    from wstui.quant import run_study
+    from wstui.commands.scan import _drive, _exit_now, _fail, checked_options
+    from wstui.quant import study_document, study_engine
+    from wstui.scan import select_tensors
 
-    err = Console(stderr=True)
-    out = Console()
-    ckpt = open_checkpoint(args.path)
-    with ckpt:
-        tensors = None
-        if args.tensors:
-            from wstui.scan import select_tensors
-
-            tensors = select_tensors(ckpt.tensors, args.tensors)
-        progress = None
-        if not args.quiet and sys.stderr.isatty():
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            progress = Progress(TextColumn("quant sweep"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), TextColumn("{task.description}"),
-                                console=err, transient=True)
-        task = progress.add_task("", total=None) if progress else None
-
-        def on_progress(p: Any) -> None:
-            if progress is not None:
-                progress.update(task, completed=p.done, total=p.total,
-                                description=p.current or "")
-
+    try:
+        checked_options(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    with open_checkpoint(args.path) as ckpt:
         try:
-            if progress:
-                progress.start()
-            doc = run_study(
+            engine, spec = study_engine(
                 ckpt, bits=args.bits, granularity=args.granularity, scheme=args.scheme,
-                tensors=tensors, device=args.device, workers=args.workers,
-                use_cache=not args.no_cache, on_progress=on_progress,
+                tensors=select_tensors(ckpt.tensors, args.tensors), device=args.device,
+                workers=args.workers, use_cache=not args.no_cache,
             )
         except ValueError as exc:
-            raise CheckpointError(args.path, f"bad quantization setting: {exc}") from exc
-        finally:
-            if progress:
-                progress.stop()
+            return _fail(f"bad quantization setting: {exc}")
+        interrupted = _drive(engine, show_progress=not args.quiet and sys.stderr.isatty())
+        doc = study_document(ckpt, engine.report(), spec)
     if args.json:
         jsonio.dump(doc, args.json)
     if args.csv:
         write_csv(doc, args.csv)
     if not args.quiet:
+        out = Console()
         note = " (GGUF: the study runs on the dequantized weights)" if doc["dequantized"] else ""
         out.print(f"[bold]{doc['checkpoint']['path']}[/]: {len(doc['layers'])} matrices, "
                   f"{doc['elapsed_s']:.1f} s on {doc['device']}{note}")
@@ -152,4 +129,10 @@ def run(args: argparse.Namespace) -> int:
         if doc["skipped"]:
             out.print(f"{len(doc['skipped'])} matrices skipped: "
                       + "; ".join(f"{s['name']}: {s['reason']}" for s in doc["skipped"][:5]))
-    return 0 if doc["complete"] else 130
+    if interrupted:
+        print(f"wstui: interrupted: {len(doc['layers'])} matrices swept (kept in the cache)",
+              file=sys.stderr)
+        if not engine.wait(0):
+            _exit_now(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
+    return EXIT_OK

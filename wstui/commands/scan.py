@@ -41,17 +41,24 @@ def _check_writable(path: str | None) -> None:
         raise ValueError(f"{path}: directory {parent} does not exist")
 
 
+def checked_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine options of a scan-like command, after the checks that need no checkpoint
+    (threshold codes, output folders, --workers). Raises ValueError with a one-line reason."""
+    options = scan_options(args)
+    _check_writable(getattr(args, "json", None))
+    _check_writable(getattr(args, "csv", None))
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
     if args.diff:
         from wstui.commands.diff_report import run as run_diff
 
         return run_diff(args)
     try:
-        options = scan_options(args)
-        _check_writable(args.json)
-        _check_writable(args.csv)
-        if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        options = checked_options(args)
     except ValueError as exc:
         return _fail(str(exc))
 
