@@ -163,13 +163,16 @@ def test_ctrl_c_exits_130_and_writes_json(tmp_path):
     save_file(tensors, str(path))
     js = tmp_path / "partial.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wstui", "scan", str(path), "--json", str(js), "--quiet"],
+        # the full quantization sweep (36 settings a tensor) keeps even a quiet machine busy
+        # for several seconds, so that SIGINT lands mid-scan
+        [sys.executable, "-m", "wstui", "scan", str(path), "--json", str(js), "--quiet",
+         "--methods", "stats,quantization_full,spectral"],
         env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = tmp_path / "cache" / "results.sqlite"
     deadline = time.time() + 90
     while time.time() < deadline and not (db.exists() and db.stat().st_size > 0):
         time.sleep(0.1)
-    time.sleep(1.0)
+    time.sleep(0.5)
     t0 = time.time()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
