@@ -17,13 +17,16 @@ from analyzers.core import to_plain
 
 def strict(obj: Any) -> Any:
     """`obj` as plain JSON values with every non-finite float replaced by None."""
-    obj = to_plain(obj)
+    return _finite_only(to_plain(obj))
+
+
+def _finite_only(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
+        return {k: _finite_only(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [strict(v) for v in obj]
+        return [_finite_only(v) for v in obj]
     return obj
 
 
