@@ -46,3 +46,39 @@ def test_view_snapshot(snap_compare, view: str) -> None:
     tensor, keys = VIEWS[view]
     app, run_before = scanned_app(tensor, keys)
     assert snap_compare(app, run_before=run_before, terminal_size=SIZE)
+
+
+def diff_app(tmp_path, keys: tuple[str, ...]):
+    """Diff mode on a fixed pair (tests/test_app_diff.py), every pair compared, then `keys`."""
+    from app_support import FakeEngine
+    from test_app_diff import _empty, write_pair
+
+    from wstui.app.app import WstuiApp
+    from wstui.checkpoint import open_checkpoint
+    from wstui.checkpoint.naming import build_tree
+
+    pa, pb = write_pair(tmp_path)
+    ck_a, ck_b = open_checkpoint(pa), open_checkpoint(pb)
+    eng = FakeEngine(ck_a, results={r.name: _empty(r) for r in ck_a.tensors})
+    app = WstuiApp(ck_a, build_tree(ck_a.tensors), lambda: eng, export_dir=tmp_path,
+                   checkpoint_b=ck_b, show_timings=False)
+
+    async def run_before(pilot) -> None:
+        await wait_for(pilot, lambda: len(app.state.compare) == 4, timeout=30)
+        await pilot.pause(0.3)
+        await pilot.press(*keys)
+        await pilot.pause(0.3)
+
+    return app, run_before
+
+
+DIFF_VIEWS = {
+    "diff-ranking": ("8",),
+    "diff-spectrum-overlay": ("8", "enter", "2"),
+}
+
+
+@pytest.mark.parametrize("view", list(DIFF_VIEWS))
+def test_diff_view_snapshot(snap_compare, tmp_path, view: str) -> None:
+    app, run_before = diff_app(tmp_path, DIFF_VIEWS[view])
+    assert snap_compare(app, run_before=run_before, terminal_size=SIZE)
