@@ -167,7 +167,10 @@ def test_ctrl_c_exits_130_and_writes_json(tmp_path):
         # for several seconds, so that SIGINT lands mid-scan
         [sys.executable, "-m", "wstui", "scan", str(path), "--json", str(js), "--quiet",
          "--methods", "stats,quantization_full,spectral"],
-        env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a child inherits an ignored SIGINT (an earlier test in this process may leave it
+        # so), and Python then installs no KeyboardInterrupt handler: restore the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db = tmp_path / "cache" / "results.sqlite"
     deadline = time.time() + 90
     while time.time() < deadline and not (db.exists() and db.stat().st_size > 0):
