@@ -246,3 +246,33 @@ def test_quant_on_gguf_runs_on_dequantized_weights_and_says_so(tmp_path):
     doc = jsonio.loads_strict(out.read_text())
     assert doc["dequantized"] is True and doc["checkpoint"]["format"] == "gguf"
     assert len(doc["layers"]) == 4
+
+
+def test_quant_ctrl_c_exits_130_with_the_finished_matrices(tmp_path):
+    import os
+    import signal
+    import time
+
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(2)
+    save_file({f"model.layers.{i}.mlp.up_proj.weight": torch.randn(256, 128, generator=g)
+               for i in range(300)}, str(tmp_path / "m.safetensors"))
+    out = tmp_path / "q.json"
+    env = {**os.environ, "WSTUI_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wstui", "quant", str(tmp_path / "m.safetensors"), "--json",
+         str(out), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    db = tmp_path / "cache" / "results.sqlite"
+    deadline = time.time() + 90
+    while time.time() < deadline and not (db.exists() and db.stat().st_size > 0):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    doc = jsonio.loads_strict(out.read_text())
+    assert doc["complete"] is False and 0 < len(doc["layers"]) < 300
