@@ -22,3 +22,19 @@ def minilm_dir() -> Path:
     if not (path / "model.safetensors").exists():
         pytest.skip(f"{path} has no model.safetensors")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_paths(tmp_path_factory: pytest.TempPathFactory):
+    """The demo checkpoints (wstui.demo), built once per test session (about a second)."""
+    from wstui.demo import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def demo_manifest(demo_paths) -> dict:
+    """The demo's manifest: every planted defect and fine-tune change."""
+    from wstui import jsonio
+
+    return jsonio.loads_strict(demo_paths.manifest.read_text(encoding="utf-8"))

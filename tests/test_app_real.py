@@ -51,15 +51,13 @@ def test_first_paint_path_imports_no_torch(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-async def test_real_engine_on_the_demo(tmp_path: Path) -> None:
+async def test_real_engine_on_the_demo(tmp_path: Path, demo_paths) -> None:
     from wstui.app.app import WstuiApp
     from wstui.checkpoint import open_checkpoint
     from wstui.checkpoint.naming import build_tree
-    from wstui.demo import build_demo
     from wstui.scan import ScanEngine
 
-    paths = build_demo(tmp_path / "demo")
-    ck = open_checkpoint(paths.base)
+    ck = open_checkpoint(demo_paths.base)
     engines: list[ScanEngine] = []
 
     def factory() -> ScanEngine:

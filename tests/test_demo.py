@@ -1,7 +1,7 @@
 """The demo checkpoints: every planted defect and fine-tune change is where the manifest says.
 
-Fixture `demo_paths` (session scope) builds the demo once into a temporary folder; other test
-files may reuse it.
+The demo is built once per session by the `demo_paths` / `demo_manifest` fixtures in
+conftest.py, which the diff, scan, quant and app tests share.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from wstui import jsonio
 from wstui.demo import SEED, VERSION, DemoPaths, build_demo
 
 
@@ -40,16 +39,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def demo_paths(tmp_path_factory: pytest.TempPathFactory) -> DemoPaths:
-    return build_demo(tmp_path_factory.mktemp("demo"))
-
-
-@pytest.fixture(scope="session")
-def manifest(demo_paths: DemoPaths) -> dict:
-    return jsonio.loads_strict(demo_paths.manifest.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
@@ -104,24 +93,24 @@ def sqnr_int8(x: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------
 
 
-def test_manifest_names_real_tensors(demo_paths, manifest, base, tuned):
-    assert manifest["version"] == VERSION and manifest["seed"] == SEED
-    assert {d["defect"] for d in manifest["defects"]} == {
+def test_manifest_names_real_tensors(demo_paths, demo_manifest, base, tuned):
+    assert demo_manifest["version"] == VERSION and demo_manifest["seed"] == SEED
+    assert {d["defect"] for d in demo_manifest["defects"]} == {
         "dead_row", "dead_column", "outlier_column", "ill_conditioned", "nan",
         "low_norm_rows", "heavy_tailed_spectrum"}
-    for d in manifest["defects"]:
+    for d in demo_manifest["defects"]:
         assert d["tensor"] in base, d
         assert d["code"] and d["severity"] in {"info", "warn", "critical"}
-    assert {c["change"] for c in manifest["changes"]} == {"lowrank", "fullrank", "renamed"}
-    for c in manifest["changes"]:
+    assert {c["change"] for c in demo_manifest["changes"]} == {"lowrank", "fullrank", "renamed"}
+    for c in demo_manifest["changes"]:
         assert c["tensor"] in base
         assert (c.get("new_name") or c["tensor"]) in tuned
     assert (demo_paths.base / "config.json").is_file()
     assert demo_paths.manifest.parent == demo_paths.root
 
 
-def test_planted_defects_measured_directly(manifest, base):
-    d = by_defect(manifest)
+def test_planted_defects_measured_directly(demo_manifest, base):
+    d = by_defect(demo_manifest)
     row = d["dead_row"]
     m = base[row["tensor"]]
     assert m.shape[0] > m.shape[1]  # tall: a zero row keeps the rank full
@@ -169,9 +158,9 @@ def test_planted_defects_measured_directly(manifest, base):
     assert alpha == pytest.approx(heavy["detail"]["alpha"], abs=0.01)
 
 
-def test_clean_matrices_cross_no_threshold(manifest, base):
+def test_clean_matrices_cross_no_threshold(demo_manifest, base):
     """Only the planted tensors break a DESIGN §6 warn/critical rule (checked with numpy)."""
-    planted = {d["tensor"] for d in manifest["defects"]} - {"model.embed_tokens.weight"}
+    planted = {d["tensor"] for d in demo_manifest["defects"]} - {"model.embed_tokens.weight"}
     for name, m in base.items():
         if m.ndim != 2 or name in planted:
             continue
@@ -183,16 +172,16 @@ def test_clean_matrices_cross_no_threshold(manifest, base):
         assert (np.abs(x).max(axis=1) > 1e-6).all() and (np.abs(x).max(axis=0) > 1e-6).all()
         energy = np.cumsum(sv**2) / (sv**2).sum()
         assert (np.searchsorted(energy, 0.9) + 1) / sv.size > 0.1, name
-    heavy = by_defect(manifest)["heavy_tailed_spectrum"]["tensor"]
+    heavy = by_defect(demo_manifest)["heavy_tailed_spectrum"]["tensor"]
     sv = np.linalg.svd(base[heavy].astype(np.float64), compute_uv=False)
     energy = np.cumsum(sv**2) / (sv**2).sum()
     assert (np.searchsorted(energy, 0.9) + 1) / sv.size > 0.1  # no low_rank finding
     assert np.linalg.cond(base[heavy].astype(np.float64)) < 1e5
 
 
-def test_finetune_changes(manifest, base, tuned):
+def test_finetune_changes(demo_manifest, base, tuned):
     rel = {}
-    for c in manifest["changes"]:
+    for c in demo_manifest["changes"]:
         name = c["tensor"]
         if c["change"] == "renamed":
             assert name not in tuned and c["new_name"] not in base
@@ -202,14 +191,15 @@ def test_finetune_changes(manifest, base, tuned):
         rel[name] = np.linalg.norm(delta) / np.linalg.norm(base[name].astype(np.float64))
         assert rel[name] == pytest.approx(c["rel_change"], abs=1e-3)
         assert np.linalg.matrix_rank(delta.astype(np.float32)) == c["rank"], name
-    changed = {c["tensor"] for c in manifest["changes"]}
+    changed = {c["tensor"] for c in demo_manifest["changes"]}
     for name in base:
         if name not in changed:
             np.testing.assert_array_equal(tuned[name], base[name], err_msg=name)
-    full = [c["tensor"] for c in manifest["changes"] if c["change"] == "fullrank"]
+    full = [c["tensor"] for c in demo_manifest["changes"] if c["change"] == "fullrank"]
     assert len(full) == 1 and max(rel, key=rel.get) == full[0]
     assert 0.6 <= rel[full[0]] <= 1.0
-    assert sorted(c["rank"] for c in manifest["changes"] if c["change"] == "lowrank") == [4, 4, 8]
+    ranks = [c["rank"] for c in demo_manifest["changes"] if c["change"] == "lowrank"]
+    assert sorted(ranks) == [4, 4, 8]
 
 
 @pytest.mark.slow
@@ -256,19 +246,19 @@ def test_cli_out_prints_paths(demo_paths, tmp_path):
     assert build_hashes(paths) == build_hashes(demo_paths)  # same bytes in another process
 
 
-def test_gguf_copy(demo_paths, manifest, base):
+def test_gguf_copy(demo_paths, demo_manifest, base):
     if demo_paths.gguf is None:
         pytest.skip("wstui.checkpoint.gguf_write is not available")
     gguf = pytest.importorskip("gguf")
     from wstui.checkpoint.gguf_names import hf_to_gguf
     from wstui.checkpoint.gguf_write import unpermute_qk
 
-    config = manifest["config"]
+    config = demo_manifest["config"]
     reader = gguf.GGUFReader(demo_paths.gguf)
     stored = {t.name: t for t in reader.tensors}
     assert len(stored) == len(base)
-    nan_tensor = by_defect(manifest)["nan"]["tensor"]
-    dead = by_defect(manifest)["dead_row"]
+    nan_tensor = by_defect(demo_manifest)["nan"]["tensor"]
+    dead = by_defect(demo_manifest)["dead_row"]
     for name, ref in base.items():
         t = stored[hf_to_gguf(name, "llama")]
         want = "F32" if ref.ndim == 1 else "Q8_0"
@@ -302,7 +292,7 @@ SPECTRAL_CLEAN = ("model.layers.0.self_attn.o_proj.weight", "model.layers.1.mlp.
 
 
 @pytest.mark.slow
-def test_analyzers_find_exactly_the_planted_defects(manifest, base, one_torch_thread):
+def test_analyzers_find_exactly_the_planted_defects(demo_manifest, base, one_torch_thread):
     """Every planted defect gives its finding; nothing else is warn/critical (DESIGN §6).
 
     The cheap analyzers run on every tensor; spectral (a second or more per tensor on a busy
@@ -318,9 +308,9 @@ def test_analyzers_find_exactly_the_planted_defects(manifest, base, one_torch_th
     if not cheap + spectral:
         pytest.skip("no analyzer registered yet")
     # the embedding (2048 rows, the slowest spectrum) gets its spectral checks in numpy above
-    planted = {d["tensor"] for d in manifest["defects"]} - {"model.embed_tokens.weight"}
+    planted = {d["tensor"] for d in demo_manifest["defects"]} - {"model.embed_tokens.weight"}
     expected: dict[str, set[tuple[str, str]]] = {}
-    for d in manifest["defects"]:
+    for d in demo_manifest["defects"]:
         if CODE_ANALYZER[d["code"]] in cheap + spectral or d["code"] == "nonfinite":
             expected.setdefault(d["tensor"], set()).add((d["code"], d["severity"]))
     found: dict[str, set[tuple[str, str]]] = {}
@@ -376,10 +366,10 @@ def test_demo_lists_the_base_without_the_app(monkeypatch, demo_cache, capsys):
     assert str(demo_cache / "manifest.json") in out
 
 
-def test_project_powerlaw_fit_agrees(manifest, base):
+def test_project_powerlaw_fit_agrees(demo_manifest, base):
     """The analyzers' own fit puts the heavy-tailed matrix below 2 and no clean matrix there."""
     powerlaw = pytest.importorskip("analyzers.powerlaw")
-    heavy = by_defect(manifest)["heavy_tailed_spectrum"]["tensor"]
+    heavy = by_defect(demo_manifest)["heavy_tailed_spectrum"]["tensor"]
     for name, m in base.items():
         if m.ndim != 2 or not np.isfinite(m).all():
             continue
@@ -392,14 +382,14 @@ def test_project_powerlaw_fit_agrees(manifest, base):
 
 
 @pytest.mark.slow
-def test_compare_sees_the_finetune(manifest, base, tuned, one_torch_thread):
+def test_compare_sees_the_finetune(demo_manifest, base, tuned, one_torch_thread):
     """What diff mode (issue #7) relies on: low-rank updates found as low-rank, the full-rank
     attention change the largest and a `large_change`."""
     analyzers = pytest.importorskip("analyzers")
     if not hasattr(analyzers, "compare"):
         pytest.skip("analyzers.compare is not available")
     rel = {}
-    for c in manifest["changes"]:
+    for c in demo_manifest["changes"]:
         if c["change"] == "renamed":
             continue
         r = analyzers.compare(base[c["tensor"]], tuned[c["tensor"]], name=c["tensor"])
@@ -414,7 +404,7 @@ def test_compare_sees_the_finetune(manifest, base, tuned, one_torch_thread):
         else:
             assert m["delta_energy_rank_90"] > 64
             assert "large_change" in codes
-    full = next(c["tensor"] for c in manifest["changes"] if c["change"] == "fullrank")
+    full = next(c["tensor"] for c in demo_manifest["changes"] if c["change"] == "fullrank")
     assert max(rel, key=rel.get) == full
 
 

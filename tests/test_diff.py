@@ -14,7 +14,7 @@ from tests.scan_helpers import make_checkpoint, small_model
 from wstui import jsonio
 from wstui.checkpoint import open_checkpoint
 from wstui.checkpoint.base import TensorRef
-from wstui.demo import DemoPaths, build_demo
+from wstui.demo import DemoPaths
 from wstui.diff import DiffEngine, match_tensors
 
 
@@ -31,24 +31,14 @@ def one_blas_thread():
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoPaths:
-    return build_demo(tmp_path_factory.mktemp("diff-demo"))
-
-
-@pytest.fixture(scope="session")
-def manifest(demo: DemoPaths) -> dict:
-    return jsonio.loads_strict(demo.manifest.read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="session")
-def demo_report(demo: DemoPaths):
-    with open_checkpoint(demo.base) as a, open_checkpoint(demo.finetuned) as b:
+def demo_report(demo_paths: DemoPaths):
+    with open_checkpoint(demo_paths.base) as a, open_checkpoint(demo_paths.finetuned) as b:
         return DiffEngine(a, b, use_cache=False, device="cpu").run()
 
 
 # ------------------------------------------------------------------------------ the demo pair
-def test_demo_lowrank_updates_found_with_their_rank(demo_report, manifest):
-    lowrank = [c for c in manifest["changes"] if c["change"] == "lowrank"]
+def test_demo_lowrank_updates_found_with_their_rank(demo_report, demo_manifest):
+    lowrank = [c for c in demo_manifest["changes"] if c["change"] == "lowrank"]
     assert len(lowrank) == 3
     for c in lowrank:
         p = demo_report.pair(c["tensor"])
@@ -56,26 +46,26 @@ def test_demo_lowrank_updates_found_with_their_rank(demo_report, manifest):
         assert 1 <= p.compare["delta_energy_rank_90"] <= c["rank"]
 
 
-def test_demo_large_attention_change_ranked_first(demo_report, manifest):
-    full = next(c for c in manifest["changes"] if c["change"] == "fullrank")
+def test_demo_large_attention_change_ranked_first(demo_report, demo_manifest):
+    full = next(c for c in demo_manifest["changes"] if c["change"] == "fullrank")
     first = demo_report.pairs[0]
     assert first.name == full["tensor"]
     assert first.compare["delta_energy_rank_90"] > 4 * max(
-        c["rank"] for c in manifest["changes"] if c["change"] == "lowrank")
+        c["rank"] for c in demo_manifest["changes"] if c["change"] == "lowrank")
     assert [f.code for f in first.result.findings] == ["large_change"]
     assert [(i.pair.name, i.finding.code) for i in demo_report.top_issues] == [
         (full["tensor"], "large_change")]
 
 
-def test_demo_renamed_tensor_listed_on_both_sides(demo_report, manifest):
-    ren = next(c for c in manifest["changes"] if c["change"] == "renamed")
+def test_demo_renamed_tensor_listed_on_both_sides(demo_report, demo_manifest):
+    ren = next(c for c in demo_manifest["changes"] if c["change"] == "renamed")
     assert demo_report.only_in_a == [ren["tensor"]]
     assert demo_report.only_in_b == [ren["new_name"]]
     assert demo_report.shape_mismatch == []
 
 
-def test_demo_untouched_tensors_unchanged(demo_report, manifest):
-    touched = {c["tensor"] for c in manifest["changes"]}
+def test_demo_untouched_tensors_unchanged(demo_report, demo_manifest):
+    touched = {c["tensor"] for c in demo_manifest["changes"]}
     for p in demo_report.pairs:
         if p.name in touched or "compare" not in p.result.metrics:
             continue
@@ -83,7 +73,7 @@ def test_demo_untouched_tensors_unchanged(demo_report, manifest):
         assert not p.result.findings
 
 
-def test_demo_summaries_name_the_moved_blocks(demo_report, manifest):
+def test_demo_summaries_name_the_moved_blocks(demo_report, demo_manifest):
     s = demo_report.summary()
     blocks = [r for r in s["by_block"] if r["n_changed"]]
     assert [r["block"] for r in blocks] == [3, 2, 0, 4]  # by max rel_change
@@ -106,8 +96,8 @@ def test_json_strict_with_schema_keys(demo_report):
 
 
 # ------------------------------------------------------------------------------ GGUF and self
-def test_gguf_q8_matches_every_tensor_at_noise_level(demo):
-    with open_checkpoint(demo.base) as a, open_checkpoint(demo.gguf) as b:
+def test_gguf_q8_matches_every_tensor_at_noise_level(demo_paths):
+    with open_checkpoint(demo_paths.base) as a, open_checkpoint(demo_paths.gguf) as b:
         report = DiffEngine(a, b, use_cache=False, device="cpu", spectral=False).run()
     assert not report.only_in_a and not report.only_in_b and not report.shape_mismatch
     assert len(report.pairs) == len(a.tensors)
@@ -120,17 +110,17 @@ def test_gguf_q8_matches_every_tensor_at_noise_level(demo):
     assert any(p.b.name.startswith("blk.") for p in report.pairs)
 
 
-def test_gguf_f32_round_trip_is_exact(tmp_path, demo):
+def test_gguf_f32_round_trip_is_exact(tmp_path, demo_paths):
     from safetensors.torch import load_file
 
     from wstui.checkpoint.gguf_write import write_gguf
 
-    state = load_file(demo.base / "model.safetensors")
+    state = load_file(demo_paths.base / "model.safetensors")
     state = {k: v for k, v in state.items() if ".layers.0." in k or "layers" not in k}
-    config = jsonio.loads_strict((demo.base / "config.json").read_text())
+    config = jsonio.loads_strict((demo_paths.base / "config.json").read_text())
     config["num_hidden_layers"] = 1
     path = write_gguf(state, config, tmp_path / "f32.gguf", qtype="F32")
-    with open_checkpoint(demo.base) as a, open_checkpoint(path) as b:
+    with open_checkpoint(demo_paths.base) as a, open_checkpoint(path) as b:
         report = DiffEngine(a, b, use_cache=False, device="cpu", spectral=False).run()
     assert {p.name for p in report.pairs} == set(state)
     qk = [p for p in report.pairs if p.a.kind in ("attn_q", "attn_k")]
@@ -140,8 +130,8 @@ def test_gguf_f32_round_trip_is_exact(tmp_path, demo):
             assert p.rel_change < 1e-7, p.name
 
 
-def test_checkpoint_against_itself(demo):
-    with open_checkpoint(demo.base) as a, open_checkpoint(demo.base) as b:
+def test_checkpoint_against_itself(demo_paths):
+    with open_checkpoint(demo_paths.base) as a, open_checkpoint(demo_paths.base) as b:
         report = DiffEngine(a, b, use_cache=False, device="cpu",
                             tensors="model.layers.1.*").run()
     assert len(report.pairs) == 9 and not report.only_in_a and not report.only_in_b

@@ -11,7 +11,6 @@ from safetensors.torch import save_file
 from wstui import jsonio
 from wstui.api import Scope
 from wstui.cli import main
-from wstui.demo import DemoPaths, build_demo
 from wstui.diff import CSV_COLUMNS
 
 
@@ -20,15 +19,10 @@ def cache_env(monkeypatch, tmp_path):
     monkeypatch.setenv("WSTUI_CACHE_DIR", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoPaths:
-    return build_demo(tmp_path_factory.mktemp("diff-cli-demo"))
-
-
-def test_demo_diff_tables_json_csv(demo, tmp_path, capsys):
+def test_demo_diff_tables_json_csv(demo_paths, tmp_path, capsys):
     out_json, out_csv = tmp_path / "d.json", tmp_path / "d.csv"
-    rc = main(["scan", str(demo.base), "--diff", str(demo.finetuned), "--json", str(out_json),
-               "--csv", str(out_csv), "--device", "cpu"])
+    rc = main(["scan", str(demo_paths.base), "--diff", str(demo_paths.finetuned),
+               "--json", str(out_json), "--csv", str(out_csv), "--device", "cpu"])
     assert rc == 0
     text = capsys.readouterr().out
     for heading in ("Most changed", "Per block", "Per kind", "Only in A", "Only in B"):
@@ -48,8 +42,8 @@ def test_demo_diff_tables_json_csv(demo, tmp_path, capsys):
         doc["pairs"][0]["metrics"]["compare"]["rel_change"])
 
     # Scope.compare_with is the same engine: the same numbers
-    with Scope(demo.base, device="cpu") as s:
-        report = s.compare_with(demo.finetuned)
+    with Scope(demo_paths.base, device="cpu") as s:
+        report = s.compare_with(demo_paths.finetuned)
     by_name = {p["name"]: p["metrics"]["compare"] for p in doc["pairs"]}
     assert [p.name for p in report.pairs] == [p["name"] for p in doc["pairs"]]
     for p in report.pairs:
@@ -66,22 +60,22 @@ def test_unrelated_architectures_exit_2_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "share no tensor name" in err
 
 
-def test_missing_b_is_bad_input(tmp_path, demo, capsys):
-    rc = main(["scan", str(demo.base), "--diff", str(tmp_path / "nope.safetensors")])
+def test_missing_b_is_bad_input(tmp_path, demo_paths, capsys):
+    rc = main(["scan", str(demo_paths.base), "--diff", str(tmp_path / "nope.safetensors")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_fail_on_warn_and_no_spectral(demo, capsys):
-    rc = main(["scan", str(demo.base), "--diff", str(demo.finetuned), "--methods", "stats",
-               "--fail-on", "warn", "--quiet", "--no-cache"])
+def test_fail_on_warn_and_no_spectral(demo_paths, capsys):
+    rc = main(["scan", str(demo_paths.base), "--diff", str(demo_paths.finetuned),
+               "--methods", "stats", "--fail-on", "warn", "--quiet", "--no-cache"])
     assert rc == 1
     assert capsys.readouterr().out == ""
 
 
-def test_tensors_glob_limits_both_sides(demo, tmp_path, capsys):
+def test_tensors_glob_limits_both_sides(demo_paths, tmp_path, capsys):
     out = tmp_path / "d.json"
-    rc = main(["scan", str(demo.base), "--diff", str(demo.finetuned), "--tensors",
+    rc = main(["scan", str(demo_paths.base), "--diff", str(demo_paths.finetuned), "--tensors",
                "model.layers.3.*", "--json", str(out), "--quiet", "--no-cache"])
     assert rc == 0
     doc = jsonio.loads_strict(out.read_text())
@@ -89,9 +83,9 @@ def test_tensors_glob_limits_both_sides(demo, tmp_path, capsys):
     assert doc["summary"]["by_block"][0]["block"] == 3
 
 
-def test_tables_fit_80_columns(demo, monkeypatch, capsys):
+def test_tables_fit_80_columns(demo_paths, monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "80")
-    rc = main(["scan", str(demo.base), "--diff", str(demo.finetuned), "--no-cache"])
+    rc = main(["scan", str(demo_paths.base), "--diff", str(demo_paths.finetuned), "--no-cache"])
     out = capsys.readouterr().out
     assert rc == 0 and "3.attn.o_proj" in out  # short names, not cut to "m…"
     assert max(len(line) for line in out.splitlines()) <= 80

@@ -185,18 +185,16 @@ def test_minilm_per_tensor_int8_flags_the_ffn_output(minilm_dir):
     assert layer["results"][0]["sqnr_db"] < 26.0
 
 
-def test_demo_outlier_column_is_rescued_by_finer_scales(tmp_path_factory):
+def test_demo_outlier_column_is_rescued_by_finer_scales(demo_paths, demo_manifest):
     """Per-tensor int8 loses the demo's outlier column; per-channel and group-wise scales bring
     it back above 26 dB, while on a clean matrix of the same shape they change little."""
     from wstui.checkpoint import open_checkpoint
-    from wstui.demo import build_demo
     from wstui.quant import run_study
 
-    paths = build_demo(tmp_path_factory.mktemp("demo"))
-    manifest = jsonio.loads_strict(paths.manifest.read_text())
-    outlier = next(d["tensor"] for d in manifest["defects"] if d["defect"] == "outlier_column")
-    planted = {d["tensor"] for d in manifest["defects"]}
-    with open_checkpoint(paths.base) as ckpt:
+    defects = demo_manifest["defects"]
+    outlier = next(d["tensor"] for d in defects if d["defect"] == "outlier_column")
+    planted = {d["tensor"] for d in defects}
+    with open_checkpoint(demo_paths.base) as ckpt:
         ref = ckpt.tensor(outlier)
         clean = next(t for t in ckpt.tensors if t.kind == ref.kind and t.name not in planted)
         doc = run_study(ckpt, bits=[8], granularity=["tensor", "channel", "group128"],
@@ -230,13 +228,10 @@ def test_scope_quant_study_equals_the_cli(tmp_path, monkeypatch):
     assert jsonio.strict(doc["summary"]) == cli["summary"]
 
 
-def test_quant_on_gguf_runs_on_dequantized_weights_and_says_so(tmp_path):
-    from wstui.demo import build_demo
-
-    paths = build_demo(tmp_path / "demo")
+def test_quant_on_gguf_runs_on_dequantized_weights_and_says_so(tmp_path, demo_paths):
     out = tmp_path / "q.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "wstui", "quant", str(paths.gguf), "--bits", "8",
+        [sys.executable, "-m", "wstui", "quant", str(demo_paths.gguf), "--bits", "8",
          "--granularity", "tensor", "--tensors", "*layers.0.self_attn*", "--no-cache",
          "--json", str(out)],
         capture_output=True, text=True, timeout=300,

@@ -194,14 +194,12 @@ _CODE_ANALYZER = {"dead_units": "sparsity", "int8_lossy": "quantization", "nonfi
 
 
 @pytest.mark.slow
-def test_scan_finds_every_planted_demo_defect(tmp_path):
-    demo = pytest.importorskip("wstui.demo")
+def test_scan_finds_every_planted_demo_defect(tmp_path, demo_paths, demo_manifest):
     import analyzers
 
-    paths = demo.build_demo(tmp_path / "demo")
-    manifest = jsonio.loads_strict(paths.manifest.read_text())
+    manifest = demo_manifest
     js = tmp_path / "demo.json"
-    r = wstui(tmp_path, "scan", str(paths.base), "--json", str(js), "--quiet", "--top-issues",
+    r = wstui(tmp_path, "scan", str(demo_paths.base), "--json", str(js), "--quiet", "--top-issues",
               "100", timeout=300)
     assert r.returncode == 0, r.stderr
     doc = jsonio.loads_strict(js.read_text())
