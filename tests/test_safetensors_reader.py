@@ -156,6 +156,22 @@ def test_duplicate_tensor_across_files(tmp_path: Path) -> None:
         open_checkpoint(tmp_path)
 
 
+def test_a_failed_open_closes_the_shards_already_open(tmp_path: Path, monkeypatch) -> None:
+    save_file({"a": torch.ones(2)}, tmp_path / "a.safetensors")
+    save_file({"a": torch.ones(2)}, tmp_path / "b.safetensors")
+    closed: list[Path] = []
+    real_close = SafetensorsReader.close
+
+    def close(self: SafetensorsReader) -> None:
+        closed.append(self.path)
+        real_close(self)
+
+    monkeypatch.setattr(SafetensorsReader, "close", close)
+    with pytest.raises(CheckpointError, match="also in"):
+        open_checkpoint(tmp_path)
+    assert sorted(p.name for p in closed) == ["a.safetensors", "b.safetensors"]
+
+
 def test_open_does_not_import_torch(tmp_path: Path) -> None:
     path = tmp_path / "m.safetensors"
     save_file({"w": torch.ones(4, 4, dtype=torch.bfloat16)}, path)

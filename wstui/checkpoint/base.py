@@ -6,9 +6,10 @@ Torch-free at import: `wstui ls` and the app's first paint list tensors without 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -143,3 +144,32 @@ class Checkpoint:
             "n_params": self.n_params,
             "dtypes": self.dtypes,
         }
+
+
+R = TypeVar("R")
+
+
+def open_shards(
+    files: list[Path], open_reader: Callable[[Path], R]
+) -> tuple[list[TensorRef], list[R]]:
+    """One reader per shard and all their refs, in file order. A tensor name in two shards is
+    an error; on any error the readers already opened are closed."""
+    refs: list[TensorRef] = []
+    readers: list[Any] = []
+    seen: dict[str, Path] = {}
+    try:
+        for path in files:
+            reader = open_reader(path)
+            readers.append(reader)
+            for ref in reader.refs():
+                if ref.name in seen:
+                    raise CheckpointError(
+                        path, f"tensor {ref.name!r} is also in {seen[ref.name].name}"
+                    )
+                seen[ref.name] = path
+                refs.append(ref)
+    except BaseException:
+        for r in readers:
+            r.close()
+        raise
+    return refs, readers

@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wstui.checkpoint.base import FLOAT_DTYPES, CheckpointError, TensorRef
+from wstui.checkpoint.base import FLOAT_DTYPES, CheckpointError, TensorRef, open_shards
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -242,20 +242,9 @@ class SafetensorsReader:
 
 def open_files(files: list[Path]) -> tuple[list[TensorRef], list[SafetensorsReader], dict]:
     """Open .safetensors files (one model, possibly sharded): refs, readers, metadata."""
-    refs: list[TensorRef] = []
-    readers: list[SafetensorsReader] = []
-    seen: dict[str, Path] = {}
+    refs, readers = open_shards(files, SafetensorsReader)
     metadata: dict[str, Any] = {}
-    for path in files:
-        reader = SafetensorsReader(path)
-        readers.append(reader)
-        for ref in reader.refs():
-            if ref.name in seen:
-                raise CheckpointError(
-                    path, f"tensor {ref.name!r} is also in {seen[ref.name].name}"
-                )
-            seen[ref.name] = path
-            refs.append(ref)
+    for reader in readers:
         for k, v in reader.metadata.items():
             metadata.setdefault(k, v)
     return refs, readers, {"safetensors_metadata": metadata} if metadata else {}

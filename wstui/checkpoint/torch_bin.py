@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wstui.checkpoint.base import CheckpointError, TensorRef
+from wstui.checkpoint.base import CheckpointError, TensorRef, open_shards
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -203,15 +203,5 @@ class TorchReader:
 
 def open_files(files: list[Path]) -> tuple[list[TensorRef], list[TorchReader], dict]:
     """Open PyTorch weight files (one model, possibly sharded): refs, readers, metadata."""
-    refs: list[TensorRef] = []
-    readers: list[TorchReader] = []
-    seen: dict[str, Path] = {}
-    for path in files:
-        reader = TorchReader(path)
-        readers.append(reader)
-        for ref in reader.refs():
-            if ref.name in seen:
-                raise CheckpointError(path, f"tensor {ref.name!r} is also in {seen[ref.name].name}")
-            seen[ref.name] = path
-            refs.append(ref)
+    refs, readers = open_shards(files, TorchReader)
     return refs, readers, {}
