@@ -5,6 +5,9 @@ Torch-free at import: `wstui ls` and the app's first paint list tensors without 
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +25,146 @@ class CheckpointError(Exception):
         self.path = str(path) if path is not None else None
         self.problem = " ".join(str(problem).split())  # always one line
         super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
+
+
+#: what `os.stat` calls a file that is not a regular one, for the one-line refusal
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def not_regular(mode: int) -> str | None:
+    """What a non-regular file is (None for a regular file): opening a FIFO blocks forever."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of a regular file, never blocking on a FIFO or a device.
+
+    O_NONBLOCK makes the open of a FIFO return at once; the fstat then refuses it (and anything
+    else that is not a regular file) before a byte is read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except PermissionError as exc:
+        raise CheckpointError(path, "permission denied (cannot read the file)") from exc
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot open: {exc.strerror or exc}") from exc
+    what = not_regular(os.fstat(fd).st_mode)
+    if what is not None:
+        os.close(fd)
+        raise CheckpointError(path, f"is {what}, not a regular weight file")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return fd
+
+
+def signature(fd: int) -> tuple[int, int]:
+    """(size, mtime_ns) of an open file: a reader compares it before each load."""
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns
+
+
+def check_unchanged(path: Path, fd: int, opened: tuple[int, int], name: str) -> None:
+    """Refuse to load from a file that changed since it was opened (its offsets may lie)."""
+    now = signature(fd)
+    if now[0] < opened[0]:
+        raise CheckpointError(
+            path, f"tensor {name}: file ends early, it shrank from {opened[0]} to {now[0]} "
+            "bytes since it was opened"
+        )
+    if now != opened:
+        raise CheckpointError(
+            path, f"tensor {name}: file changed since it was opened (size {opened[0]} -> "
+            f"{now[0]} bytes, new mtime); reopen it"
+        )
+
+
+def pread_into(fd: int, buf: memoryview, offset: int, path: Path, name: str) -> None:
+    """Fill `buf` from the file at `offset` with positional reads.
+
+    A read past the end of a file that shrank returns short, where touching a memory map's
+    page beyond it kills the process with SIGBUS: every reader loads tensor bytes this way.
+    Several reads, because Linux caps one at ~2 GiB.
+    """
+    done = 0
+    while done < len(buf):
+        try:
+            if hasattr(os, "preadv"):
+                n = os.preadv(fd, [buf[done:]], offset + done)
+            else:  # pragma: no cover - Windows has no positional read
+                chunk = os.pread(fd, len(buf) - done, offset + done)
+                buf[done : done + len(chunk)] = chunk
+                n = len(chunk)
+        except OSError as exc:
+            raise CheckpointError(
+                path, f"tensor {name}: read failed ({exc.strerror or exc})"
+            ) from exc
+        if n <= 0:
+            raise CheckpointError(
+                path, f"tensor {name}: file ends early (changed since it was opened?)"
+            )
+        done += n
+
+
+def parse_json(path: Path, raw: bytes | str, what: str) -> Any:
+    """JSON from a file, or a one-line error: bad syntax, huge integers and deep nesting
+    (ValueError, RecursionError) all say what was wrong instead of a traceback."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(path, f"{what} is not valid JSON (not UTF-8: {exc.reason})") from exc
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(path, f"{what} is not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise CheckpointError(path, f"{what} is not usable JSON (nested too deep)") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise CheckpointError(path, f"{what} is not usable JSON ({exc})") from exc
+
+
+def safe_name(name: str) -> str:
+    """A name as stored, with lone surrogates (not UTF-8, from JSON or pickle escapes) written
+    as `\\udXXX`: such a str cannot be printed, cached or written as UTF-8 anywhere later."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return name
+
+
+def fit_float(path: Path, name: str, t: torch.Tensor, dtype: torch.dtype) -> None:
+    """Refuse an F64 tensor whose finite values do not survive the cast to `dtype`.
+
+    1e300 becomes inf in float32 and would be reported as an Inf value; a tensor whose largest
+    magnitude is below float32's smallest normal (1e-300) would read as all zeros (dead units).
+    """
+    import torch
+
+    if t.dtype != torch.float64 or not dtype.is_floating_point or dtype == torch.float64:
+        return
+    if not t.numel():
+        return
+    info = torch.finfo(dtype)
+    a = t.abs()
+    amax = float(torch.where(torch.isfinite(a), a, torch.zeros((), dtype=a.dtype)).max())
+    if amax > info.max:
+        raise CheckpointError(
+            path, f"tensor {name}: F64 values up to {amax:.3g} do not fit {str(dtype)[6:]} "
+            f"(max {info.max:.3g}); not analyzed"
+        )
+    if 0 < amax < info.tiny:
+        raise CheckpointError(
+            path, f"tensor {name}: the largest F64 magnitude, {amax:.3g}, is below "
+            f"{str(dtype)[6:]}'s smallest normal ({info.tiny:.3g}); not analyzed"
+        )
 
 
 class TensorReader(Protocol):
@@ -117,6 +260,12 @@ class Checkpoint:
         for r in self.readers:
             r.close()
         self.readers.clear()
+
+    @property
+    def notes(self) -> list[str]:
+        """One-line notes on a checkpoint that opened anyway (index disagreements, an ignored
+        config.json, …); `metadata["notes"]` holds them, so JSON and the API see the same."""
+        return list(self.metadata.get("notes", []))
 
     def tensor(self, name: str) -> TensorRef:
         """By stored name or HF name."""

@@ -2,26 +2,36 @@
 
 Why not `gguf.GGUFReader` at open: it builds numpy views of every metadata array, so a
 tokenizer with 50k-150k strings costs seconds before the first tensor is listed. Here the
-file is memory-mapped and walked with `struct.unpack_from`; arrays are skipped (string arrays
-by hopping over their lengths), so only the pages holding the header are touched.
+header is read in growing chunks and walked with `struct.unpack_from`; arrays are skipped
+(string arrays by hopping over their lengths), so only the header's bytes are read.
 Dequantizing stays with the `gguf` package (`gguf.quants`), which knows every ggml type.
+
+Nothing is memory-mapped: a map's page beyond the end of a file that shrank (a download
+rewritten, a disk full) kills the process with SIGBUS, where a positional read returns short
+and becomes a one-line error for that tensor.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import re
 import struct
 import threading
-from contextlib import suppress
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wstui.checkpoint.base import CheckpointError, TensorRef
+from wstui.checkpoint.base import (
+    CheckpointError,
+    TensorRef,
+    check_unchanged,
+    fit_float,
+    open_regular,
+    pread_into,
+    signature,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -85,19 +95,38 @@ def _loadable(type_id: int) -> bool:
     return True
 
 
+#: the first read of a GGUF header; later reads double what was read
+_FIRST_READ = 1 << 20
+
+
 class _Walker:
-    """Cursor over the mapped bytes; raises _Truncated when a read runs past the end."""
+    """Cursor over a file's header, read in growing chunks as the walk needs them; raises
+    _Truncated when a read would run past the end (every offset is checked against the file
+    size before use, so a length near 2^64 never reaches `unpack_from`)."""
 
-    __slots__ = ("buf", "off", "size")
+    __slots__ = ("buf", "fd", "off", "size")
 
-    def __init__(self, buf: Any, size: int) -> None:
-        self.buf, self.off, self.size = buf, 0, size
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.buf, self.off, self.size = fd, bytearray(), 0, size
+
+    def need(self, end: int) -> None:
+        """Make sure bytes [0, end) are in the buffer."""
+        have = len(self.buf)
+        if end <= have:
+            return
+        if end > self.size:
+            raise _Truncated
+        want = min(self.size, max(end, 2 * have, _FIRST_READ))
+        while have < want:
+            chunk = os.pread(self.fd, min(want - have, 1 << 30), have)
+            if not chunk:  # the file shrank under us
+                raise _Truncated
+            self.buf += chunk
+            have += len(chunk)
 
     def unpack(self, st: struct.Struct) -> tuple:
-        try:
-            v = st.unpack_from(self.buf, self.off)
-        except struct.error:
-            raise _Truncated from None
+        self.need(self.off + st.size)
+        v = st.unpack_from(self.buf, self.off)
         self.off += st.size
         return v
 
@@ -110,24 +139,28 @@ class _Walker:
     def string(self) -> str:
         n = self.u64()
         end = self.off + n
-        if end > self.size:
-            raise _Truncated
+        self.need(end)
         s = bytes(self.buf[self.off:end]).decode("utf-8", errors="replace")
         self.off = end
         return s
 
     def skip_strings(self, count: int) -> None:
         """Hop over `count` length-prefixed strings without decoding them."""
-        buf, off, size = self.buf, self.off, self.size
+        buf, off, have = self.buf, self.off, len(self.buf)  # `need` grows buf in place
         unpack = _U64.unpack_from
-        try:
-            for _ in range(count):
-                off += 8 + unpack(buf, off)[0]
-        except struct.error:
-            raise _Truncated from None
-        if off > size:
+        for _ in range(count):
+            if off + 8 > have:  # also catches a huge length: need() checks the file size
+                self.need(off + 8)
+                have = len(buf)
+            off += 8 + unpack(buf, off)[0]
+        if off > self.size:
             raise _Truncated
         self.off = off
+
+    def skip(self, nbytes: int) -> None:
+        self.off += nbytes
+        if self.off > self.size:
+            raise _Truncated
 
     def value(self, vtype: int, key: str) -> Any:
         st = _SCALARS.get(vtype)
@@ -143,22 +176,31 @@ class _Walker:
         etype = self.u32()
         count = self.u64()
         st = _SCALARS.get(etype)
-        if st is not None:
-            if count <= SMALL_ARRAY and etype != 7:
-                vals = self.unpack(struct.Struct("<" + st.format[1] * count)) if count else ()
-                return list(vals)
-            self.off += st.size * count
-            if self.off > self.size:
-                raise _Truncated
-            return _SkippedArray(count)
-        if etype == _STRING:
-            self.skip_strings(count)
-            return _SkippedArray(count)
-        if etype == _ARRAY:
-            for _ in range(count):
-                self.array(key)
-            return _SkippedArray(count)
-        raise ValueError(f"metadata {key!r} is an array of unknown type {etype}")
+        if st is not None and count <= SMALL_ARRAY and etype != 7:
+            return list(self.unpack(struct.Struct("<" + st.format[1] * count)) if count else ())
+        self.skip_array(key, etype, count)
+        return _SkippedArray(count)
+
+    def skip_array(self, key: str, etype: int, count: int) -> None:
+        """Hop over an array; arrays of arrays with an explicit stack (a file can nest them
+        thousands deep, which recursion would not survive)."""
+        stack: list[int] = []
+        while True:
+            st = _SCALARS.get(etype)
+            if st is not None:
+                self.skip(st.size * count)
+            elif etype == _STRING:
+                self.skip_strings(count)
+            elif etype == _ARRAY:
+                stack.append(count)
+            else:
+                raise ValueError(f"metadata {key!r} is an array of unknown type {etype}")
+            while stack and stack[-1] == 0:
+                stack.pop()
+            if not stack:
+                return
+            stack[-1] -= 1
+            etype, count = self.u32(), self.u64()
 
 
 class _SkippedArray:
@@ -169,53 +211,66 @@ class _SkippedArray:
 
 
 class GGUFTensorReader:
-    """Loads tensors of one GGUF file through a read-only numpy memmap (opened lazily)."""
+    """Loads tensors of one GGUF file with positional reads of each tensor's own bytes."""
 
     def __init__(self, path: Path, infos: dict[str, tuple[int, int, tuple[int, ...]]],
-                 metadata: dict[str, Any]) -> None:
+                 metadata: dict[str, Any], sig: tuple[int, int] = (-1, -1)) -> None:
         self.path = path
         self._infos = infos  # name -> (absolute offset, ggml type id, ggml dims)
         self._meta = metadata
-        self._mm: np.memmap | None = None
+        self._sig = sig  # (size, mtime_ns) at open
+        self._fd: int | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
-    def _map(self) -> np.memmap:
-        with self._lock:
-            if self._mm is None:
-                try:
-                    self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
-                except OSError as e:
-                    raise CheckpointError(self.path, f"cannot map file: {e.strerror or e}") from e
-            return self._mm
+    def _file(self) -> int:
+        with self._lock:  # workers load from threads; open the file once
+            if self._closed:
+                raise CheckpointError(self.path, "reader is closed (checkpoint closed)")
+            if self._fd is None:
+                self._fd = open_regular(self.path)
+            return self._fd
 
     def close(self) -> None:
         with self._lock:
-            mm, self._mm = self._mm, None
-        if mm is not None and getattr(mm, "_mmap", None) is not None:
-            # a view still alive keeps the map open: leave that one to the GC
-            with suppress(BufferError, ValueError):
-                mm._mmap.close()
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def raw(self, ref: TensorRef) -> np.ndarray:
+        """The tensor's stored bytes, read into a fresh buffer."""
+        off = self._infos[ref.name][0]
+        buf = np.empty(ref.nbytes, dtype=np.uint8)
+        fd = self._file()
+        check_unchanged(self.path, fd, self._sig, ref.name)
+        pread_into(fd, memoryview(buf), off, self.path, ref.name)
+        return buf
 
     def array(self, ref: TensorRef) -> np.ndarray:
         """The tensor as a float32 numpy array in PyTorch order, dequantized."""
         import gguf
 
-        off, type_id, dims = self._infos[ref.name]
+        _, type_id, dims = self._infos[ref.name]
         qt, _ = _ggml_types()
         t = qt(type_id)
-        raw = self._map()[off:off + ref.nbytes]
+        raw = self.raw(ref)
         shape = tuple(reversed(dims))
         if t.name == "F32":
-            out = np.array(raw.view(np.float32))
+            out = raw.view(np.float32)
         elif t.name == "F64":
-            out = raw.view(np.float64).astype(np.float32)
+            import torch
+
+            f64 = raw.view(np.float64)
+            fit_float(self.path, ref.name, torch.from_numpy(f64), torch.float32)
+            out = f64.astype(np.float32)
         elif t.name == "F16":
             out = raw.view(np.float16).astype(np.float32)
         else:
             rows = 1
             for d in dims[1:]:
                 rows *= d
-            out = gguf.quants.dequantize(np.asarray(raw).reshape(rows, -1), t)
+            out = gguf.quants.dequantize(raw.reshape(rows, -1), t)
         return out.reshape(shape)
 
     def load(self, ref: TensorRef, *, device: str = "cpu", dtype: torch.dtype | None = None,
@@ -263,32 +318,32 @@ def to_hf_layout(name: str, arr: np.ndarray, meta: dict[str, Any]) -> np.ndarray
 
 
 def _parse(path: Path) -> tuple[dict[str, Any], list[tuple[str, int, tuple[int, ...], int]],
-                                int, int]:
-    """(metadata, [(name, type id, ggml dims, relative offset)], data start, file size)."""
+                                int, tuple[int, int]]:
+    """(metadata, [(name, type id, ggml dims, relative offset)], data start, (size, mtime))."""
+    if path.is_dir():
+        raise CheckpointError(path, "is a directory, expected a .gguf file")
+    fd = open_regular(path)
     try:
-        size = os.path.getsize(path)
-        f = open(path, "rb")  # noqa: SIM115 - closed below, after the mmap
-    except IsADirectoryError:
-        raise CheckpointError(path, "is a directory, expected a .gguf file") from None
-    except PermissionError:
-        raise CheckpointError(path, "permission denied") from None
-    except OSError as e:
-        raise CheckpointError(path, f"cannot open: {e.strerror or e}") from None
-    with f:
+        sig = signature(fd)
+        size = sig[0]
         if size < _HEADER.size:
-            if f.read(4) not in (MAGIC[:size], MAGIC):
+            if os.pread(fd, 4, 0) not in (MAGIC[:size], MAGIC):
                 raise CheckpointError(path, "not a GGUF file (bad magic)")
             raise CheckpointError(path, f"truncated GGUF: {size} bytes, header needs 24")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            try:
-                return _parse_buffer(path, mm, size)
-            except _Truncated:
-                raise CheckpointError(path, "truncated GGUF: metadata runs past the end of "
-                                            f"the file ({size} bytes)") from None
+        try:
+            meta, infos, start = _parse_header(path, _Walker(fd, size))
+        except _Truncated:
+            raise CheckpointError(path, "truncated GGUF: metadata runs past the end of "
+                                        f"the file ({size} bytes)") from None
+        except OSError as e:
+            raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    return meta, infos, start, sig
 
 
-def _parse_buffer(path: Path, buf: Any, size: int):
-    w = _Walker(buf, size)
+def _parse_header(path: Path, w: _Walker):
+    size = w.size
     magic, version, n_tensors, n_kv = w.unpack(_HEADER)
     if magic != MAGIC:
         raise CheckpointError(path, f"not a GGUF file (bad magic {magic!r})")
@@ -321,6 +376,8 @@ def _parse_buffer(path: Path, buf: Any, size: int):
         if n_dims > MAX_DIMS:
             raise CheckpointError(path, f"tensor {name}: {n_dims} dims (ggml allows {MAX_DIMS})")
         dims = w.unpack(struct.Struct("<" + "Q" * n_dims)) if n_dims else ()
+        if any(d >= 2**63 for d in dims):
+            raise CheckpointError(path, f"tensor {name}: bad dims {list(dims)}")
         type_id = w.u32()
         rel = w.u64()
         infos.append((name, type_id, tuple(int(d) for d in dims), rel))
@@ -328,7 +385,7 @@ def _parse_buffer(path: Path, buf: Any, size: int):
     if not isinstance(align, int) or align <= 0:
         raise CheckpointError(path, f"bad general.alignment {align!r}")
     start = -(-w.off // align) * align
-    return meta, infos, start, size
+    return meta, infos, start
 
 
 def _tensor_nbytes(dims: tuple[int, ...], type_id: int) -> int | None:
@@ -348,13 +405,16 @@ def _tensor_nbytes(dims: tuple[int, ...], type_id: int) -> int | None:
 def _open_one(path: Path) -> tuple[list[TensorRef], GGUFTensorReader, dict[str, Any]]:
     from wstui.checkpoint.gguf_names import gguf_to_hf
 
-    meta, infos, start, size = _parse(path)
+    meta, infos, start, sig = _parse(path)
+    size = sig[0]
     qt, _ = _ggml_types()
     arch = str(meta.get("general.architecture", "llama"))
     ends = [*sorted({rel for _, _, _, rel in infos}), size - start]
     refs: list[TensorRef] = []
     table: dict[str, tuple[int, int, tuple[int, ...]]] = {}
     for name, type_id, dims, rel in infos:
+        if name in table:  # llama.cpp refuses these too: one name, two tensors' data
+            raise CheckpointError(path, f"tensor {name!r} appears twice in the tensor infos")
         shape = tuple(reversed(dims))
         try:
             nbytes = _tensor_nbytes(dims, type_id)
@@ -380,7 +440,7 @@ def _open_one(path: Path) -> tuple[list[TensorRef], GGUFTensorReader, dict[str, 
         refs.append(TensorRef(name=name, shape=shape, dtype=dtype, nbytes=nbytes, file=path,
                               hf_name=gguf_to_hf(name, arch), analyzable=analyzable,
                               note=note))
-    reader = GGUFTensorReader(path, table, meta)
+    reader = GGUFTensorReader(path, table, meta, sig)
     for r in refs:
         r.reader = reader
     return refs, reader, meta
@@ -397,15 +457,22 @@ def open_files(files: list[Path]) -> tuple[list[TensorRef], list[GGUFTensorReade
     refs: list[TensorRef] = []
     readers: list[GGUFTensorReader] = []
     meta: dict[str, Any] = {}
+    seen: dict[str, Path] = {}
     try:
         for i, f in enumerate(files):
             r, reader, m = _open_one(Path(f))
+            readers.append(reader)
             if i == 0:
                 meta = m
             else:  # shards share the first file's metadata (arch, head counts) for hf_layout
                 reader._meta = meta
+            for ref in r:
+                if ref.name in seen:
+                    raise CheckpointError(
+                        f, f"tensor {ref.name!r} is also in {seen[ref.name].name}"
+                    )
+                seen[ref.name] = Path(f)
             refs.extend(r)
-            readers.append(reader)
     except BaseException:
         for reader in readers:
             reader.close()

@@ -7,13 +7,19 @@ be in the local Hugging Face cache.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from wstui.checkpoint.base import Checkpoint, CheckpointError
+from wstui.checkpoint.base import (
+    Checkpoint,
+    CheckpointError,
+    not_regular,
+    open_regular,
+    parse_json,
+    safe_name,
+)
 
 #: file extension -> format
 EXTENSIONS = {
@@ -53,8 +59,8 @@ def resolve_repo_id(repo_id: str) -> Path:
     ref = repo / "refs" / "main"
     if ref.is_file():
         try:
-            rev = ref.read_text().strip()
-        except OSError:
+            rev = ref.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):  # unreadable or not text: newest snapshot
             rev = ""
         if rev and (snapshots / rev).is_dir():
             return snapshots / rev
@@ -69,19 +75,19 @@ def resolve_repo_id(repo_id: str) -> Path:
 
 
 def _check_file(path: Path) -> None:
-    """A readable regular file, or a one-line error saying what it is instead."""
+    """A readable regular file, or a one-line error saying what it is instead.
+
+    Never opens a FIFO, device or socket (a FIFO's open blocks until a writer comes).
+    """
     if path.is_dir():
         raise CheckpointError(path, "is a directory where a weight file is expected")
     if not path.exists():
         what = "broken link" if path.is_symlink() else "does not exist"
         raise CheckpointError(path, what)
-    try:
-        with open(path, "rb"):
-            pass
-    except PermissionError as exc:
-        raise CheckpointError(path, "permission denied (cannot read the file)") from exc
-    except OSError as exc:
-        raise CheckpointError(path, f"cannot open: {exc.strerror or exc}") from exc
+    what = not_regular(path.stat().st_mode)
+    if what is not None:
+        raise CheckpointError(path, f"is {what}, not a regular weight file")
+    os.close(open_regular(path))
 
 
 def _format_of(path: Path) -> str:
@@ -98,14 +104,31 @@ def _format_of(path: Path) -> str:
 def index_weight_map(index: Path) -> dict[str, str]:
     """tensor name -> shard file name of a `*.index.json`."""
     _check_file(index)
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(index, f"index is not valid JSON ({exc})") from exc
+    data = parse_json(index, index.read_bytes(), "index")
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(index, "index has no weight_map")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise CheckpointError(
+                index, f"index maps tensor {safe_name(name)!r} to a {type(shard).__name__}, "
+                "not a shard file name"
+            )
     return weight_map
+
+
+def _shard_path(index: Path, shard: str) -> Path:
+    """The shard file an index names, which must lie in the index's folder (or below it): an
+    index that names `/etc/x` or `../x` is refused, not followed."""
+    if not shard.strip() or "\x00" in shard:
+        raise CheckpointError(index, f"index names a bad shard file name {safe_name(shard)!r}")
+    pure = PurePosixPath(shard)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise CheckpointError(
+            index, f"index names shard {safe_name(shard)!r} outside the checkpoint folder; "
+            "refused"
+        )
+    return index.parent / shard
 
 
 def read_index(index: Path) -> list[Path]:
@@ -113,9 +136,7 @@ def read_index(index: Path) -> list[Path]:
     weight_map = index_weight_map(index)
     shards: list[Path] = []
     for shard in dict.fromkeys(weight_map.values()):
-        if not isinstance(shard, str):
-            raise CheckpointError(index, f"index names a shard that is not a string: {shard!r}")
-        path = index.parent / shard
+        path = _shard_path(index, shard)
         if path.is_dir():
             raise CheckpointError(path, "is a directory where a shard file is expected")
         if path.is_symlink() and not path.exists():
@@ -172,12 +193,19 @@ def _weights_in_folder(folder: Path, meta: dict[str, Any]) -> list[Path]:
 def _read_config(folder: Path, notes: list[str]) -> dict[str, Any] | None:
     """config.json beside the weights; a broken one is noted and ignored, never fatal."""
     path = folder / "config.json"
-    if not path.is_file():
+    if not path.exists():
+        return None
+    what = not_regular(path.stat().st_mode)
+    if what is not None:
+        notes.append(f"{path}: ignored, it is {what}")
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        notes.append(f"{path}: ignored, not valid JSON ({exc})")
+        data = parse_json(path, path.read_bytes(), "config.json")
+    except OSError as exc:
+        notes.append(f"{path}: ignored, cannot read it ({exc.strerror or exc})")
+        return None
+    except CheckpointError as exc:
+        notes.append(f"{path}: ignored, {exc.problem.removeprefix('config.json ')}")
         return None
     if not isinstance(data, dict):
         notes.append(f"{path}: ignored, not a JSON object")
@@ -196,7 +224,9 @@ def _index_disagreements(index: Path, refs: list) -> list[str]:
     for what, names in (("in no shard", missing), ("in another shard", moved),
                         ("not in the index", extra)):
         if names:
-            notes.append(f"{index}: {len(names)} tensor(s) {what}, e.g. {names[0]}")
+            notes.append(
+                f"{index}: {len(names)} tensor(s) {what}, e.g. {safe_name(names[0])}"
+            )
     return notes
 
 
@@ -238,7 +268,20 @@ def locate(path: str | Path) -> tuple[Path, list[Path], Path, dict[str, Any]]:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-    """Open a file, folder, sharded index or cached repo id; reads headers only."""
+    """Open a file, folder, sharded index or cached repo id; reads headers only.
+
+    An OS error on the way (a folder that cannot be listed, a name too long) is one line.
+    """
+    try:
+        return _open_checkpoint(path)
+    except OSError as exc:
+        where = exc.filename if isinstance(exc.filename, str) else str(path)
+        what = "permission denied" if isinstance(exc, PermissionError) else (
+            exc.strerror or str(exc))
+        raise CheckpointError(where, f"{what} (cannot reach the checkpoint)") from exc
+
+
+def _open_checkpoint(path: str | Path) -> Checkpoint:
     root, files, config_dir, meta = locate(path)
     formats = {_format_of(f) for f in files}
     if len(formats) > 1:

@@ -15,14 +15,25 @@ scan). A loaded tensor never aliases the file, so in-place edits are safe.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import struct
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wstui.checkpoint.base import FLOAT_DTYPES, CheckpointError, TensorRef, open_shards
+from wstui.checkpoint.base import (
+    FLOAT_DTYPES,
+    CheckpointError,
+    TensorRef,
+    check_unchanged,
+    fit_float,
+    open_regular,
+    open_shards,
+    parse_json,
+    pread_into,
+    safe_name,
+    signature,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -61,6 +72,8 @@ def _note_for(dtype: str) -> str | None:
         return None
     if dtype in ("BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64"):
         return f"integer/bool tensor ({dtype}): listed, not analyzed"
+    if dtype in ("C64", "C128"):
+        return f"complex tensor ({dtype}): listed, not analyzed"
     if dtype == "F8_E8M0":
         return "F8_E8M0 holds exponent-only scales: listed, not analyzed"
     if dtype in DTYPES:
@@ -70,37 +83,42 @@ def _note_for(dtype: str) -> str | None:
 
 def read_header(path: Path) -> tuple[dict[str, Any], int, int]:
     """(header dict, start of the data section, data section size); validates the framing."""
+    header, start, data_size, _ = _read_header(path)
+    return header, start, data_size
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int, int, tuple[int, int]]:
+    """`read_header` plus the file's (size, mtime_ns) when it was read."""
+    if path.is_dir():
+        raise CheckpointError(path, "is a directory, expected a .safetensors file")
+    fd = open_regular(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise CheckpointError(
-                    path, f"too short for a safetensors file ({size} bytes; truncated?)"
-                )
-            (hlen,) = struct.unpack("<Q", head)
-            if hlen > size - 8:
-                raise CheckpointError(
-                    path,
-                    f"header length {hlen} is larger than the file ({size} bytes); "
-                    "truncated or not a safetensors file",
-                )
-            if hlen > MAX_HEADER:
-                raise CheckpointError(path, f"header length {hlen} is implausibly large")
-            raw = f.read(hlen)
-    except PermissionError as exc:
-        raise CheckpointError(path, "permission denied (cannot read the file)") from exc
-    except IsADirectoryError as exc:
-        raise CheckpointError(path, "is a directory, expected a .safetensors file") from exc
+        sig = signature(fd)
+        size = sig[0]
+        head = os.pread(fd, 8, 0)
+        if len(head) < 8:
+            raise CheckpointError(
+                path, f"too short for a safetensors file ({size} bytes; truncated?)"
+            )
+        (hlen,) = struct.unpack("<Q", head)
+        if hlen > size - 8:
+            raise CheckpointError(
+                path,
+                f"header length {hlen} is larger than the file ({size} bytes); "
+                "truncated or not a safetensors file",
+            )
+        if hlen > MAX_HEADER:
+            raise CheckpointError(path, f"header length {hlen} is implausibly large")
+        raw = bytearray(hlen)
+        pread_into(fd, memoryview(raw), 8, path, "(header)")
     except OSError as exc:
         raise CheckpointError(path, f"cannot read: {exc.strerror or exc}") from exc
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(path, f"header is not valid JSON ({exc})") from exc
+    finally:
+        os.close(fd)
+    header = parse_json(path, bytes(raw), "header")
     if not isinstance(header, dict):
         raise CheckpointError(path, "header is not a JSON object")
-    return header, 8 + hlen, size - 8 - hlen
+    return header, 8 + hlen, size - 8 - hlen, sig
 
 
 def _parse_entry(path: Path, name: str, entry: Any, data_size: int) -> tuple[str, tuple, int, int]:
@@ -111,7 +129,7 @@ def _parse_entry(path: Path, name: str, entry: Any, data_size: int) -> tuple[str
     if not isinstance(dtype, str):
         raise CheckpointError(path, f"tensor {name!r} has no dtype")
     if not isinstance(shape, list) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+        isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in shape
     ):
         raise CheckpointError(path, f"tensor {name!r} has a bad shape {shape!r}")
     if (
@@ -146,13 +164,15 @@ class SafetensorsReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        header, self.data_start, self.data_size = read_header(path)
+        header, self.data_start, self.data_size, self._sig = _read_header(path)
         meta = header.pop("__metadata__", None)
         self.metadata: dict[str, Any] = meta if isinstance(meta, dict) else {}
-        self.entries: dict[str, tuple[str, tuple, int, int]] = {
-            name: _parse_entry(path, name, entry, self.data_size)
-            for name, entry in header.items()
-        }
+        self.entries: dict[str, tuple[str, tuple, int, int]] = {}
+        for raw_name, entry in header.items():
+            name = safe_name(raw_name)
+            if name in self.entries:  # only after escaping: JSON keys are unique otherwise
+                raise CheckpointError(path, f"two tensors are named {name!r}")
+            self.entries[name] = _parse_entry(path, name, entry, self.data_size)
         spans = sorted(
             ((b, e, n) for n, (_, _, b, e) in self.entries.items() if e > b),
         )
@@ -183,29 +203,14 @@ class SafetensorsReader:
             if self._closed:
                 raise CheckpointError(self.path, "reader is closed (checkpoint closed)")
             if self._fd is None:
-                try:
-                    self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-                except OSError as exc:
-                    raise CheckpointError(self.path, f"cannot open: {exc.strerror or exc}") from exc
+                self._fd = open_regular(self.path)
             return self._fd
 
     def _read_into(self, buf: memoryview, offset: int, name: str) -> None:
-        """Fill `buf` from the file at `offset` (several reads: Linux caps one at ~2 GiB)."""
-        fd, done = self._file(), 0
-        while done < len(buf):
-            if hasattr(os, "preadv"):
-                n = os.preadv(fd, [buf[done:]], offset + done)
-            else:  # pragma: no cover - Windows has no positional read
-                with self._lock:
-                    os.lseek(fd, offset + done, os.SEEK_SET)
-                    chunk = os.read(fd, len(buf) - done)
-                buf[done : done + len(chunk)] = chunk
-                n = len(chunk)
-            if n <= 0:
-                raise CheckpointError(
-                    self.path, f"tensor {name}: file ends early (changed since it was opened?)"
-                )
-            done += n
+        """Fill `buf` from the file at `offset`, if the file is still the one opened."""
+        fd = self._file()
+        check_unchanged(self.path, fd, self._sig, name)
+        pread_into(fd, buf, offset, self.path, name)
 
     def stored(self, ref: TensorRef) -> torch.Tensor:
         """The tensor in its storage dtype, read from disk into a fresh buffer."""
@@ -230,6 +235,8 @@ class SafetensorsReader:
         crosses the bus at half the size of its float32 copy.
         """
         t = self.stored(ref)
+        if dtype is not None:
+            fit_float(self.path, ref.name, t, dtype)
         return t.to(device=device).to(dtype or t.dtype)
 
     def close(self) -> None:
