@@ -221,7 +221,7 @@ def build_corpus(root: Path) -> dict[str, Case]:
     case("bin_truncated", p, None, "truncated or corrupt")
     p = root / "garbage.pt"
     p.write_bytes(b"this is not a pickle at all " * 8)
-    case("bin_garbage", p, None, "not a readable PyTorch checkpoint")
+    case("bin_garbage", p, None, "not a PyTorch checkpoint", "neither a zip archive nor a pickle")
     p = root / "list.pt"
     torch.save([torch.ones(2)], p)
     case("bin_not_a_state_dict", p, None, "holds a list")

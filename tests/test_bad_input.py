@@ -32,14 +32,20 @@ def deny_unreadable(monkeypatch: pytest.MonkeyPatch, corpus: dict[str, Case]) ->
     if not _ROOT_USER:
         return
     denied = str(corpus["no_read_permission"].names)
-    real_open = builtins.open
+    real_open, real_os_open = builtins.open, os.open
 
     def guarded(file, *args, **kwargs):  # type: ignore[no-untyped-def]
         if str(file) == denied:
             raise PermissionError(13, "Permission denied", denied)
         return real_open(file, *args, **kwargs)
 
+    def guarded_os(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(file) == denied:
+            raise PermissionError(13, "Permission denied", denied)
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", guarded)
+    monkeypatch.setattr(os, "open", guarded_os)
 
 
 def test_corpus_builds_every_named_case(corpus: dict[str, Case]) -> None:
