@@ -62,7 +62,7 @@ PERMUTED_ARCHS = frozenset(
 NORM_PLUS_ONE_ARCHS = frozenset({"gemma", "gemma2", "gemma3"})
 #: gpt2 stores Conv1D (in x out) matrices; the converter transposes them to (out x in)
 _GPT2_TRANSPOSED = re.compile(r"^blk\.\d+\.(attn_qkv|attn_output|ffn_up|ffn_down)\.weight$")
-_QK = re.compile(r"^blk\.(\d+)\.attn_(q|k)\.(weight|bias)$")
+_QK = re.compile(r"^blk\.(\d{1,18})\.attn_(q|k)\.(weight|bias)$")
 _INT_TYPES = frozenset({"I8", "I16", "I32", "I64"})
 
 
@@ -291,7 +291,8 @@ def _head_count(meta: dict[str, Any], arch: str, key: str, block: int) -> int | 
     v = meta.get(f"{arch}.attention.{key}")
     if isinstance(v, list):
         v = v[block] if block < len(v) else None
-    return int(v) if v else None
+    # a hostile file can put a string, a float or a bool here: only a positive int counts
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def to_hf_layout(name: str, arr: np.ndarray, meta: dict[str, Any]) -> np.ndarray:

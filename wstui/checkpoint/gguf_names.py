@@ -15,8 +15,8 @@ import threading
 from functools import lru_cache
 
 _SUFFIXES = (".weight", ".bias")
-_BLOCK = re.compile(r"\.(\d+)\.")
-_GGUF_BLOCK = re.compile(r"^blk\.(\d+)\.")
+_BLOCK = re.compile(r"\.(\d{1,18})\.")
+_GGUF_BLOCK = re.compile(r"^blk\.(\d{1,18})\.")
 
 # Prefixes (in order of preference) of the names transformers' `save_pretrained` writes.
 _LLAMA_STYLE = ("model.layers.{bid}.", "model.embed_tokens", "model.norm", "lm_head")

@@ -41,10 +41,10 @@ BLOCK_GROUPS: tuple[str, ...] = ("attention", "mlp", "norms", "other")
 #: containers whose `.N.` child is a transformer block (leftmost match wins: T5's
 #: `block.0.layer.1` is block 0)
 _BLOCK_RE = re.compile(
-    r"(?:^|\.)(layers|layer|h|block|blocks|blk|transformer_blocks)\.(\d+)(?=\.|$)"
+    r"(?:^|\.)(layers|layer|h|block|blocks|blk|transformer_blocks)\.(\d{1,18})(?=\.|$)"
 )
 _NUM_RE = re.compile(r"\.\d+(?=\.|$)")
-_EXPERT_RE = re.compile(r"(?:^|\.)experts\.(\d+)(?=\.|$)")
+_EXPERT_RE = re.compile(r"(?:^|\.)experts\.(\d{1,18})(?=\.|$)")
 
 #: wrappers dropped before matching (repeatedly, from the left)
 _WRAPPERS = ("model", "transformer", "gpt_neox", "bert", "roberta", "module", "_orig_mod",

@@ -210,6 +210,12 @@ def _read_config(folder: Path, notes: list[str]) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         notes.append(f"{path}: ignored, not a JSON object")
         return None
+    archs = data.get("architectures")
+    if archs is not None and not (
+        isinstance(archs, list) and all(isinstance(a, str) for a in archs)
+    ):
+        notes.append(f"{path}: architectures ignored, not a list of names")
+        del data["architectures"]
     return data
 
 
