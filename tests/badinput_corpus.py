@@ -9,9 +9,13 @@ weights-only unpickler (which refuses them).
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import socket
 import struct
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +49,26 @@ CASE_NAMES = (
     "bin_zip_pickle_imports_code", "bin_truncated", "bin_garbage", "bin_not_a_state_dict",
     "bin_torchscript_archive",
     "gguf_bad_magic", "gguf_truncated", "gguf_truncated_in_header",
+    # issue 13: non-regular files (a FIFO's open blocked forever)
+    "fifo_as_weight_file", "fifo_in_folder", "fifo_named_by_index", "fifo_as_index",
+    "fifo_bin", "fifo_gguf", "socket_in_folder", "char_device_as_weight_file",
+    # issue 13: metadata that raised ValueError, RecursionError, TypeError, OverflowError
+    "st_header_huge_int", "st_header_deep_nesting", "index_huge_int", "index_deep_nesting",
+    "index_weight_map_list", "index_weight_map_dict", "gguf_string_length_near_2_63",
+    "gguf_key_length_near_2_63", "gguf_array_count_near_2_63", "gguf_nested_arrays_truncated",
+    "name_too_long", "repo_id_too_long", "unreadable_folder", "execute_only_folder",
+    "unsearchable_folder",
+    # issue 13: results that were silently wrong
+    "gguf_duplicate_name", "gguf_duplicate_across_shards", "index_shard_absolute",
+    "index_shard_dotdot",
+    # issue 13: a non-pickle .bin was called an unsafe pickle
+    "bin_empty", "bin_is_gguf", "bin_is_safetensors", "bin_zip_not_torch", "bin_plain_pickle",
+    "bin_legacy_truncated",
 )
+
+#: cases that are refused for what the file is, not for what it would run: never "unsafe"
+NOT_UNSAFE = ("bin_truncated", "bin_garbage", "bin_empty", "bin_is_gguf", "bin_is_safetensors",
+              "bin_zip_not_torch", "bin_plain_pickle", "bin_legacy_truncated")
 
 
 @dataclass
@@ -56,6 +79,8 @@ class Case:
     names: Path
     words: tuple[str, ...] = ()
     cli: bool = False  # also checked through `python -m wstui ls`
+    #: "env": variables to set; "deny_list": folders that cannot be listed; "deny_stat":
+    #: folders whose entries cannot be reached (root ignores chmod: the test simulates these)
     extra: dict = field(default_factory=dict)
 
 
@@ -79,6 +104,23 @@ def _gguf(path: Path) -> Path:
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def gguf_raw(kv: bytes = b"", n_kv: int = 0, tensors: bytes = b"", n_tensors: int = 0,
+             tail: bytes = b"") -> bytes:
+    """A GGUF v3 file from raw metadata and tensor-info bytes (for what GGUFWriter refuses)."""
+    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + kv + tensors + tail
+
+
+def gguf_str(text: str | bytes, length: int | None = None) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return struct.pack("<Q", len(raw) if length is None else length) + raw
+
+
+def gguf_nested_arrays(depth: int) -> bytes:
+    """One KV value: an array of one array of one array ... of an empty u8 array."""
+    one = struct.pack("<IQ", 9, 1)  # element type ARRAY, count 1
+    return one * depth + struct.pack("<IQ", 0, 0)
 
 
 def _set_ggml_type(data: bytearray, name: bytes, ggml_type: int) -> None:
@@ -247,4 +289,128 @@ def build_corpus(root: Path) -> dict[str, Case]:
     unknown = bytearray(data)
     _set_ggml_type(unknown, b"blk.0.attn_k.weight", 99)
     (root / "unknown_type.gguf").write_bytes(bytes(unknown))  # opens: see the test
+
+    _issue13_cases(root, case, cases, good_bytes, good_bin, data)
     return cases
+
+
+def _issue13_cases(root: Path, case: Callable[..., None], cases: dict[str, Case],
+                   good_st: bytes, good_bin: Path, good_gguf: bytes) -> None:
+    """The hostile inputs of issue 13 that must be refused with one line at open."""
+    # --- not regular files: opening a FIFO blocks until a writer comes
+    os.mkfifo(root / "pipe.safetensors")
+    case("fifo_as_weight_file", root / "pipe.safetensors", None, "FIFO", "not a regular")
+    (root / "fifo_folder").mkdir()
+    os.mkfifo(root / "fifo_folder" / "model.safetensors")
+    case("fifo_in_folder", root / "fifo_folder", root / "fifo_folder" / "model.safetensors",
+         "FIFO")
+    (root / "fifo_index").mkdir()
+    os.mkfifo(root / "fifo_index" / "model-00001-of-00001.safetensors")
+    (root / "fifo_index" / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "model-00001-of-00001.safetensors"}}))
+    case("fifo_named_by_index", root / "fifo_index",
+         root / "fifo_index" / "model-00001-of-00001.safetensors", "FIFO")
+    (root / "fifo_index_json").mkdir()
+    os.mkfifo(root / "fifo_index_json" / "model.safetensors.index.json")
+    case("fifo_as_index", root / "fifo_index_json",
+         root / "fifo_index_json" / "model.safetensors.index.json", "FIFO")
+    os.mkfifo(root / "pipe.bin")
+    case("fifo_bin", root / "pipe.bin", None, "FIFO")
+    os.mkfifo(root / "pipe.gguf")
+    case("fifo_gguf", root / "pipe.gguf", None, "FIFO")
+    (root / "sock").mkdir()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(root / "sock" / "model.safetensors"))
+    case("socket_in_folder", root / "sock", root / "sock" / "model.safetensors", "socket")
+    (root / "devnull").mkdir()
+    (root / "devnull" / "model.safetensors").symlink_to("/dev/null")
+    case("char_device_as_weight_file", root / "devnull",
+         root / "devnull" / "model.safetensors", "character device")
+
+    # --- metadata: huge integers and deep nesting in JSON
+    huge = b'{"a": {"dtype": "F32", "shape": [' + b"7" * 5000 + b'], "data_offsets": [0, 16]}}'
+    case("st_header_huge_int", _st_header(root / "huge_int.safetensors", huge, bytes(16)),
+         None, "header", "not usable JSON", "digits")
+    deep = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    case("st_header_deep_nesting", _st_header(root / "deep.safetensors", deep), None,
+         "header", "nested too deep")
+    for name, body, words in (
+        ("index_huge_int", b'{"metadata": {"total_size": ' + b"9" * 5000 + b'}, "weight_map": {}}',
+         ("index", "not usable JSON", "digits")),
+        ("index_deep_nesting", b'{"metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+         ("index", "nested too deep")),
+        ("index_weight_map_list", json.dumps({"weight_map": {"a": ["x.safetensors"]}}).encode(),
+         ("'a'", "list", "not a shard file name")),
+        ("index_weight_map_dict", json.dumps({"weight_map": {"a": {"f": 1}}}).encode(),
+         ("'a'", "dict", "not a shard file name")),
+    ):
+        (root / name).mkdir()
+        (root / name / "model.safetensors.index.json").write_bytes(body)
+        case(name, root / name, root / name / "model.safetensors.index.json", *words)
+
+    # --- GGUF lengths near 2^63 and nested arrays (OverflowError, RecursionError)
+    p = root / "strlen.gguf"
+    p.write_bytes(gguf_raw(gguf_str("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2)
+                           + gguf_str(b"abc", length=2**63 - 5) + gguf_str("b"), n_kv=1))
+    case("gguf_string_length_near_2_63", p, None, "truncated GGUF")
+    p = root / "keylen.gguf"
+    p.write_bytes(gguf_raw(gguf_str(b"key", length=2**63 + 7), n_kv=1))
+    case("gguf_key_length_near_2_63", p, None, "truncated GGUF")
+    p = root / "count.gguf"
+    p.write_bytes(gguf_raw(gguf_str("x") + struct.pack("<IIQ", 9, 4, 2**63 - 1), n_kv=1))
+    case("gguf_array_count_near_2_63", p, None, "truncated GGUF")
+    p = root / "nested_truncated.gguf"
+    p.write_bytes(gguf_raw(gguf_str("x") + struct.pack("<I", 9)
+                           + gguf_nested_arrays(5000)[:-30], n_kv=1))
+    case("gguf_nested_arrays_truncated", p, None, "truncated GGUF")
+
+    # --- paths too long, folders that cannot be listed or entered
+    case("name_too_long", root / ("x" * 300 + ".safetensors"), None, "too long")
+    (root / "hub").mkdir()
+    cases_repo = "org/" + "r" * 300
+    case("repo_id_too_long", cases_repo, Path("org--" + "r" * 300), "too long")
+    cases["repo_id_too_long"].extra = {"env": {"HF_HUB_CACHE": str(root / "hub")}}
+    for name, mode, key in (("unreadable_folder", 0o300, "deny_list"),
+                            ("execute_only_folder", 0o100, "deny_list"),
+                            ("unsearchable_folder", 0o600, "deny_stat")):
+        folder = root / name
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(good_st)
+        folder.chmod(mode)
+        case(name, folder, None, "permission denied")
+        cases[name].extra = {key: [str(folder)]}
+
+    # --- silently wrong: duplicate GGUF names, shards outside the folder
+    dup = good_gguf.replace(b"blk.0.attn_k.weight", b"blk.0.attn_q.weight")
+    (root / "dup.gguf").write_bytes(dup)
+    case("gguf_duplicate_name", root / "dup.gguf", None, "blk.0.attn_q.weight", "twice")
+    (root / "dup_shards").mkdir()
+    (root / "dup_shards" / "a-00001-of-00002.gguf").write_bytes(good_gguf)
+    (root / "dup_shards" / "a-00002-of-00002.gguf").write_bytes(good_gguf)
+    case("gguf_duplicate_across_shards", root / "dup_shards",
+         root / "dup_shards" / "a-00002-of-00002.gguf", "blk.0.attn_q.weight", "also in",
+         "a-00001-of-00002.gguf")
+    for name, shard in (("index_shard_absolute", str(root / "good.safetensors")),
+                        ("index_shard_dotdot", "../good.safetensors")):
+        (root / name).mkdir()
+        (root / name / "model.safetensors.index.json").write_text(
+            json.dumps({"weight_map": {"a": shard}}))
+        case(name, root / name, root / name / "model.safetensors.index.json",
+             "outside the checkpoint folder")
+
+    # --- .bin files that are no pickle at all
+    (root / "empty.bin").write_bytes(b"")
+    case("bin_empty", root / "empty.bin", None, "empty")
+    (root / "gguf_named.bin").write_bytes(good_gguf)
+    case("bin_is_gguf", root / "gguf_named.bin", None, "GGUF file", "rename it .gguf")
+    (root / "st_named.bin").write_bytes(good_st)
+    case("bin_is_safetensors", root / "st_named.bin", None, "safetensors file")
+    with zipfile.ZipFile(root / "npz_named.bin", "w") as z:
+        z.writestr("a.npy", b"\x93NUMPY")
+    case("bin_zip_not_torch", root / "npz_named.bin", None, "zip archive", "no data.pkl")
+    (root / "plain_pickle.bin").write_bytes(pickle.dumps({"a": 1}, protocol=2))
+    case("bin_plain_pickle", root / "plain_pickle.bin", None, "not a PyTorch checkpoint")
+    legacy = root / "legacy.bin"
+    torch.save({"a": torch.ones(64)}, legacy, _use_new_zipfile_serialization=False)
+    (root / "legacy_truncated.bin").write_bytes(legacy.read_bytes()[:-5])
+    case("bin_legacy_truncated", root / "legacy_truncated.bin", None, "truncated")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.badinput_corpus import CASE_NAMES, Case, build_corpus
+from tests.badinput_corpus import CASE_NAMES, NOT_UNSAFE, Case, build_corpus
 from wstui.checkpoint import CheckpointError, open_checkpoint
 
 _ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -48,13 +48,45 @@ def deny_unreadable(monkeypatch: pytest.MonkeyPatch, corpus: dict[str, Case]) ->
     monkeypatch.setattr(os, "open", guarded_os)
 
 
+@pytest.fixture
+def case_env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+             corpus: dict[str, Case]) -> None:
+    """What a case needs around it: environment variables, and folders that cannot be listed
+    (`deny_list`) or entered (`deny_stat`). The corpus chmods them; root ignores that, so for
+    root the OS calls pathlib makes are refused as they would be for anyone else."""
+    extra = corpus[request.node.callspec.params["name"]].extra
+    for key, value in extra.get("env", {}).items():
+        monkeypatch.setenv(key, value)
+    if not _ROOT_USER:
+        return
+    no_list = {os.path.abspath(p) for p in extra.get("deny_list", ())}
+    no_stat = {os.path.abspath(p) for p in extra.get("deny_stat", ())}
+    if not (no_list or no_stat):
+        return
+
+    def where(path: object) -> str:  # no realpath: it would call the patched lstat
+        return os.path.abspath(os.fspath(path)) if isinstance(path, (str, Path)) else ""
+
+    for fn in ("scandir", "listdir", "stat", "lstat", "open"):
+        real = getattr(os, fn)
+
+        def guarded(path, *args, _real=real, _fn=fn, **kwargs):  # type: ignore[no-untyped-def]
+            at = where(path)
+            listing = _fn in ("scandir", "listdir")
+            if (listing and at in no_list) or (not listing and os.path.dirname(at) in no_stat):
+                raise PermissionError(13, "Permission denied", str(path))
+            return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, fn, guarded)
+
+
 def test_corpus_builds_every_named_case(corpus: dict[str, Case]) -> None:
     assert tuple(corpus) == CASE_NAMES
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_bad_input_is_one_line_naming_the_file(
-    name: str, corpus: dict[str, Case], deny_unreadable: None
+    name: str, corpus: dict[str, Case], deny_unreadable: None, case_env: None
 ) -> None:
     case = corpus[name]
     with pytest.raises(CheckpointError) as err:
@@ -65,6 +97,14 @@ def test_bad_input_is_one_line_naming_the_file(
     problem = msg.replace(str(case.names), "")  # the words must be in the problem, not the path
     for word in case.words:
         assert word in problem, msg
+
+
+@pytest.mark.parametrize("name", NOT_UNSAFE)
+def test_a_file_that_is_no_pickle_is_not_called_unsafe(name: str, corpus: dict[str, Case]) -> None:
+    """Issue 13: any non-pickle .bin was "an unsafe pickle"; the message says what it is."""
+    with pytest.raises(CheckpointError) as err:
+        open_checkpoint(corpus[name].target)
+    assert "unsafe" not in str(err.value)
 
 
 def test_unknown_ggml_type_lists_tensor_and_opens_the_rest(corpus: dict[str, Case]) -> None:
