@@ -247,8 +247,9 @@ class GGUFTensorReader:
         pread_into(fd, memoryview(buf), off, self.path, ref.name)
         return buf
 
-    def array(self, ref: TensorRef) -> np.ndarray:
-        """The tensor as a float32 numpy array in PyTorch order, dequantized."""
+    def array(self, ref: TensorRef, keep_f64: bool = False) -> np.ndarray:
+        """The tensor as a float32 numpy array in PyTorch order, dequantized (an F64 tensor
+        stays float64 with `keep_f64`)."""
         import gguf
 
         _, type_id, dims = self._infos[ref.name]
@@ -261,9 +262,10 @@ class GGUFTensorReader:
         elif t.name == "F64":
             import torch
 
-            f64 = raw.view(np.float64)
-            fit_float(self.path, ref.name, torch.from_numpy(f64), torch.float32)
-            out = f64.astype(np.float32)
+            out = raw.view(np.float64)
+            if not keep_f64:
+                fit_float(self.path, ref.name, torch.from_numpy(out), torch.float32)
+                out = out.astype(np.float32)
         elif t.name == "F16":
             out = raw.view(np.float16).astype(np.float32)
         else:
@@ -278,7 +280,7 @@ class GGUFTensorReader:
         import torch
 
         try:
-            arr = self.array(ref)
+            arr = self.array(ref, keep_f64=dtype == torch.float64)
         except (ValueError, OSError) as e:
             raise CheckpointError(self.path, f"tensor {ref.name}: {e}") from e
         if hf_layout:

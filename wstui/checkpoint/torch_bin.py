@@ -258,6 +258,13 @@ def unwrap(obj: Any) -> dict[str, torch.Tensor]:
     return out
 
 
+def _span(t: torch.Tensor) -> int:
+    """How many consecutive storage elements a strided tensor's view covers."""
+    if not t.numel():
+        return 0
+    return 1 + sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(), strict=True))
+
+
 def _view_problem(t: torch.Tensor, stored: int) -> str | None:
     """Why a strided tensor cannot be materialised from `stored` bytes of its storage."""
     numel = t.numel()
@@ -265,7 +272,7 @@ def _view_problem(t: torch.Tensor, stored: int) -> str | None:
         return None
     if any(st < 0 for st in t.stride()):
         return "negative strides: listed, not analyzed"
-    span = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True))
+    span = _span(t)
     need = (t.storage_offset() + span) * t.element_size()
     if need > stored:
         return (f"its view needs {need} bytes of a storage that holds {stored} "
@@ -365,23 +372,22 @@ class TorchReader:
                     "(truncated or corrupt?): listed, not analyzed")
         problem = _view_problem(t, storage.nbytes())
         if problem is None:
-            span = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True))
             self._slots[name] = _Slot(
-                record, record + t.storage_offset() * t.element_size(),
-                span if t.numel() else 0, tuple(t.shape), tuple(t.stride()),
-                t.storage_offset(),
+                record, record + t.storage_offset() * t.element_size(), _span(t),
+                tuple(t.shape), tuple(t.stride()), t.storage_offset(),
             )
         return problem
 
     def refs(self) -> list[TensorRef]:
         """TensorRefs in stored order."""
+        import torch
+
         out: list[TensorRef] = []
         for name, t in (self.tensors or {}).items():
             note = self._notes.get(name)
             nbytes = t.numel() * t.element_size()
-            slot = self._slots.get(name)
-            if slot is not None:
-                nbytes = min(nbytes, slot.span * t.element_size())
+            if t.layout == torch.strided and not t.is_quantized:  # the bytes really stored
+                nbytes = min(nbytes, _span(t) * t.element_size())
             out.append(
                 TensorRef(
                     name=name, shape=tuple(t.shape), dtype=dtype_name(t.dtype),
