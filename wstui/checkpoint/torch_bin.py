@@ -91,6 +91,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 _ZIP_MAGIC = b"PK\x03\x04"
+_DATA_RECORD = re.compile(r"(?:^|/)data/[^/]+$")
 _OPERAND_RE = re.compile(r"Unsupported operand (\d+)")
 _WO_DETAIL_RE = re.compile(r"WeightsUnpickler error:\s*(.+)")
 
@@ -188,7 +189,7 @@ def _zip_layout(path: Path, fd: int) -> tuple[dict[int, int], bool]:
         ) from exc
     records: dict[int, int] = {}
     for info in infos:
-        if info.compress_type != zipfile.ZIP_STORED:
+        if info.compress_type != zipfile.ZIP_STORED or not _DATA_RECORD.search(info.filename):
             continue
         local = os.pread(fd, 30, info.header_offset)
         if len(local) < 30 or local[:4] != _ZIP_MAGIC:
@@ -334,20 +335,27 @@ class TorchReader:
         self._lock = threading.Lock()
 
     def _load_zip(self, head: bytes) -> tuple[Any, str]:
-        """Meta tensors that know their storage's file offset; else (a tensor type the meta
-        device cannot build, an old torch) the memory-mapped load."""
+        """Meta tensors that know their storage's file offset ("disk").
+
+        torch computes those offsets from the layout its own writer uses; in a zip another
+        tool rewrote they can miss the records, and then the file is loaded into memory
+        (torch checks each record's size there; its map does not, and reads past a short
+        record). A tensor the meta device cannot build (quantized), or a torch without
+        offsets, gets the memory-mapped load ("mapped"), with a size check before each load.
+        """
         try:
             obj = _torch_load(self.path, head, map_location="meta")
         except CheckpointError as exc:
             if isinstance(exc.__cause__, pickle.UnpicklingError):
                 raise
-            obj = None
-        if obj is not None and all(
-            getattr(t.untyped_storage(), "_checkpoint_offset", None) is not None
-            for t in _strided(obj)
-        ):
-            return obj, "disk"
-        return _torch_load(self.path, head, mmap=True, map_location="cpu"), "mapped"
+            return _torch_load(self.path, head, mmap=True, map_location="cpu"), "mapped"
+        offsets = [getattr(t.untyped_storage(), "_checkpoint_offset", None)
+                   for t in _strided(obj)]
+        if any(off is None for off in offsets):
+            return _torch_load(self.path, head, mmap=True, map_location="cpu"), "mapped"
+        if any(off not in self._records for off in offsets):
+            return _torch_load(self.path, head, mmap=False, map_location="cpu"), "memory"
+        return obj, "disk"
 
     def _plan(self, name: str, t: torch.Tensor) -> str | None:
         """The note of a tensor that will not be loaded; records where the others lie."""
@@ -364,9 +372,7 @@ class TorchReader:
         if self.mode != "disk":
             return _view_problem(t, storage.nbytes())
         record = storage._checkpoint_offset  # type: ignore[attr-defined]
-        size = self._records.get(record)
-        if size is None:
-            return "its storage is not a stored record of the zip archive: listed, not analyzed"
+        size = self._records[record]
         if storage.nbytes() > size:
             return (f"its storage declares {storage.nbytes()} bytes, the file holds {size} "
                     "(truncated or corrupt?): listed, not analyzed")
