@@ -55,7 +55,8 @@ CASE_NAMES = (
     # issue 13: metadata that raised ValueError, RecursionError, TypeError, OverflowError
     "st_header_huge_int", "st_header_deep_nesting", "index_huge_int", "index_deep_nesting",
     "index_weight_map_list", "index_weight_map_dict", "gguf_string_length_near_2_63",
-    "gguf_key_length_near_2_63", "gguf_array_count_near_2_63", "gguf_nested_arrays_truncated",
+    "gguf_key_length_near_2_63", "gguf_key_too_long", "gguf_array_count_near_2_63",
+    "gguf_nested_arrays_truncated",
     "name_too_long", "repo_id_too_long", "unreadable_folder", "execute_only_folder",
     "unsearchable_folder",
     # issue 13: results that were silently wrong
@@ -356,6 +357,9 @@ def _issue13_cases(root: Path, case: Callable[..., None], cases: dict[str, Case]
     p = root / "keylen.gguf"
     p.write_bytes(gguf_raw(gguf_str(b"key", length=2**63 + 7), n_kv=1))
     case("gguf_key_length_near_2_63", p, None, "truncated GGUF")
+    p = root / "longkey.gguf"
+    p.write_bytes(gguf_raw(gguf_str("k" * 100_000) + struct.pack("<I", 4) + bytes(4), n_kv=1))
+    case("gguf_key_too_long", p, None, "metadata key of 100000 bytes")
     p = root / "count.gguf"
     p.write_bytes(gguf_raw(gguf_str("x") + struct.pack("<IIQ", 9, 4, 2**63 - 1), n_kv=1))
     case("gguf_array_count_near_2_63", p, None, "truncated GGUF")

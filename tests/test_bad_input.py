@@ -303,6 +303,25 @@ def test_gguf_arrays_nested_5000_deep_are_skipped(tmp_path: Path) -> None:
         assert float(ckpt.tensors[0].load().sum()) == sum(range(64))
 
 
+def test_gguf_string_value_over_1_mib_is_skipped_not_read(tmp_path: Path) -> None:
+    import struct
+
+    import numpy as np
+
+    from tests.badinput_corpus import gguf_raw, gguf_str
+
+    kv = gguf_str("general.architecture") + struct.pack("<I", 8) + gguf_str("llama")
+    kv += gguf_str("tokenizer.chat_template") + struct.pack("<I", 8) + gguf_str("x" * (3 << 20))
+    info = gguf_str("blk.0.attn_q.weight") + struct.pack("<IQQIQ", 2, 32, 1, 0, 0)
+    body = gguf_raw(kv, 2, info, 1)
+    path = tmp_path / "long.gguf"
+    path.write_bytes(body + bytes(-len(body) % 32) + np.ones(32, dtype=np.float32).tobytes())
+    with open_checkpoint(path) as ckpt:
+        assert "tokenizer.chat_template" not in ckpt.metadata
+        assert ckpt.metadata["general.architecture"] == "llama"
+        assert float(ckpt.tensors[0].load().sum()) == 32
+
+
 def test_complex_tensors_are_called_complex(tmp_path: Path) -> None:
     import torch
     from safetensors.torch import save_file

@@ -95,38 +95,48 @@ def _loadable(type_id: int) -> bool:
     return True
 
 
-#: the first read of a GGUF header; later reads double what was read
-_FIRST_READ = 1 << 20
+#: the header is read in windows of this size; only the window in use is kept
+_CHUNK = 1 << 20
+#: longest key or tensor name accepted (ggml's own limit is 64 bytes)
+MAX_NAME = 1 << 16
+#: longer string values (never seen in a real file) are skipped, not read
+MAX_STRING = 1 << 20
 
 
 class _Walker:
-    """Cursor over a file's header, read in growing chunks as the walk needs them; raises
-    _Truncated when a read would run past the end (every offset is checked against the file
-    size before use, so a length near 2^64 never reaches `unpack_from`)."""
+    """Cursor over a file's header, read through a window as the walk needs it; raises
+    _Truncated when a read would run past the end. Every offset is checked against the file
+    size before use (a length near 2^64 never reaches `unpack_from`), and memory stays at
+    one window: a header that claims gigabytes of strings is hopped over, not read."""
 
-    __slots__ = ("buf", "fd", "off", "size")
+    __slots__ = ("base", "buf", "fd", "off", "size")
 
     def __init__(self, fd: int, size: int) -> None:
-        self.fd, self.buf, self.off, self.size = fd, bytearray(), 0, size
+        self.fd, self.size, self.off, self.base, self.buf = fd, size, 0, 0, bytearray()
 
-    def need(self, end: int) -> None:
-        """Make sure bytes [0, end) are in the buffer."""
-        have = len(self.buf)
-        if end <= have:
-            return
+    def need(self, start: int, end: int) -> None:
+        """Make sure file bytes [start, end) are in the window (bytes before start may go).
+        The window is changed in place, so a caller's reference to `buf` stays good."""
         if end > self.size:
             raise _Truncated
-        want = min(self.size, max(end, 2 * have, _FIRST_READ))
+        if self.base <= start and end <= self.base + len(self.buf):
+            return
+        if self.base <= start <= self.base + len(self.buf):
+            del self.buf[: start - self.base]
+        else:
+            self.buf.clear()
+        self.base = start
+        want, have = min(max(end - start, _CHUNK), self.size - start), len(self.buf)
         while have < want:
-            chunk = os.pread(self.fd, min(want - have, 1 << 30), have)
+            chunk = os.pread(self.fd, min(want - have, 1 << 30), start + have)
             if not chunk:  # the file shrank under us
                 raise _Truncated
             self.buf += chunk
             have += len(chunk)
 
     def unpack(self, st: struct.Struct) -> tuple:
-        self.need(self.off + st.size)
-        v = st.unpack_from(self.buf, self.off)
+        self.need(self.off, self.off + st.size)
+        v = st.unpack_from(self.buf, self.off - self.base)
         self.off += st.size
         return v
 
@@ -136,23 +146,33 @@ class _Walker:
     def u64(self) -> int:
         return self.unpack(_U64)[0]
 
-    def string(self) -> str:
+    def string(self, what: str = "") -> str | None:
+        """A string; a key or name (`what`) longer than MAX_NAME is an error, a value longer
+        than MAX_STRING is skipped (None)."""
         n = self.u64()
-        end = self.off + n
-        self.need(end)
-        s = bytes(self.buf[self.off:end]).decode("utf-8", errors="replace")
+        start, end = self.off, self.off + n
+        if n > (MAX_NAME if what else MAX_STRING):
+            if end > self.size:
+                raise _Truncated
+            if what:
+                raise ValueError(f"{what} of {n} bytes at offset {start - 8}")
+            self.off = end
+            return None
+        self.need(start, end)
+        s = bytes(self.buf[start - self.base:end - self.base]).decode("utf-8", errors="replace")
         self.off = end
         return s
 
     def skip_strings(self, count: int) -> None:
         """Hop over `count` length-prefixed strings without decoding them."""
-        buf, off, have = self.buf, self.off, len(self.buf)  # `need` grows buf in place
+        buf, off = self.buf, self.off  # `need` changes buf in place
+        base, top = self.base, self.base + len(buf)
         unpack = _U64.unpack_from
         for _ in range(count):
-            if off + 8 > have:  # also catches a huge length: need() checks the file size
-                self.need(off + 8)
-                have = len(buf)
-            off += 8 + unpack(buf, off)[0]
+            if off + 8 > top:  # also catches a huge length: need() checks the file size
+                self.need(off, off + 8)
+                base, top = self.base, self.base + len(buf)
+            off += 8 + unpack(buf, off - base)[0]
         if off > self.size:
             raise _Truncated
         self.off = off
@@ -361,20 +381,23 @@ def _parse_header(path: Path, w: _Walker):
     meta: dict[str, Any] = {"gguf.version": version}
     arrays: dict[str, int] = {}
     for _ in range(n_kv):
-        key = w.string()
-        vtype = w.u32()
         try:
+            key = w.string("metadata key") or ""
+            vtype = w.u32()
             val = w.value(vtype, key)
         except ValueError as e:
             raise CheckpointError(path, str(e)) from None
         if isinstance(val, _SkippedArray):
             arrays[key] = val.count
-        else:
+        elif val is not None:  # None: a string value too long to keep
             meta[key] = val
     meta["gguf.arrays"] = arrays  # skipped arrays and their lengths (e.g. the vocab size)
     infos = []
     for _ in range(n_tensors):
-        name = w.string()
+        try:
+            name = w.string("tensor name") or ""
+        except ValueError as e:
+            raise CheckpointError(path, str(e)) from None
         n_dims = w.u32()
         if n_dims > MAX_DIMS:
             raise CheckpointError(path, f"tensor {name}: {n_dims} dims (ggml allows {MAX_DIMS})")
