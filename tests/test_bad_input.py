@@ -390,3 +390,15 @@ def test_torch_zip_rewritten_by_another_tool(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="record size") as err:
         open_checkpoint(tmp_path / "repacked_short.bin")
     assert "\n" not in str(err.value)
+
+
+def test_oversized_index_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wstui.checkpoint import resolve
+
+    monkeypatch.setattr(resolve, "MAX_JSON", 64)
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text('{"weight_map": {"a": "s.safetensors"}, "metadata": {"pad": "' + "x" * 64
+                     + '"}}')
+    with pytest.raises(CheckpointError, match="more than 64 is refused") as err:
+        open_checkpoint(tmp_path)
+    assert str(index) in str(err.value)

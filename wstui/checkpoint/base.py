@@ -114,6 +114,22 @@ def pread_into(fd: int, buf: memoryview, offset: int, path: Path, name: str) -> 
         done += n
 
 
+def read_small(path: Path, limit: int, what: str) -> bytes:
+    """A whole small file (an index, a config), opened as `open_regular` does (never blocking
+    on a FIFO swapped in after the check); bigger than `limit` is refused, not read."""
+    fd = open_regular(path)
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise CheckpointError(path, f"{what} is {size} bytes, more than {limit} is refused")
+        data = os.pread(fd, size, 0)
+        if len(data) < size:
+            raise CheckpointError(path, f"{what} ends early (changed while read?)")
+        return data
+    finally:
+        os.close(fd)
+
+
 def parse_json(path: Path, raw: bytes | str, what: str) -> Any:
     """JSON from a file, or a one-line error: bad syntax, huge integers and deep nesting
     (ValueError, RecursionError) all say what was wrong instead of a traceback."""

@@ -18,8 +18,13 @@ from wstui.checkpoint.base import (
     not_regular,
     open_regular,
     parse_json,
+    read_small,
     safe_name,
 )
+
+#: an index or config.json bigger than this is not a real one (a 1T-parameter MoE index is
+#: a few MB)
+MAX_JSON = 256 << 20
 
 #: file extension -> format
 EXTENSIONS = {
@@ -104,7 +109,7 @@ def _format_of(path: Path) -> str:
 def index_weight_map(index: Path) -> dict[str, str]:
     """tensor name -> shard file name of a `*.index.json`."""
     _check_file(index)
-    data = parse_json(index, index.read_bytes(), "index")
+    data = parse_json(index, read_small(index, MAX_JSON, "index"), "index")
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(index, "index has no weight_map")
@@ -200,7 +205,7 @@ def _read_config(folder: Path, notes: list[str]) -> dict[str, Any] | None:
         notes.append(f"{path}: ignored, it is {what}")
         return None
     try:
-        data = parse_json(path, path.read_bytes(), "config.json")
+        data = parse_json(path, read_small(path, MAX_JSON, "config.json"), "config.json")
     except OSError as exc:
         notes.append(f"{path}: ignored, cannot read it ({exc.strerror or exc})")
         return None

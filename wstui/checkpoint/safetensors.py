@@ -109,13 +109,14 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int, int, tuple[int, int]]
             )
         if hlen > MAX_HEADER:
             raise CheckpointError(path, f"header length {hlen} is implausibly large")
-        raw = bytearray(hlen)
-        pread_into(fd, memoryview(raw), 8, path, "(header)")
+        raw = os.pread(fd, hlen, 8)
+        if len(raw) < hlen:
+            raise CheckpointError(path, "header ends early (changed while read?)")
     except OSError as exc:
         raise CheckpointError(path, f"cannot read: {exc.strerror or exc}") from exc
     finally:
         os.close(fd)
-    header = parse_json(path, bytes(raw), "header")
+    header = parse_json(path, raw, "header")
     if not isinstance(header, dict):
         raise CheckpointError(path, "header is not a JSON object")
     return header, 8 + hlen, size - 8 - hlen, sig
