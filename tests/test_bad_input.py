@@ -368,6 +368,45 @@ def test_torch_record_shorter_than_its_storage_is_listed_not_loaded(tmp_path: Pa
         assert torch.equal(ckpt.tensor("b").load(), torch.ones(4))
 
 
+def _patch_record(path: Path, suffix: bytes, payload: bytes) -> None:
+    """Replace one record's bytes in place (same length), with its CRC in both headers."""
+    import struct
+    import zlib
+
+    data = bytearray(path.read_bytes())
+    crc = zlib.crc32(payload)
+    for sig, n_at, name_at, crc_at in ((b"PK\x01\x02", 28, 46, 16), (b"PK\x03\x04", 26, 30, 14)):
+        start = 0
+        while (start := data.find(sig, start)) >= 0:
+            n_name, n_extra = struct.unpack_from("<HH", data, start + n_at)
+            if bytes(data[start + name_at:start + name_at + n_name]).endswith(suffix):
+                struct.pack_into("<I", data, start + crc_at, crc)
+                if sig == b"PK\x03\x04":
+                    at = start + 30 + n_name + n_extra
+                    data[at:at + len(payload)] = payload
+            start += 4
+    path.write_bytes(bytes(data))
+
+
+def test_big_endian_torch_zip_is_byteswapped(tmp_path: Path) -> None:
+    """A file saved on a big-endian machine says so in its `byteorder` record ("big", one
+    length shorter than "little", so the test sets the reader's flag the record would set and
+    stores the values big-endian in place)."""
+    import torch
+
+    want = torch.arange(6.0).reshape(2, 3)
+    path = _torch_file(tmp_path / "be.bin", {"w": want, "h": want.to(torch.bfloat16)})
+    _patch_record(path, b"/data/0", want.numpy().astype(">f4").tobytes())
+    bf16 = want.to(torch.bfloat16).view(torch.int16).numpy().astype(">i2").tobytes()
+    _patch_record(path, b"/data/1", bf16)
+    with open_checkpoint(path) as ckpt:
+        reader = ckpt.readers[0]
+        assert reader.mode == "disk" and not reader._big
+        reader._big = True
+        assert torch.equal(ckpt.tensor("w").load(), want)
+        assert torch.equal(ckpt.tensor("h").load(), want)
+
+
 def test_torch_zip_rewritten_by_another_tool(tmp_path: Path) -> None:
     """torch computes the meta offsets from its own writer's layout; a zip rewritten by
     another tool puts records elsewhere: loaded exactly (in memory), or a short record is one
