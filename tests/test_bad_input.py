@@ -441,3 +441,16 @@ def test_oversized_index_is_refused_unread(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(CheckpointError, match="more than 64 is refused") as err:
         open_checkpoint(tmp_path)
     assert str(index) in str(err.value)
+
+
+def test_safetensors_metadata_keeps_only_str_to_str(tmp_path: Path) -> None:
+    import json
+    import struct
+
+    meta = {"format": "pt", "deep": [[[1]]], "n": 5, "s\ud800": "v\udcff"}
+    header = json.dumps({"__metadata__": meta,
+                         "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(4))
+    with open_checkpoint(path) as ckpt:
+        assert ckpt.metadata["safetensors_metadata"] == {"format": "pt", "s\\ud800": "v\\udcff"}

@@ -167,7 +167,11 @@ class SafetensorsReader:
         self.path = path
         header, self.data_start, self.data_size, self._sig = _read_header(path)
         meta = header.pop("__metadata__", None)
-        self.metadata: dict[str, Any] = meta if isinstance(meta, dict) else {}
+        # the format says str -> str (the safetensors library refuses anything else); keep
+        # only that, so no nested or non-UTF-8 value travels further
+        self.metadata: dict[str, Any] = {
+            safe_name(k): safe_name(v) for k, v in meta.items() if isinstance(v, str)
+        } if isinstance(meta, dict) else {}
         self.entries: dict[str, tuple[str, tuple, int, int]] = {}
         for raw_name, entry in header.items():
             name = safe_name(raw_name)
