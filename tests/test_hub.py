@@ -14,10 +14,12 @@ import hashlib
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +44,8 @@ class FakeHub:
     gated: set[str] = field(default_factory=set)  # info is public, files answer 403 GatedRepo
     drop_once: dict[str, int] = field(default_factory=dict)  # name -> bytes sent, then close
     fail_once: set[str] = field(default_factory=set)  # HTTP 500 on the first GET
+    stall: set[str] = field(default_factory=set)  # GET waits for `release` before answering
+    release: threading.Event = field(default_factory=threading.Event)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     url: str = ""
 
@@ -110,6 +114,8 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     self._send(404, b"", {**commit, "X-Error-Code": "EntryNotFound"})
                     return
                 headers = {**commit, "ETag": f'"{hashlib.sha256(body).hexdigest()}"'}
+                if self.command == "GET" and name in hub.stall:
+                    hub.release.wait(30)
                 if self.command == "GET" and name in hub.fail_once:
                     hub.fail_once.discard(name)
                     self._send(500, b"boom")
@@ -148,6 +154,7 @@ def hub() -> Iterator[FakeHub]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield fake
+    fake.release.set()
     server.shutdown()
     server.server_close()
 
@@ -176,8 +183,7 @@ def _gguf(tmp: Path, name: str) -> bytes:
 CONFIG = json.dumps({"model_type": "llama", "num_hidden_layers": 1}).encode()
 
 
-def _wstui(tmp_path: Path, hub: FakeHub, *args: str, offline: bool = False,
-           code: str | None = None) -> subprocess.CompletedProcess:
+def _env(tmp_path: Path, hub: FakeHub, offline: bool = False) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.upper().startswith(("HF_", "HUGGING", "TRANSFORMERS_OFFLINE", "HTTP_PROXY",
                                         "HTTPS_PROXY", "ALL_PROXY"))}
@@ -189,6 +195,12 @@ def _wstui(tmp_path: Path, hub: FakeHub, *args: str, offline: bool = False,
     })
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def _wstui(tmp_path: Path, hub: FakeHub, *args: str, offline: bool = False,
+           code: str | None = None) -> subprocess.CompletedProcess:
+    env = _env(tmp_path, hub, offline)
     cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "wstui", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
 
@@ -274,6 +286,28 @@ def test_interrupted_fetch_keeps_finished_files(tmp_path: Path, hub: FakeHub) ->
     assert "1 of 4 files" in second.stderr
     assert len(hub.gets("model-00001-of-00002.safetensors")) == 1  # kept, not fetched again
     assert len(hub.gets("model-00002-of-00002.safetensors")) == 2
+
+
+def test_ctrl_c_keeps_finished_files(tmp_path: Path, hub: FakeHub) -> None:
+    hub.repos["org/slow"] = {"config.json": CONFIG, "tokenizer.json": b"{}",
+                             "model.safetensors": _safetensors(4)}
+    hub.stall.add("model.safetensors")
+    proc = subprocess.Popen([sys.executable, "-m", "wstui", "pull", "org/slow"],
+                            env=_env(tmp_path, hub), cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not hub.gets("model.safetensors") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1] == "wstui: interrupted" and "Traceback" not in err
+    hub.stall.clear()
+    hub.release.set()
+    again = _wstui(tmp_path, hub, "ls", "org/slow")
+    assert again.returncode == 0, again.stderr
+    assert "1 of 3 files" in again.stderr
+    assert len(hub.gets("config.json")) == 1 and len(hub.gets("tokenizer.json")) == 1
 
 
 def test_bin_only_repo_needs_allow_bin(tmp_path: Path, hub: FakeHub) -> None:
@@ -407,3 +441,16 @@ def test_repo_id_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not fetchable_repo_id("./org/name") and not fetchable_repo_id("org/name@..")
     (tmp_path / "org" / "name").mkdir(parents=True)
     assert not fetchable_repo_id("org/name")  # a local folder wins
+
+
+def test_local_path_never_loads_the_hub_code(tmp_path: Path, hub: FakeHub) -> None:
+    (tmp_path / "org" / "tiny").mkdir(parents=True)
+    (tmp_path / "org" / "tiny" / "model.safetensors").write_bytes(_safetensors())
+    driver = (
+        "import sys\nfrom wstui.cli import main\nrc = main(sys.argv[1:])\n"
+        "bad = [m for m in ('wstui.checkpoint.hub', 'huggingface_hub') if m in sys.modules]\n"
+        "sys.exit(f'rc={rc} imported {bad}' if rc or bad else 0)\n"
+    )
+    run = _wstui(tmp_path, hub, "ls", "org/tiny", code=driver)  # a folder here, not the Hub
+    assert run.returncode == 0, run.stderr
+    assert hub.requests == []

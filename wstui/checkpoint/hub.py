@@ -261,17 +261,21 @@ def _hub_errors(text: str, revision: str, endpoint: str) -> Iterator[None]:
     """Turn huggingface_hub's and the HTTP client's exceptions into one-line CheckpointErrors."""
     from huggingface_hub import errors
 
+    def cls(name: str) -> type[BaseException] | tuple[()]:
+        """An error class by name; () where this huggingface_hub version lacks it."""
+        return getattr(errors, name, ())
+
     try:
         yield
-    except errors.GatedRepoError as exc:
+    except cls("GatedRepoError") as exc:
         raise CheckpointError(text, f"is a gated repo: accept its terms on the Hub, then {_LOGIN}"
                               ) from exc
-    except errors.RevisionNotFoundError as exc:
+    except cls("RevisionNotFoundError") as exc:
         raise CheckpointError(text, f"the Hub has no revision {revision} of this repo") from exc
-    except errors.RemoteEntryNotFoundError as exc:
+    except cls("RemoteEntryNotFoundError") as exc:
         raise CheckpointError(text, "a file the Hub listed is gone (HTTP 404 on download); "
                                     "try again") from exc
-    except errors.OfflineModeIsEnabled as exc:
+    except cls("OfflineModeIsEnabled") as exc:
         raise CheckpointError(text, f"not in the local Hugging Face cache and the machine is "
                                     f"offline ({_OFFLINE_VARS})") from exc
     except errors.HfHubHTTPError as exc:
@@ -284,7 +288,7 @@ def _hub_errors(text: str, revision: str, endpoint: str) -> Iterator[None]:
                                         f"Hub ({endpoint}, HTTP 404)") from exc
         raise CheckpointError(text, f"the Hub answered HTTP {status} ({endpoint}); "
                                     "try again later") from exc
-    except errors.LocalEntryNotFoundError as exc:  # hf_hub_download: the Hub became unreachable
+    except cls("LocalEntryNotFoundError") as exc:  # hf_hub_download: the Hub became unreachable
         raise CheckpointError(text, f"not fully in the local Hugging Face cache and the Hub "
                                     f"({endpoint}) is unreachable: the machine looks offline"
                               ) from exc
@@ -293,7 +297,7 @@ def _hub_errors(text: str, revision: str, endpoint: str) -> Iterator[None]:
             raise CheckpointError(text, f"not in the local Hugging Face cache and the Hub "
                                         f"({endpoint}) is unreachable: the machine looks offline "
                                         f"({type(exc).__name__})") from exc
-        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        if isinstance(exc, OSError):  # disk full, cache not writable
             raise CheckpointError(text, f"download failed: {exc}".replace("\n", " ")) from exc
         raise
 
@@ -348,11 +352,16 @@ def download(
     kwargs: dict[str, Any] = {}
     if "tqdm_class" in inspect.signature(hf_hub_download).parameters:
         kwargs["tqdm_class"] = progress.bar_class()
-    with _hub_errors(text, rev, endpoint):
-        for name in todo:
-            progress.current = name
-            hf_hub_download(repo_id, name, revision=commit, cache_dir=cache, endpoint=endpoint,
-                            **kwargs)
+    try:
+        with _hub_errors(text, rev, endpoint):
+            for name in todo:
+                progress.current = name
+                hf_hub_download(repo_id, name, revision=commit, cache_dir=cache,
+                                endpoint=endpoint, **kwargs)
+    except BaseException:  # Ctrl-C or an error: end the live line before the message
+        if live:
+            stream.write("\n")
+        raise
     progress.finish()
     return _target(text, snapshot, open_file)
 
