@@ -30,7 +30,7 @@ import pytest
 from safetensors.numpy import save as st_save
 
 from wstui.checkpoint.base import CheckpointError
-from wstui.checkpoint.hub import choose_files
+from wstui.checkpoint.hub import _expected_parts, choose_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -423,6 +423,9 @@ def test_choose_files() -> None:
         choose_files("o/r", split)
     assert choose_files("o/r", split, file="m-Q4_K-00001-of-00002.gguf") == (
         split[:2], split[0])
+    assert _expected_parts("q/m-00002-of-00003.gguf") == [
+        "q/m-00001-of-00003.gguf", "q/m-00002-of-00003.gguf", "q/m-00003-of-00003.gguf"]
+    assert _expected_parts("m.gguf") == ["m.gguf"]
     with pytest.raises(CheckpointError, match=r"has no file nope\.gguf"):
         choose_files("o/r", split, file="nope.gguf")
     with pytest.raises(CheckpointError, match="--allow-bin"):

@@ -83,6 +83,15 @@ def _split_set(name: str, names: list[str]) -> list[str]:
     )
 
 
+def _expected_parts(name: str) -> list[str]:
+    """Every part a split GGUF's name implies (`x-00001-of-00003.gguf` -> three names)."""
+    m = _SPLIT_GGUF.match(Path(name).name)
+    if m is None:
+        return [name]
+    folder = name[: len(name) - len(Path(name).name)]
+    return [f"{folder}{m['stem']}-{i:05d}-of-{m['n']}.gguf" for i in range(1, int(m["n"]) + 1)]
+
+
 def _gguf_choices(names: list[str]) -> list[str]:
     """The GGUF files a user can pick: a split set counts once, by its first part."""
     picks = []
@@ -168,9 +177,7 @@ def cached_target(text: str, *, file: str | None = None) -> str | None:
     except CheckpointError:
         return None
     if file is not None:
-        names = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*.gguf")]
-        parts = _split_set(file, names) if file.endswith(".gguf") else [file]
-        if all((snapshot / p).is_file() for p in parts) and (snapshot / file).is_file():
+        if all((snapshot / p).is_file() for p in _expected_parts(file)):
             return _target(text, snapshot, file)
         return None
     try:
@@ -179,6 +186,8 @@ def cached_target(text: str, *, file: str | None = None) -> str | None:
         return None
     if not files or not all(f.is_file() for f in files):
         return None
+    if not all((f.parent / p).is_file() for f in files for p in _expected_parts(f.name)):
+        return None  # a split GGUF with parts still missing
     ggufs = [f.name for f in files if f.suffix == ".gguf"]
     if len(_gguf_choices(ggufs)) > 1:
         raise CheckpointError(text, f"the cached snapshot {snapshot} holds several GGUF files, "
