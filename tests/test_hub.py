@@ -457,3 +457,21 @@ def test_local_path_never_loads_the_hub_code(tmp_path: Path, hub: FakeHub) -> No
     run = _wstui(tmp_path, hub, "ls", "org/tiny", code=driver)  # a folder here, not the Hub
     assert run.returncode == 0, run.stderr
     assert hub.requests == []
+
+
+def test_scope_fetches_a_repo_that_is_not_cached(tmp_path: Path, hub: FakeHub) -> None:
+    """The Python API opens `org/name` as the CLI does: fetched once, then from the cache."""
+    hub.repos["org/api"] = {"config.json": CONFIG, "model.safetensors": _safetensors()}
+    driver = (
+        "import sys\nfrom wstui import Scope\n"
+        "s = Scope(sys.argv[1])\nprint(len(s.tensors), s.checkpoint.format)\n"
+    )
+    run = _wstui(tmp_path, hub, "org/api", code=driver)
+    assert run.returncode == 0, run.stderr
+    n, fmt = run.stdout.split()
+    assert int(n) > 0 and fmt == "safetensors"
+    assert hub.gets("model.safetensors")
+    before = len(hub.requests)
+    again = _wstui(tmp_path, hub, "org/api", code=driver)
+    assert again.returncode == 0 and again.stdout == run.stdout
+    assert len(hub.requests) == before
