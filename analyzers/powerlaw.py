@@ -66,21 +66,30 @@ def fit_powerlaw(evals: np.ndarray) -> PowerLawFit:
 
 
 def fit_powerlaw_fixed_xmin(evals: np.ndarray, xmin: float) -> PowerLawFit:
-    """Fit α on the tail λ >= xmin only (xmin given, not searched): used to compare a
-    perturbed spectrum's tail with the unperturbed fit's tail."""
+    """Fit α on the tail λ >= xmin with xmin given, not searched: used to compare a perturbed
+    spectrum's tail with the unperturbed fit's tail.
+
+    α = 1 + n / Σ ln(λ_i / xmin) over the n eigenvalues λ_i >= xmin, and the KS distance is
+    taken against the Pareto CDF that starts at that same xmin. Dividing by the smallest tail
+    eigenvalue instead (as a searched fit does, where the two coincide) would bring the jump of
+    xmin back in, which is what fixing it is meant to remove."""
     all_ev, x = _prepare(evals)
     if x.size < MIN_EVALS:
         return _no_fit(all_ev, x, f"fewer than {MIN_EVALS} eigenvalues > {EVALS_THRESH:g}")
+    if not (np.isfinite(xmin) and xmin > 0):
+        return _no_fit(all_ev, x, "xmin is not a positive number")
     j = int(np.searchsorted(x, xmin, side="left"))
     if x.size - j < 2:
         return _no_fit(all_ev, x, "fewer than 2 eigenvalues above xmin")
-    tail = x[j:]
-    n = tail.size
-    s = float(np.sum(np.log(tail)) - n * np.log(tail[0]))
+    log_ratio = np.log(x[j:]) - np.log(xmin)  # ln(λ_i / xmin) >= 0
+    n = log_ratio.size
+    s = float(np.sum(log_ratio))
     if not s > 0:
-        return _no_fit(all_ev, x, "degenerate tail (all eigenvalues equal)")
+        return _no_fit(all_ev, x, "degenerate tail (all eigenvalues equal to xmin)")
     alpha = 1.0 + n / s
-    return _result(all_ev, x, j, alpha, _exact_d(x, np.array([j]), np.array([alpha]))[0])
+    # one-sided KS as in the searched fit: |1 - (λ_k/xmin)^(1-α) - k/n|, k = 0..n-1
+    d = float(np.max(np.abs(-np.expm1((1.0 - alpha) * log_ratio) - np.arange(n) / n)))
+    return _result(all_ev, x, j, alpha, d, xmin=float(xmin))
 
 
 # -- internals ----------------------------------------------------------------------------
@@ -98,9 +107,11 @@ def _no_fit(all_ev: np.ndarray, x: np.ndarray, reason: str) -> PowerLawFit:
                        int(x.size), None, None, reason)
 
 
-def _result(all_ev: np.ndarray, x: np.ndarray, j: int, alpha: float, d: float) -> PowerLawFit:
+def _result(all_ev: np.ndarray, x: np.ndarray, j: int, alpha: float, d: float,
+            xmin: float | None = None) -> PowerLawFit:
+    """The fit of the tail x[j:]; its xmin is x[j] unless a fixed xmin is given."""
     n = x.size - j
-    xmin, xmax = float(x[j]), float(x[-1])
+    xmin, xmax = float(x[j]) if xmin is None else xmin, float(x[-1])
     if not np.isfinite(alpha):
         return _no_fit(all_ev, x, "degenerate tail (all eigenvalues equal)")
     # WeightWatcher: log_alpha_norm = log10 Σ λ^α over every eigenvalue (zeros add nothing).

@@ -16,7 +16,7 @@ from analyzers import spectral
 from analyzers.core import Context, Output, SkipAnalyzer, register
 from analyzers.powerlaw import fit_powerlaw, fit_powerlaw_fixed_xmin
 
-VERSION = "1"
+VERSION = "2"  # 2: the fixed-xmin refit divides by the given xmin (issue 18)
 BITS, GRANULARITY, SCHEME = 4, "tensor", "sym"
 
 

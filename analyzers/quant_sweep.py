@@ -53,7 +53,7 @@ def sweep_settings(spec: Mapping[str, Any] | None) -> list[tuple[int, str, str]]
     ]
 
 
-@register("quant_sweep", version="2", heavy=True, default=False)
+@register("quant_sweep", version="3", heavy=True, default=False)
 def quant_sweep(ctx: Context) -> Output:
     import torch
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -99,4 +101,32 @@ def test_fixed_xmin() -> None:
     assert fixed.alpha == pytest.approx(free.alpha, rel=1e-12)
     assert fixed.xmin == free.xmin and fixed.num_pl_spikes == free.num_pl_spikes
     lower = fit_powerlaw_fixed_xmin(ev, 1.0)
-    assert lower.xmin >= 1.0 and lower.num_pl_spikes == int(np.sum(ev >= 1.0))
+    assert lower.xmin == 1.0 and lower.num_pl_spikes == int(np.sum(ev >= 1.0))
+
+
+def test_fixed_xmin_divides_by_the_given_xmin() -> None:
+    """Issue 18: the tail starts above xmin (tail[0] = 2 > xmin = 1.5), and the fit must use
+    xmin itself in α = 1 + n / Σ ln(λ_i / xmin) and in the KS distance's Pareto CDF."""
+    tail = np.array([2.0, 3.0, 5.0, 8.0, 13.0])
+    ev = np.concatenate([np.linspace(0.1, 1.0, 10), tail])  # 15 eigenvalues > 1e-5
+    xmin = 1.5
+    fit = fit_powerlaw_fixed_xmin(ev, xmin)
+    # by hand: Σ ln(λ/1.5) = ln(4/3) + ln 2 + ln(10/3) + ln(16/3) + ln(26/3)
+    s = sum(math.log(v / xmin) for v in tail)
+    alpha = 1.0 + 5 / s
+    assert fit.alpha == pytest.approx(alpha, rel=1e-12)
+    assert fit.alpha == pytest.approx(1.8308045387, rel=1e-9)  # the number itself, not a formula
+    assert fit.xmin == xmin and fit.num_pl_spikes == 5
+    d = max(abs(1.0 - (v / xmin) ** (1.0 - alpha) - k / 5) for k, v in enumerate(tail))
+    assert fit.ks_distance == pytest.approx(d, rel=1e-12)
+    assert fit.alpha_sigma == pytest.approx((alpha - 1.0) / math.sqrt(5), rel=1e-12)
+    # dividing by tail[0] (the old bug) gives a different, larger alpha
+    wrong = 1.0 + 5 / sum(math.log(v / tail[0]) for v in tail)
+    assert wrong - fit.alpha > 0.1
+
+
+def test_fixed_xmin_degenerate_inputs() -> None:
+    ev = np.concatenate([np.linspace(0.1, 1.0, 10), [4.0, 4.0]])
+    assert fit_powerlaw_fixed_xmin(ev, 4.0).reason.startswith("degenerate")
+    assert not fit_powerlaw_fixed_xmin(ev, 5.0).ok  # nothing above xmin
+    assert not fit_powerlaw_fixed_xmin(ev, float("nan")).ok

@@ -29,7 +29,18 @@ class Scope:
         workers: int | None = None,
         use_cache: bool = True,
         options: Mapping[str, Any] | None = None,
+        file: str | None = None,
+        allow_bin: bool = False,
     ) -> None:
+        """`path` as the CLI takes it; an `org/name[@rev]` that is neither on disk nor in the
+        HF cache is fetched from the Hub first (`file` picks one GGUF, `allow_bin` permits
+        pickles), as `wstui pull` would."""
+        from wstui.checkpoint.resolve import fetchable_repo_id
+
+        if isinstance(path, str) and fetchable_repo_id(path):
+            from wstui.checkpoint.hub import ensure_local
+
+            path = ensure_local(path, file=file, allow_bin=allow_bin)
         self.path = path
         self.device = device
         self.workers = workers

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from wstui._version import __version__
 
-SUBCOMMANDS = ("scan", "ls", "quant", "demo")
+SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull")
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -51,6 +51,27 @@ def _add_scan_options(p: argparse.ArgumentParser) -> None:
                    metavar="CODE=VALUE", help="override a finding threshold (repeatable)")
 
 
+def _add_hub_options(p: argparse.ArgumentParser) -> None:
+    """For an `org/name[@rev]` not in the local HF cache, which is then fetched from the Hub."""
+    p.add_argument("--file", metavar="NAME", default=None,
+                   help="the weight file to fetch and open when a Hub repo holds several GGUFs")
+    p.add_argument("--allow-bin", action="store_true",
+                   help="fetch PyTorch pickles (.bin) from the Hub (loaded weights_only=True)")
+
+
+def _fetch_repo_ids(args: argparse.Namespace) -> None:
+    """Swap an `org/name[@rev]` that is not on disk for what to open, fetching it if needed."""
+    from wstui.checkpoint.resolve import fetchable_repo_id
+
+    for attr, file in (("path", getattr(args, "file", None)), ("diff", None)):
+        value = getattr(args, attr, None)
+        if isinstance(value, str) and fetchable_repo_id(value):
+            from wstui.checkpoint.hub import ensure_local
+
+            setattr(args, attr, ensure_local(value, file=file,
+                                             allow_bin=getattr(args, "allow_bin", False)))
+
+
 def build_app_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="wstui",
@@ -58,12 +79,14 @@ def build_app_parser() -> argparse.ArgumentParser:
         + ", ".join(SUBCOMMANDS) + " (see `wstui SUBCOMMAND --help`).",
     )
     p.add_argument("--version", action="version", version=f"wstui {__version__}")
-    p.add_argument("path", help="checkpoint file, folder, or cached HF repo id")
+    p.add_argument("path", help="checkpoint file, folder, or HF repo id org/name[@rev] "
+                   "(fetched from the Hub when not cached)")
     p.add_argument("--diff", metavar="PATH_B", default=None,
                    help="compare with a second checkpoint")
     p.add_argument("--export-dir", default=".", help="where `e`/`E` write JSON")
     p.add_argument("--no-mouse", action="store_true", help="do not capture the mouse")
     _add_scan_options(p)
+    _add_hub_options(p)
     p.set_defaults(command="app")
     return p
 
@@ -100,6 +123,14 @@ def build_sub_parser(name: str) -> argparse.ArgumentParser:
         p.add_argument("--out", metavar="DIR", default=None, help="write only, into DIR")
         p.add_argument("--no-diff", action="store_true", help="open the base model alone")
         p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    elif name == "pull":
+        p.description = ("Fetch a Hugging Face Hub repo into the local HF cache without opening "
+                         "it: config, tokenizer and weights (safetensors, one GGUF; .bin only "
+                         "with --allow-bin). Prints the local path.")
+        p.add_argument("repo", metavar="org/name[@revision]")
+        p.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    if name in ("ls", "scan", "quant", "pull"):
+        _add_hub_options(p)
     return p
 
 
@@ -116,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     module = importlib.import_module(f"wstui.commands.{args.command}")
     try:
+        _fetch_repo_ids(args)
         return int(module.run(args) or 0)
     except CheckpointError as exc:
         print(f"wstui: {exc}", file=sys.stderr)

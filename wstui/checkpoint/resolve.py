@@ -1,8 +1,9 @@
 """From a user's PATH to an opened `Checkpoint`: files, folders, sharded indexes, cached repo ids.
 
 Picks the weight files, hands them to the reader of their format, parses `config.json` beside
-them and lets `naming` annotate the tensors. Nothing is ever downloaded: a repo id must already
-be in the local Hugging Face cache.
+them and lets `naming` annotate the tensors. Opening never downloads: a repo id (`org/name`,
+`org/name@revision`) must already be in the local Hugging Face cache; `wstui.checkpoint.hub`
+fetches one first when the CLI is asked to open a repo that is not.
 """
 
 from __future__ import annotations
@@ -40,8 +41,29 @@ NOT_WEIGHTS = frozenset(
     {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth"}
 )
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@\w[\w./-]*)?$")
 _BARE_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")  # legacy ids without an org: gpt2
+
+
+def split_revision(text: str) -> tuple[str, str | None]:
+    """`org/name@rev` -> ("org/name", "rev"); no `@` -> (text, None)."""
+    repo_id, sep, revision = text.partition("@")
+    return (repo_id, revision) if sep and revision else (repo_id, None)
+
+
+def fetchable_repo_id(text: str) -> bool:
+    """True for `org/name[@rev]` that names no file or folder here: a repo the Hub may hold.
+
+    Bare ids (`gpt2`) are opened from the cache only, never fetched: a mistyped local folder
+    name must not turn into a download.
+    """
+    p = Path(text).expanduser()
+    try:
+        if p.exists() or p.is_symlink() or text.endswith((*EXTENSIONS, ".json")):
+            return False
+    except OSError:  # a name too long for a path is too long for a repo id too
+        return False
+    return bool(_REPO_ID.match(text))
 
 
 def hf_cache_dir() -> Path:
@@ -57,24 +79,42 @@ def _repo_dir(repo_id: str) -> Path:
     return hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
 
 
-def resolve_repo_id(repo_id: str) -> Path:
-    """The snapshot folder of a cached repo: refs/main's revision, else the newest snapshot."""
+def _read_ref(ref: Path) -> str:
+    """A ref file's commit; "" when missing, unreadable or not UTF-8 text."""
+    try:
+        return ref.read_text(encoding="utf-8").strip() if ref.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def resolve_repo_id(repo_id: str, revision: str | None = None) -> Path:
+    """The snapshot folder of a cached repo.
+
+    Without a revision: refs/main's commit, else the newest snapshot (as before revisions were
+    parsed). With one: refs/<revision> (a branch or tag huggingface_hub recorded), else a
+    snapshot named by that commit hash.
+    """
     repo = _repo_dir(repo_id)
     snapshots = repo / "snapshots"
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        try:
-            rev = ref.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):  # unreadable or not text: newest snapshot
-            rev = ""
-        if rev and (snapshots / rev).is_dir():
-            return snapshots / rev
+    if revision is not None:
+        safe = ".." not in revision.split("/")
+        commit = (_read_ref(repo / "refs" / revision) if safe else "") or revision
+        if re.fullmatch(r"\w[\w.-]*", commit) and (snapshots / commit).is_dir():
+            return snapshots / commit
+        raise CheckpointError(
+            f"{repo_id}@{revision}",
+            f"not a file or folder, and revision {revision} is not in the local Hugging Face "
+            f"cache (looked in {repo}); opening never downloads: `wstui pull` does",
+        )
+    rev = _read_ref(repo / "refs" / "main")
+    if re.fullmatch(r"\w[\w.-]*", rev) and (snapshots / rev).is_dir():  # no "../" escape
+        return snapshots / rev
     candidates = [p for p in snapshots.iterdir() if p.is_dir()] if snapshots.is_dir() else []
     if not candidates:
         raise CheckpointError(
             repo_id,
             f"not a file or folder, and not in the local Hugging Face cache (looked in {repo}); "
-            "wstui never downloads",
+            "opening never downloads: `wstui pull` does",
         )
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
@@ -264,7 +304,7 @@ def locate(path: str | Path) -> tuple[Path, list[Path], Path, dict[str, Any]]:
         if looks_like_id and (
             _REPO_ID.match(text) or (_BARE_REPO_ID.match(text) and _repo_dir(text).is_dir())
         ):
-            p = resolve_repo_id(text)
+            p = resolve_repo_id(*split_revision(text))
             meta["repo_id"] = text
         else:
             raise CheckpointError(p, "does not exist")
