@@ -2,7 +2,7 @@
 
 Why not `gguf.GGUFReader` at open: it builds numpy views of every metadata array, so a
 tokenizer with 50k-150k strings costs seconds before the first tensor is listed. Here the
-header is read in growing chunks and walked with `struct.unpack_from`; arrays are skipped
+header is read through a 1 MiB window and walked with `struct.unpack_from`; arrays are skipped
 (string arrays by hopping over their lengths), so only the header's bytes are read.
 Dequantizing stays with the `gguf` package (`gguf.quants`), which knows every ggml type.
 
