@@ -66,8 +66,8 @@ def _group_label(node: TreeNode) -> str:
 def checkpoint_notes(ckpt: Checkpoint) -> list[str]:
     """What the reader noted while opening (an index naming tensors no shard holds, a
     config.json that is not valid JSON), as visible one-liners for stderr or the app."""
-    notes = getattr(ckpt, "notes", None) or (ckpt.metadata or {}).get("notes") or []
-    return [visible(n) for n in notes]
+    notes = getattr(ckpt, "notes", None) or (getattr(ckpt, "metadata", None) or {}).get("notes")
+    return [visible(n) for n in notes or []]
 
 
 def print_notes(ckpt: Checkpoint, file: Any = None) -> None:
