@@ -203,6 +203,29 @@ def test_ls_plain_lines_past_the_size(hostile: dict[str, Path], monkeypatch, cap
     assert len(out.splitlines()) == 2 + len(HOSTILE) + 1  # header, rule, rows, summary
 
 
+def test_plain_lines_lay_out_as_the_rich_table(tmp_path: Path) -> None:
+    """Past PLAIN_ROWS `ls` pads strings itself; the columns are the ones the Table had."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    from wstui.checkpoint import open_checkpoint
+    from wstui.listing import plain_lines, table
+
+    tensors = {"model.embed_tokens.weight": ("F32", (8, 4), bytes(128)),
+               "model.layers.0.self_attn.q_proj.weight": ("F16", (4, 4), bytes(32)),
+               "model.layers.1.mlp.up_proj.weight": ("BF16", (4, 4), bytes(32)),
+               "lm_head.weight": ("F32", (8, 4), bytes(128)),
+               "model.position_ids": ("I64", (3,), bytes(24))}
+    write_safetensors(tmp_path / "m.safetensors", tensors)
+    with open_checkpoint(tmp_path / "m.safetensors") as ckpt:
+        tbl = table(ckpt)
+        wide = Console(width=10_000)
+        out = io.StringIO()
+        Console(file=out, width=Measurement.get(wide, wide.options, tbl).maximum).print(tbl)
+        rich_lines = [line.rstrip() for line in out.getvalue().splitlines()]
+        assert plain_lines(ckpt) == rich_lines
+
+
 def test_ls_hostile_dtypes(hostile: dict[str, Path], tmp_path: Path) -> None:
     code, out, err = wstui(tmp_path, "ls", str(hostile["dtypes"]))
     assert_clean(out, err)
@@ -268,3 +291,128 @@ def test_progress_line_shows_the_current_tensor_escaped() -> None:
     Console(file=out, width=300).print(bar.progress.get_renderable())
     assert_clean(out.getvalue())
     assert visible("[/x]" + OSC)[-60:] in out.getvalue()
+
+
+# ------------------------------------------------------------------------------ the app
+SIZE = (160, 48)
+
+
+def _results(ckpt: object) -> dict[str, object]:
+    """Deterministic results whose findings and errors quote the hostile names."""
+    from analyzers.core import Finding, Severity
+    from tests.app_support import fixed_result
+
+    out = {}
+    for i, ref in enumerate(ckpt.tensors):  # type: ignore[attr-defined]
+        r = fixed_result(ref, i)
+        r.findings.append(Finding("stats", "nonfinite", Severity.CRITICAL, 1, 0,
+                                  f"{ref.name} has NaN [/x] [link=https://e.x]y[/link]"))
+        r.errors["embedding"] = f"cannot read {ref.name}: \x1b[2J [/x]"
+        out[ref.name] = r
+    return out
+
+
+def _screen_clean(app: object) -> str:
+    svg = app.export_screenshot()  # type: ignore[attr-defined]
+    assert_clean(svg.replace("\n", ""))
+    return svg
+
+
+async def test_app_tabs_filter_palette_survive_hostile_names(hostile: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    from tests.app_support import FakeEngine, wait_for
+    from wstui.app.app import WstuiApp
+    from wstui.app.widgets.table import FindingsTable, TensorTable
+    from wstui.app.widgets.tree import LayerTree
+    from wstui.checkpoint import open_checkpoint
+    from wstui.checkpoint.naming import build_tree
+
+    ckpt = open_checkpoint(hostile["folder"])
+    eng = FakeEngine(ckpt, results=_results(ckpt))
+    app = WstuiApp(ckpt, build_tree(ckpt.tensors), lambda: eng, export_dir=tmp_path,
+                   show_timings=False)
+    notes: list[tuple[str, dict]] = []
+    notify = app.notify
+
+    def record(message: str, **kw: object) -> None:
+        notes.append((message, kw))
+        notify(message, **kw)  # type: ignore[arg-type]
+
+    app.notify = record  # type: ignore[method-assign]
+    with ckpt:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: eng.done and len(app.state.results) == len(HOSTILE))
+            # the checkpoint notes arrive as notifications, escaped, never markup
+            ghost = [m for m, kw in notes if "in no shard" in m]
+            assert ghost and "\\x1b[2Jghost.weight" in ghost[0]
+            assert all(kw.get("markup") is False for _, kw in notes)
+            tree = app.main_screen.query_one(LayerTree)
+            for name in HOSTILE.values():
+                app.jump_to(name)
+                await pilot.pause()
+                node = tree.cursor_node
+                assert node is not None and node.data.tensor.name == name
+                label = node.label.plain
+                assert visible(node.data.label) in label
+                assert not FORBIDDEN & set(label)
+                for key in "12345678":  # every tab on this tensor, then its block's tables
+                    await pilot.press(key)
+                    await pilot.pause()
+                    _screen_clean(app)
+                await pilot.press("1")
+            assert "\\x1b]0;TITLE" in tree.root.children[0].children[0].label.plain or any(
+                "\\x1b]0;TITLE" in n.label.plain for n in tree.nodes_by_key.values())
+            # the model's Table and Findings tabs list every name as text
+            app.jump_to(HOSTILE["close"])
+            tree.move_cursor(tree.root)
+            await pilot.pause()
+            await pilot.press("5")
+            await wait_for(pilot, lambda: app.main_screen.query_one(TensorTable).row_count > 0)
+            await pilot.press("7")
+            await wait_for(pilot, lambda: app.main_screen.query_one(FindingsTable).row_count > 0)
+            svg = _screen_clean(app)
+            assert "[/x].weight" in svg
+            await pilot.press("1")  # the model's Overview lists the checkpoint notes
+            await pilot.pause()
+            assert "ghost.weight" in _screen_clean(app)
+            # the filter: `[/` typed must neither crash nor be read as markup
+            await pilot.press("5", "slash", "[", "/")
+            await pilot.pause()
+            assert tree.filter_text == "[/"
+            _screen_clean(app)
+            await pilot.press("escape", "escape")
+            # the palette: hits quote tensor names
+            await pilot.press("ctrl+p")
+            await pilot.press(*"go to tensor")
+            await pilot.pause(0.5)
+            _screen_clean(app)
+            await pilot.press("escape")
+            await pilot.pause()
+        assert app.return_code in (None, 0)
+
+
+async def test_app_diff_tab_with_hostile_names(hostile: dict[str, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.app_support import FakeEngine, wait_for
+    from wstui.app.app import WstuiApp
+    from wstui.app.widgets.table import DiffTable
+    from wstui.checkpoint import open_checkpoint
+    from wstui.checkpoint.naming import build_tree
+
+    monkeypatch.setenv("WSTUI_CACHE_DIR", str(tmp_path / "cache"))
+    ckpt, ckpt_b = open_checkpoint(hostile["diff_a"]), open_checkpoint(hostile["b"])
+    eng = FakeEngine(ckpt)
+    app = WstuiApp(ckpt, build_tree(ckpt.tensors), lambda: eng, export_dir=tmp_path,
+                   show_timings=False, checkpoint_b=ckpt_b,
+                   diff_kw={"device": "cpu", "use_cache": False})
+    with ckpt, ckpt_b:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("8")
+            await wait_for(pilot, lambda: app.main_screen.query_one(DiffTable).row_count
+                           == len(HOSTILE), timeout=60)
+            svg = _screen_clean(app)
+            assert "diff[v3]" in svg
+            await pilot.press("d")  # swap A/B: the header names both checkpoints
+            await pilot.pause()
+            _screen_clean(app)
+        assert app.return_code in (None, 0)

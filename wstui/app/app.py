@@ -666,9 +666,13 @@ class WstuiApp(QuantStudyActions, App[int]):
             return
         self.main_screen.query_one(TabbedContent).active = tab
         if tab in ("table", "findings", "diff"):
-            widget = self.main_screen.query_one(
-                {"table": TensorTable, "findings": FindingsTable, "diff": DiffTable}[tab])
-            self.call_after_refresh(widget.focus)
+            cls = {"table": TensorTable, "findings": FindingsTable, "diff": DiffTable}[tab]
+
+            def focus() -> None:  # the tab is Lazy: its table may not be mounted yet
+                for widget in self.main_screen.query(cls):
+                    widget.focus()
+
+            self.call_after_refresh(focus)
 
     def action_quit_now(self) -> None:
         """Quit at once: cancel the scan, never wait for a running analyzer."""
