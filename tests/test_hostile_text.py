@@ -273,6 +273,27 @@ def test_bad_input_error_is_escaped(tmp_path: Path) -> None:
     assert "bad\\x1b]0;T\\x07.safetensors" in err and len(err.strip().splitlines()) == 1
 
 
+def test_lone_surrogates_in_names_and_paths(tmp_path: Path) -> None:
+    """A name with a lone surrogate, a path with an undecodable byte: strict UTF-8 output."""
+    write_safetensors(tmp_path / "lone.safetensors",
+                      {"lone\ud800.weight": ("F32", (2, 2), bytes(16))})
+    code, out, err = wstui(tmp_path, "ls", str(tmp_path / "lone.safetensors"))
+    assert_clean(out, err)
+    if code == 0:  # a reader may also refuse the name, with one line
+        assert "lone\\ud800.weight" in out
+    else:
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+    bad = os.fsencode(tmp_path) + b"/bad\xff.safetensors"
+    with open(bad, "wb") as fh:
+        fh.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}xx")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WSTUI_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "wstui", "ls", bad], env=env,
+                          capture_output=True, timeout=120)
+    err = proc.stderr.decode("utf-8")  # strict: the undecodable byte is shown escaped
+    assert proc.returncode == 2 and "bad\\udcff.safetensors" in err
+    assert_clean(err)
+
+
 def test_progress_line_shows_the_current_tensor_escaped() -> None:
     from rich.console import Console
 
