@@ -79,7 +79,7 @@ def test_visible_takes_any_object() -> None:
 
 
 def test_plain_is_text_never_markup() -> None:
-    from rich.console import Console
+    from rich.console import Console, Group
 
     text = plain("[bold]x[/bold] [/x] :smile: \x1b[31m", style="cyan")
     assert text.plain == "[bold]x[/bold] [/x] :smile: \\x1b[31m"
@@ -88,6 +88,9 @@ def test_plain_is_text_never_markup() -> None:
     Console(file=out, width=200).print(text)
     assert out.getvalue() == "[bold]x[/bold] [/x] :smile: \\x1b[31m\n"
     assert plain("3 tensors", highlight=True).spans  # coloured as a str cell would be
+    out = io.StringIO()  # one line each, as Text lines in a Group (the Overview's) should be
+    Console(file=out, width=80).print(Group(plain("a skipped"), plain("b skipped")))
+    assert out.getvalue() == "a skipped\nb skipped\n"
 
 
 def test_render_layer_imports_no_textual() -> None:

@@ -60,7 +60,7 @@ def plain(value: object, style: StyleType = "", *, highlight: bool = False) -> T
     `highlight=True` colours numbers and paths as Rich does for a plain `str` cell, so that a
     table keeps its look when its cells become `Text`.
     """
-    text = Text(visible(value), style=style, end="")
+    text = Text(visible(value), style=style)
     if highlight:
         global _highlighter
         if _highlighter is None:
