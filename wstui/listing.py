@@ -145,8 +145,9 @@ def table(ckpt: Checkpoint) -> Table:
         mark = name.rfind(" [") if t.note else len(name)
         name_text = Text(name[:mark])
         name_text.append(name[mark:], style="dim")
-        tbl.add_row(Text(label), Text(kind), name_text, Text(shape),
-                    Text(dtype, style="" if t.analyzable else "dim"), Text(size))
+        tbl.add_row(plain(label, highlight=True), plain(kind, highlight=True), name_text,
+                    plain(shape, highlight=True), Text(dtype, style="" if t.analyzable else "dim"),
+                    plain(size, highlight=True))
     return tbl
 
 

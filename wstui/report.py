@@ -23,11 +23,6 @@ KIND_ORDER = ("embedding", "position_embedding", "attn_q", "attn_k", "attn_v", "
               "moe_expert", "norm", "lm_head", "bias", "other")
 
 
-def _cell(value: object) -> Text:
-    """A table cell from any string: visible, never markup, highlighted as a str cell was."""
-    return plain(value, highlight=True)
-
-
 def fmt(v: Any) -> str:
     """A number in at most ~8 characters; '–' for missing, 'inf' for infinite."""
     if v is None:
@@ -91,13 +86,13 @@ def summary_table(report: ScanReport, *, workers: int | None = None,
     t.add_column(style="bold")
     t.add_column()
     # every cell a Text: paths and dtypes come from files and are never read as markup
-    t.add_row("checkpoint", _cell(f"{ck.get('path')} ({ck.get('format')}, "
+    t.add_row("checkpoint", plain(f"{ck.get('path')} ({ck.get('format')}, "
                                   f"{len(ck.get('files', []))} "
                                   f"file{'s' if len(ck.get('files', [])) != 1 else ''})"))
     dtypes = ", ".join(f"{k} {v}" for k, v in sorted((ck.get("dtypes") or {}).items()))
-    t.add_row("parameters", _cell(f"{human_count(int(ck.get('n_params') or 0))} in "
+    t.add_row("parameters", plain(f"{human_count(int(ck.get('n_params') or 0))} in "
                                   f"{ck.get('n_tensors')} tensors ({dtypes})"))
-    t.add_row("scanned", _cell(f"{len(report.entries)} tensors, methods "
+    t.add_row("scanned", plain(f"{len(report.entries)} tensors, methods "
                                f"{', '.join(report.methods)}"
                                + (f", {cached} from cache" if cached else "")))
     run = f"{report.elapsed_s:.2f} s on {report.device}"
@@ -105,7 +100,7 @@ def summary_table(report: ScanReport, *, workers: int | None = None,
         run += f", {workers} worker{'s' if workers != 1 else ''}"
     if not report.complete:
         run += " (interrupted: partial results)"
-    t.add_row("time", _cell(run))
+    t.add_row("time", plain(run))
     counts = {s: 0 for s in Severity}
     for i in report.top_issues:
         counts[i.finding.severity] += 1
@@ -139,7 +134,7 @@ def kind_table(report: ScanReport) -> Table | None:
     for kind in sorted(by_kind, key=lambda k: (order.get(k, len(order)), k)):
         rs = by_kind[kind]
         n_find = sum(len(r.findings) for r in rs)
-        t.add_row(_cell(kind), str(len(rs)),
+        t.add_row(plain(kind), str(len(rs)),
                   *[fmt(_median([get(r) for r in rs])) for _, get in cols],
                   str(n_find) if n_find else "–")
     return t
@@ -165,8 +160,8 @@ def issues_table(report: ScanReport, limit: int = 20, width: int = 160) -> Table
         op = "<" if f.code in LOWER_IS_WORSE else ">"
         vs = fmt(f.value) if f.threshold is None else f"{fmt(f.value)} {op} {fmt(f.threshold)}"
         cells = [Text(f.severity.value, style=SEVERITY_STYLE[f.severity]),
-                 _cell(i.ref.display_name), _cell(f.code), _cell(vs)]
-        t.add_row(*cells, *([_cell(f.message)] if with_message else []))
+                 plain(i.ref.display_name), plain(f.code), plain(vs)]
+        t.add_row(*cells, *([plain(f.message)] if with_message else []))
     return t
 
 

@@ -153,7 +153,8 @@ def changed_table(report: Any, top: int, width: int | None = None) -> Any:
         if p.note:
             name += " *"
         style = "yellow" if p.result.findings else None
-        cells = [str(i), plain(name), plain(p.a.kind), fmt(p.rel_change),
+        cells = [str(i), plain(name), plain(p.a.kind),
+                 fmt(p.rel_change),
                  bar(p.rel_change, top_rel, bar_width), fmt(c.get("cosine")),
                  fmt(c.get("delta_energy_rank_90")), fmt(c.get("delta_alpha"))]
         if narrow:
@@ -174,8 +175,9 @@ def summary_table(rows: list[dict[str, Any]], by: str, width: int | None = None)
         t.add_column(col, justify="left" if col in (by, "most changed") else "right")
     for r in rows:
         label = r[by] if r[by] is not None else "–"
-        t.add_row(plain(label), f"{r['n_changed']}/{r['n']}", fmt(r["mean_rel_change"]),
-                  fmt(r["max_rel_change"]), fmt(r["median_delta_energy_rank_90"]),
+        t.add_row(plain(label), f"{r['n_changed']}/{r['n']}",
+                  fmt(r["mean_rel_change"]), fmt(r["max_rel_change"]),
+                  fmt(r["median_delta_energy_rank_90"]),
                   plain(_most_changed(r["most_changed"], width)))
     return t
 
