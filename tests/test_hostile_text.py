@@ -415,6 +415,19 @@ async def test_app_tabs_filter_palette_survive_hostile_names(hostile: dict[str, 
         assert app.return_code in (None, 0)
 
 
+def test_palette_highlight_reads_no_markup() -> None:
+    from textual.fuzzy import Matcher
+
+    from wstui.app.palette import highlight
+
+    text = "Go to tensor [/x] [link=https://e.x]click[/link].weight"
+    content = highlight(Matcher("click"), text)
+    assert content.plain == text  # Matcher.highlight would raise on `[/x]`
+    marked = {i for span in content.spans for i in range(span.start, span.end)}
+    assert "".join(text[i] for i in sorted(marked)) == "click"
+    assert highlight(Matcher("go"), "Go to tensor a.weight").plain == "Go to tensor a.weight"
+
+
 async def test_app_diff_tab_with_hostile_names(hostile: dict[str, Path], tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.app_support import FakeEngine, wait_for
