@@ -5,7 +5,7 @@ takes to parse the headers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TextIO
 
 from rich import box
 from rich.table import Table
@@ -70,8 +70,9 @@ def checkpoint_notes(ckpt: Checkpoint) -> list[str]:
     return [visible(n) for n in notes or []]
 
 
-def print_notes(ckpt: Checkpoint, file: Any = None) -> None:
-    """One `wstui: note: …` line on stderr per checkpoint note."""
+def print_notes(ckpt: Checkpoint, file: TextIO | None = None) -> None:
+    """One `wstui: note: …` line on stderr per checkpoint note: readers collect them, and
+    a user should hear that an index names tensors no shard holds before trusting a scan."""
     import sys
 
     for note in checkpoint_notes(ckpt):

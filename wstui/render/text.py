@@ -21,6 +21,7 @@ __all__ = ["plain", "visible"]
 
 
 def _escape(ch: str) -> str:
+    """One character as Python's repr escapes it (the short forms first, as repr does)."""
     code = ord(ch)
     if ch == "\n":
         return "\\n"
