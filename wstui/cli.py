@@ -150,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fetch_repo_ids(args)
         return int(module.run(args) or 0)
     except CheckpointError as exc:
-        print(f"wstui: {exc}", file=sys.stderr)
+        from wstui.render import visible
+
+        print(f"wstui: {visible(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("wstui: interrupted", file=sys.stderr)

@@ -5,7 +5,7 @@ takes to parse the headers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TextIO
 
 from rich import box
 from rich.table import Table
@@ -14,8 +14,16 @@ from rich.text import Text
 from wstui._version import __version__
 from wstui.checkpoint.base import Checkpoint, TensorRef
 from wstui.checkpoint.naming import TreeNode, build_tree
+from wstui.render import plain, visible
 
 SCHEMA = "wstui.ls/1"
+
+#: above this many tensors `wstui ls` prints plain aligned lines instead of a rich Table:
+#: laying out a Table costs ~0.5 ms a row (a minute for a 100k-tensor MoE checkpoint)
+PLAIN_ROWS = 2000
+
+HEADERS = ("block", "kind", "name", "shape", "dtype", "size")
+RIGHT = frozenset({"shape", "size"})
 
 
 def human_bytes(n: int) -> str:
@@ -55,6 +63,22 @@ def _group_label(node: TreeNode) -> str:
     return node.label.replace("block ", "") if node.group == "block" else node.label
 
 
+def checkpoint_notes(ckpt: Checkpoint) -> list[str]:
+    """What the reader noted while opening (an index naming tensors no shard holds, a
+    config.json that is not valid JSON), as visible one-liners for stderr or the app."""
+    notes = getattr(ckpt, "notes", None) or (getattr(ckpt, "metadata", None) or {}).get("notes")
+    return [visible(n) for n in notes or []]
+
+
+def print_notes(ckpt: Checkpoint, file: TextIO | None = None) -> None:
+    """One `wstui: note: …` line on stderr per checkpoint note: readers collect them, and
+    a user should hear that an index names tensors no shard holds before trusting a scan."""
+    import sys
+
+    for note in checkpoint_notes(ckpt):
+        print(f"wstui: note: {note}", file=file or sys.stderr)
+
+
 def summary_line(ckpt: Checkpoint) -> str:
     n_files = len(ckpt.files)
     dtypes = ", ".join(f"{k} {v}" for k, v in sorted(ckpt.dtypes.items(), key=lambda kv: -kv[1]))
@@ -72,19 +96,44 @@ def summary_line(ckpt: Checkpoint) -> str:
     return " · ".join(parts)
 
 
+def _notes(listed: list[tuple[str, TensorRef]]) -> dict[str, int]:
+    """Each distinct tensor note -> its footnote number, in order of first use."""
+    notes: dict[str, int] = {}
+    for _, t in listed:
+        if t.note:
+            notes.setdefault(t.note, len(notes) + 1)
+    return notes
+
+
+def _cells(listed: list[tuple[str, TensorRef]], notes: dict[str, int]) -> list[tuple[str, ...]]:
+    """The table's cells as visible plain strings (the group label only on its first row)."""
+    out = []
+    previous = None
+    for label, t in listed:
+        name = visible(t.display_name)
+        if t.note:
+            name += f" [{notes[t.note]}]"
+        out.append((visible(label) if label != previous else "", visible(t.kind), name,
+                    "x".join(str(s) for s in t.shape) or "scalar", visible(t.dtype),
+                    human_bytes(t.nbytes)))
+        previous = label
+    return out
+
+
 def table(ckpt: Checkpoint) -> Table:
     """The rich table: block, kind, name, shape, dtype, size.
 
     Notes (tied weights, GPT-2's Conv1D layout, why a tensor is not analyzable) become
     numbered marks after the name and footnotes in the caption, so that a note shared by 48
-    tensors is written once and the name column keeps its width.
+    tensors is written once and the name column keeps its width. Every cell is a `Text`:
+    names and dtypes from the file are never read as markup.
     """
     listed = rows(ckpt)
-    notes: dict[str, int] = {}
-    for _, t in listed:
-        if t.note:
-            notes.setdefault(t.note, len(notes) + 1)
-    caption = "\n".join(f"[{i}] {n}" for n, i in notes.items()) or None
+    notes = _notes(listed)
+    caption = None
+    if notes:
+        lines = (plain(f"[{i}] {n}") for n, i in notes.items())
+        caption = Text("\n", style="table.caption").join(lines)
     tbl = Table(caption=caption, caption_justify="left", header_style="bold",
                 show_edge=False, pad_edge=False, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
     tbl.add_column("block", no_wrap=True)
@@ -93,21 +142,45 @@ def table(ckpt: Checkpoint) -> Table:
     tbl.add_column("shape", no_wrap=True, justify="right")
     tbl.add_column("dtype", no_wrap=True)
     tbl.add_column("size", no_wrap=True, justify="right")
-    previous = None
-    for label, t in listed:
-        name = Text(t.display_name)
-        if t.note:
-            name.append(f" [{notes[t.note]}]", style="dim")
-        tbl.add_row(
-            label if label != previous else "",
-            t.kind,
-            name,
-            "x".join(str(s) for s in t.shape) or "scalar",
-            Text(t.dtype, style="" if t.analyzable else "dim"),
-            human_bytes(t.nbytes),
-        )
-        previous = label
+    for (label, kind, name, shape, dtype, size), (_, t) in zip(_cells(listed, notes), listed):
+        mark = name.rfind(" [") if t.note else len(name)
+        name_text = Text(name[:mark])
+        name_text.append(name[mark:], style="dim")
+        tbl.add_row(plain(label, highlight=True), plain(kind, highlight=True), name_text,
+                    plain(shape, highlight=True), Text(dtype, style="" if t.analyzable else "dim"),
+                    plain(size, highlight=True))
     return tbl
+
+
+def plain_lines(ckpt: Checkpoint) -> list[str]:
+    """The table as plain aligned lines, as `table` lays it out on a wide enough console.
+
+    For big checkpoints: a rich Table measures and renders every cell as segments, which
+    costs a minute for 100k tensors; padding strings costs well under a second. Cells are
+    `visible`, so a line holds no control character and no name can forge a row.
+    """
+    from rich.cells import cell_len
+
+    def width(cell: str) -> int:
+        return len(cell) if cell.isascii() else cell_len(cell)
+
+    listed = rows(ckpt)
+    notes = _notes(listed)
+    cells = _cells(listed, notes)
+    widths = [max([len(h)] + [width(row[i]) for row in cells]) for i, h in enumerate(HEADERS)]
+    right = [h in RIGHT for h in HEADERS]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(
+            " " * (w - width(c)) + c if r else c + " " * (w - width(c))
+            for c, w, r in zip(row, widths, right)
+        )
+
+    total = sum(widths) + 2 * (len(widths) - 1)
+    out = [line(HEADERS), "─" * total]
+    out.extend(line(row) for row in cells)
+    out.extend(visible(f"[{i}] {n}") for n, i in notes.items())
+    return out
 
 
 def tensor_record(t: TensorRef) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from analyzers.core import LOWER_IS_WORSE, Severity, TensorResult
+from wstui.render import plain, visible
 from wstui.scan import ScanReport
 
 SEVERITY_STYLE = {Severity.CRITICAL: "bold red", Severity.WARN: "yellow", Severity.INFO: "cyan"}
@@ -84,19 +85,22 @@ def summary_table(report: ScanReport, *, workers: int | None = None,
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("checkpoint", f"{ck.get('path')} ({ck.get('format')}, {len(ck.get('files', []))} "
-              f"file{'s' if len(ck.get('files', [])) != 1 else ''})")
+    # every cell a Text: paths and dtypes come from files and are never read as markup
+    t.add_row("checkpoint", plain(f"{ck.get('path')} ({ck.get('format')}, "
+                                  f"{len(ck.get('files', []))} "
+                                  f"file{'s' if len(ck.get('files', [])) != 1 else ''})"))
     dtypes = ", ".join(f"{k} {v}" for k, v in sorted((ck.get("dtypes") or {}).items()))
-    t.add_row("parameters", f"{human_count(int(ck.get('n_params') or 0))} in "
-              f"{ck.get('n_tensors')} tensors ({dtypes})")
-    t.add_row("scanned", f"{len(report.entries)} tensors, methods {', '.join(report.methods)}"
-              + (f", {cached} from cache" if cached else ""))
+    t.add_row("parameters", plain(f"{human_count(int(ck.get('n_params') or 0))} in "
+                                  f"{ck.get('n_tensors')} tensors ({dtypes})"))
+    t.add_row("scanned", plain(f"{len(report.entries)} tensors, methods "
+                               f"{', '.join(report.methods)}"
+                               + (f", {cached} from cache" if cached else "")))
     run = f"{report.elapsed_s:.2f} s on {report.device}"
     if workers:
         run += f", {workers} worker{'s' if workers != 1 else ''}"
     if not report.complete:
         run += " (interrupted: partial results)"
-    t.add_row("time", run)
+    t.add_row("time", plain(run))
     counts = {s: 0 for s in Severity}
     for i in report.top_issues:
         counts[i.finding.severity] += 1
@@ -130,7 +134,8 @@ def kind_table(report: ScanReport) -> Table | None:
     for kind in sorted(by_kind, key=lambda k: (order.get(k, len(order)), k)):
         rs = by_kind[kind]
         n_find = sum(len(r.findings) for r in rs)
-        t.add_row(kind, str(len(rs)), *[fmt(_median([get(r) for r in rs])) for _, get in cols],
+        t.add_row(plain(kind), str(len(rs)),
+                  *[fmt(_median([get(r) for r in rs])) for _, get in cols],
                   str(n_find) if n_find else "–")
     return t
 
@@ -141,7 +146,7 @@ def issues_table(report: ScanReport, limit: int = 20, width: int = 160) -> Table
     title = f"Top issues ({len(issues)} of {len(report.top_issues)})"
     t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
               pad_edge=False)
-    longest = max((len(i.ref.display_name) for i in issues), default=10)
+    longest = max((len(visible(i.ref.display_name)) for i in issues), default=10)
     t.add_column("severity", no_wrap=True)
     # the end of a tensor name is the informative part: keep names whole, wrap the message
     t.add_column("tensor", no_wrap=True, min_width=min(longest, 48), overflow="ellipsis")
@@ -155,8 +160,8 @@ def issues_table(report: ScanReport, limit: int = 20, width: int = 160) -> Table
         op = "<" if f.code in LOWER_IS_WORSE else ">"
         vs = fmt(f.value) if f.threshold is None else f"{fmt(f.value)} {op} {fmt(f.threshold)}"
         cells = [Text(f.severity.value, style=SEVERITY_STYLE[f.severity]),
-                 i.ref.display_name, f.code, vs]
-        t.add_row(*cells, *([f.message] if with_message else []))
+                 plain(i.ref.display_name), plain(f.code), plain(vs)]
+        t.add_row(*cells, *([plain(f.message)] if with_message else []))
     return t
 
 

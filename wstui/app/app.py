@@ -46,6 +46,8 @@ from wstui.app.widgets.plots import PlotPanel
 from wstui.app.widgets.quant_study import QuantStudyView
 from wstui.app.widgets.table import DiffTable, FindingsTable, TensorTable
 from wstui.app.widgets.tree import LayerTree, matches
+from wstui.listing import checkpoint_notes
+from wstui.render import plain, visible
 from wstui.report import human_count
 
 TABS = ("overview", "spectrum", "histogram", "quantization", "table", "depth", "findings",
@@ -130,7 +132,7 @@ class WstuiApp(QuantStudyActions, App[int]):
         self.export_dir = Path(export_dir)
         self.thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
         self.show_timings = show_timings
-        self.sub_title = title or Path(str(getattr(checkpoint, "path", "model"))).name
+        self.sub_title = visible(title or Path(str(getattr(checkpoint, "path", "model"))).name)
         self.selected_key: str = root.key
         self.log_y = False
         self.depth_index = next(i for i, c in enumerate(COLUMNS) if c.key == "alpha")
@@ -143,6 +145,8 @@ class WstuiApp(QuantStudyActions, App[int]):
         self._last_scope_refresh = 0.0
         self._scope_dirty = True
         self._bench_log = os.environ.get("WSTUI_BENCH_LOG")
+        self.notes = [*checkpoint_notes(checkpoint), *(
+            checkpoint_notes(checkpoint_b) if checkpoint_b is not None else [])]
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -185,6 +189,9 @@ class WstuiApp(QuantStudyActions, App[int]):
         return self.screen_stack[0]
 
     def on_mount(self) -> None:
+        for note in self.notes:  # what the readers noted (an index naming missing tensors, …)
+            self.notify(note, title="checkpoint note", severity="warning", timeout=15,
+                        markup=False)
         self.main_screen.query_one("#filter", Input).display = False
         if self.pairing is None:
             self.main_screen.query_one(TabbedContent).hide_tab("diff")
@@ -246,7 +253,8 @@ class WstuiApp(QuantStudyActions, App[int]):
         try:
             getattr(engine, method)(*args)
         except Exception as exc:
-            self.notify(f"scan engine: {method} failed: {exc}", severity="error", timeout=6)
+            self.notify(visible(f"scan engine: {method} failed: {exc}"), severity="error",
+                        timeout=6, markup=False)
         return True
 
     def flush(self) -> None:
@@ -257,7 +265,7 @@ class WstuiApp(QuantStudyActions, App[int]):
             self.pending_priority = None
         results, compared, progress, errors = self.inbox.drain()
         for message in errors:
-            self.notify(message, severity="error", timeout=10)
+            self.notify(visible(message), severity="error", timeout=10, markup=False)
         if progress is not None:
             self.state.progress = progress
         for batch, is_compare in ((results, False), (compared, True)):
@@ -319,7 +327,7 @@ class WstuiApp(QuantStudyActions, App[int]):
             text.append(f" · {human_count(int(n_params))} params")
         if self.diff_runner is not None:
             r = self.diff_runner
-            b = Path(str(getattr(self.checkpoint_b, "path", "B"))).name
+            b = visible(Path(str(getattr(self.checkpoint_b, "path", "B"))).name)
             a_name, b_name = (b, self.sub_title) if self.swapped else (self.sub_title, b)
             text.append(f" │ diff {len(self.state.compare)}/{r.total} A={a_name} B={b_name}",
                         style="magenta")
@@ -405,7 +413,9 @@ class WstuiApp(QuantStudyActions, App[int]):
                                         compare=self._compare_of(ref.name)))
         else:
             names = self.state.scope_names(node.key)
-            body.update(scope_overview(node, names, self.state, self.state.findings(names)))
+            notes = self.notes if node is self.state.root else ()
+            body.update(scope_overview(node, names, self.state, self.state.findings(names),
+                                       notes=notes))
 
     def _why_missing(self, node: Any, analyzer: str) -> str:
         if node.tensor is None:
@@ -514,7 +524,7 @@ class WstuiApp(QuantStudyActions, App[int]):
                 lines.append(f"{label}: ", style="bold")
                 lines.append(f"{num(value)}   ")
         if status:
-            lines.append(f"\n{status}", style="italic")
+            lines.append(f"\n{visible(status)}", style="italic")
         if (note := self.quant_study_note(ref)) is not None:
             lines.append("\n").append_text(note)
         info.update(lines)
@@ -579,10 +589,10 @@ class WstuiApp(QuantStudyActions, App[int]):
         if table.sort_column:
             order = f" · sorted by {table.sort_column} {'↓' if table.sort_reverse else '↑'}"
         filt = self.main_screen.query_one(LayerTree).filter_text
-        self.main_screen.query_one("#table-caption", Static).update(
+        self.main_screen.query_one("#table-caption", Static).update(plain(
             f"{node.label}: {len(table.names)} tensors{order}"
             + (f" · filter '{filt}'" if filt else "")
-            + " · s: sort by column · enter: open")
+            + " · s: sort by column · enter: open"))  # the filter as typed: never markup
 
     def _depth_spec(self) -> PlotSpec:
         col = COLUMNS[self.depth_index]
@@ -656,9 +666,13 @@ class WstuiApp(QuantStudyActions, App[int]):
             return
         self.main_screen.query_one(TabbedContent).active = tab
         if tab in ("table", "findings", "diff"):
-            widget = self.main_screen.query_one(
-                {"table": TensorTable, "findings": FindingsTable, "diff": DiffTable}[tab])
-            self.call_after_refresh(widget.focus)
+            cls = {"table": TensorTable, "findings": FindingsTable, "diff": DiffTable}[tab]
+
+            def focus() -> None:  # the tab is Lazy: its table may not be mounted yet
+                for widget in self.main_screen.query(cls):
+                    widget.focus()
+
+            self.call_after_refresh(focus)
 
     def action_quit_now(self) -> None:
         """Quit at once: cancel the scan, never wait for a running analyzer."""
@@ -762,9 +776,9 @@ class WstuiApp(QuantStudyActions, App[int]):
         try:
             path = write_view(self.view_document(), self.export_dir)
         except OSError as exc:
-            self.notify(f"export failed: {exc}", severity="error")
+            self.notify(visible(f"export failed: {exc}"), severity="error", markup=False)
             return
-        self.notify(f"view written to {path}", title="export")
+        self.notify(visible(f"view written to {path}"), title="export", markup=False)
 
     def action_export_scan(self) -> None:
         engine = self.engine
@@ -780,9 +794,11 @@ class WstuiApp(QuantStudyActions, App[int]):
             name = slug(Path(str(getattr(self.checkpoint, "path", "model"))).name)
             path = report.to_json(unique_path(self.export_dir, f"wstui-scan-{name}"))
         except Exception as exc:
-            self.call_from_thread(self.notify, f"export failed: {exc}", severity="error")
+            self.call_from_thread(self.notify, visible(f"export failed: {exc}"),
+                                  severity="error", markup=False)
             return
-        self.call_from_thread(self.notify, f"scan written to {path}", title="export")
+        self.call_from_thread(self.notify, visible(f"scan written to {path}"), title="export",
+                              markup=False)
 
     def view_document(self) -> dict[str, Any]:
         """The current view as `wstui.view/1` (what `e` writes)."""

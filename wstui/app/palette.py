@@ -7,14 +7,29 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
+from textual.fuzzy import Matcher
+from textual.markup import escape
 
 from wstui.app.format import COLUMNS
 from wstui.app.widgets.table import FIXED
+from wstui.render import visible
 
 if TYPE_CHECKING:  # pragma: no cover
     from wstui.app.app import WstuiApp
 
 MAX_TENSOR_HITS = 40
+
+
+def highlight(matcher: Matcher, candidate: str) -> Content:
+    """`matcher.highlight` without its markup parse: a hit may quote a tensor name, which
+    is text (`[/x].weight` would raise, `[link=…]` would become a link)."""
+    content = Content(candidate)
+    _, offsets = matcher.fuzzy_search.match(matcher.query, candidate)
+    for offset in offsets:
+        if not candidate[offset].isspace():
+            content = content.stylize(matcher.match_style, offset, offset + 1)
+    return content
 
 
 class WstuiCommands(Provider):
@@ -48,23 +63,24 @@ class WstuiCommands(Provider):
         app = self.wapp
         for name, callback, help_text in [*self._static(), *self._searched()]:
             if (score := matcher.match(name)) > 0:
-                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+                yield Hit(score, highlight(matcher, name), callback, help=help_text)
         labels = {**FIXED, **{c.key: f"{c.label} ({c.analyzer}.{c.metric})" for c in COLUMNS}}
         for key, label in labels.items():
             text = f"Sort table by {label.strip() or 'severity'}"
             if (score := matcher.match(text)) > 0:
-                yield Hit(score, matcher.highlight(text), partial(app.sort_table_by, key))
+                yield Hit(score, highlight(matcher, text), partial(app.sort_table_by, key))
         for i, col in enumerate(COLUMNS):
             text = f"Depth view of {col.label} ({col.analyzer}.{col.metric})"
             if (score := matcher.match(text)) > 0:
-                yield Hit(score, matcher.highlight(text), partial(app.show_depth, i))
+                yield Hit(score, highlight(matcher, text), partial(app.show_depth, i))
         hits = 0
         for name in app.state.order:
             ref = app.state.refs[name]
-            text = f"Go to tensor {ref.display_name}"
+            text = f"Go to tensor {visible(ref.display_name)}"
             if (score := matcher.match(text)) > 0:
-                yield Hit(score, matcher.highlight(text), partial(app.jump_to, name),
-                          help=f"{ref.kind} {'×'.join(map(str, ref.shape))}")
+                yield Hit(score, highlight(matcher, text), partial(app.jump_to, name),
+                          text=text, help=escape(f"{visible(ref.kind)} "
+                                                 f"{'×'.join(map(str, ref.shape))}"))
                 hits += 1
                 if hits >= MAX_TENSOR_HITS:
                     break

@@ -19,6 +19,8 @@ from typing import Any
 
 from textual.message import Message
 
+from wstui.render import visible
+
 StudyFn = Callable[..., dict[str, Any]]
 
 
@@ -258,8 +260,8 @@ class QuantStudyActions:
     def on_quant_study_failed(self, message: QuantStudyFailed) -> None:
         self.quant_runner = None
         self.quant_error = message.error
-        self.notify(f"quantization study failed: {message.error}", severity="error",
-                    timeout=8)
+        self.notify(visible(f"quantization study failed: {message.error}"), severity="error",
+                    markup=False, timeout=8)
         self._quant_refresh()
 
     # --- export and the per-tensor note --------------------------------------------------

@@ -59,7 +59,10 @@ def open_app(
 
         refs = select_tensors(ckpt.tensors, tensors)
         if not refs:
-            print(f"wstui: {path}: no tensor matches {tensors!r}", file=sys.stderr)
+            from wstui.render import visible
+
+            print(f"wstui: {visible(f'{path}: no tensor matches {tensors!r}')}",
+                  file=sys.stderr)
             return EXIT_BAD_INPUT
     options: dict[str, Any] = {"thresholds": dict(thresholds)} if thresholds else {}
 

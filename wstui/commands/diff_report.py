@@ -44,8 +44,11 @@ def run(args: argparse.Namespace) -> int:
 
     from wstui.checkpoint import open_checkpoint
     from wstui.diff import DiffEngine
+    from wstui.listing import print_notes
 
     with open_checkpoint(args.path) as ckpt_a, open_checkpoint(args.diff) as ckpt_b:
+        print_notes(ckpt_a)
+        print_notes(ckpt_b)
         engine = DiffEngine(ckpt_a, ckpt_b, device=args.device, workers=args.workers,
                             use_cache=not args.no_cache, options=options,
                             spectral=wants_spectral(args.methods), tensors=args.tensors,
@@ -70,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
             console.print(render(report, top=args.top_issues, workers=engine.workers,
                                  width=console.width))
         if engine.cache_error and not args.quiet:
-            print(f"wstui: result cache not used: {engine.cache_error}", file=sys.stderr)
+            from wstui.render import visible
+
+            print(f"wstui: result cache not used: {visible(engine.cache_error)}",
+                  file=sys.stderr)
         if interrupted:
             n_done = sum(1 for p in report.pairs if p.result.metrics)
             print(f"wstui: interrupted: {n_done} of {len(report.pairs)} pairs compared",
@@ -95,13 +101,21 @@ def bar(value: float | None, top: float, width: int = BAR_WIDTH) -> str:
     return ("█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")).ljust(width)
 
 
-def _title(report: Any) -> str:
-    a, b = report.a, report.b
-    state = "" if report.complete else "  [yellow](incomplete)[/]"
-    from rich.markup import escape
+def _title(report: Any) -> Any:
+    """`A path (format, n tensors)  vs  B …` as a Text: the paths are never read as markup."""
+    from rich.text import Text
 
-    return (f"[bold]A[/] {escape(a['path'])} ({a['format']}, {a['n_tensors']} tensors)  vs  "
-            f"[bold]B[/] {escape(b['path'])} ({b['format']}, {b['n_tensors']} tensors){state}")
+    from wstui.render import visible
+
+    a, b = report.a, report.b
+    title = Text()
+    for label, c, sep in (("A", a, "  vs  "), ("B", b, "")):
+        title.append(label, style="bold")
+        title.append(visible(f" {c['path']} ({c['format']}, {c['n_tensors']} tensors)") + sep)
+    if not report.complete:
+        title.append("  ")
+        title.append("(incomplete)", style="yellow")
+    return title
 
 
 def short_name(name: str) -> str:
@@ -114,6 +128,7 @@ def short_name(name: str) -> str:
 def changed_table(report: Any, top: int, width: int | None = None) -> Any:
     from rich.table import Table
 
+    from wstui.render import plain
     from wstui.report import fmt
 
     narrow = width is not None and width < NARROW
@@ -138,7 +153,8 @@ def changed_table(report: Any, top: int, width: int | None = None) -> Any:
         if p.note:
             name += " *"
         style = "yellow" if p.result.findings else None
-        cells = [str(i), name, p.a.kind, fmt(p.rel_change),
+        cells = [str(i), plain(name), plain(p.a.kind),
+                 fmt(p.rel_change),
                  bar(p.rel_change, top_rel, bar_width), fmt(c.get("cosine")),
                  fmt(c.get("delta_energy_rank_90")), fmt(c.get("delta_alpha"))]
         if narrow:
@@ -150,6 +166,7 @@ def changed_table(report: Any, top: int, width: int | None = None) -> Any:
 def summary_table(rows: list[dict[str, Any]], by: str, width: int | None = None) -> Any:
     from rich.table import Table
 
+    from wstui.render import plain
     from wstui.report import fmt
 
     t = Table(title=f"Per {by} (most moved first; ΔE rank90: median over changed tensors)",
@@ -158,9 +175,10 @@ def summary_table(rows: list[dict[str, Any]], by: str, width: int | None = None)
         t.add_column(col, justify="left" if col in (by, "most changed") else "right")
     for r in rows:
         label = r[by] if r[by] is not None else "–"
-        t.add_row(str(label), f"{r['n_changed']}/{r['n']}", fmt(r["mean_rel_change"]),
-                  fmt(r["max_rel_change"]), fmt(r["median_delta_energy_rank_90"]),
-                  _most_changed(r["most_changed"], width))
+        t.add_row(plain(label), f"{r['n_changed']}/{r['n']}",
+                  fmt(r["mean_rel_change"]), fmt(r["max_rel_change"]),
+                  fmt(r["median_delta_energy_rank_90"]),
+                  plain(_most_changed(r["most_changed"], width)))
     return t
 
 
@@ -170,12 +188,14 @@ def _most_changed(name: str | None, width: int | None) -> str:
     return short_name(name) if width is not None and width < NARROW else name
 
 
-def _listing(title: str, names: Sequence[str]) -> str:
-    from rich.markup import escape
+def _listing(title: str, names: Sequence[str]) -> Any:
+    from rich.text import Text
 
-    shown = escape(", ".join(names[:LIST_LIMIT]))
+    from wstui.render import visible
+
+    shown = ", ".join(visible(n) for n in names[:LIST_LIMIT])
     more = f" … and {len(names) - LIST_LIMIT} more" if len(names) > LIST_LIMIT else ""
-    return f"[bold]{title}[/] ({len(names)}): {shown}{more}"
+    return Text.assemble((title, "bold"), f" ({len(names)}): {shown}{more}")
 
 
 def render(report: Any, *, top: int = 20, workers: int | None = None,
@@ -184,8 +204,10 @@ def render(report: Any, *, top: int = 20, workers: int | None = None,
     from rich.console import Group
     from rich.text import Text
 
+    from wstui.render import plain, visible
+
     summary = report.summary()
-    parts: list[Any] = [Text.from_markup(_title(report))]
+    parts: list[Any] = [_title(report)]
     n_err = sum(1 for p in report.pairs if p.result.errors)
     n_skip = sum(1 for p in report.pairs if p.result.skipped and not p.result.metrics)
     parts.append(Text(
@@ -198,24 +220,24 @@ def render(report: Any, *, top: int = 20, workers: int | None = None,
     parts.append(summary_table(summary["by_block"], "block", width))
     parts.append(summary_table(summary["by_kind"], "kind", width))
     if report.top_issues:
-        lines = [f"  {i.finding.severity.value:8} {i.finding.code:13} {i.pair.key}: "
-                 f"{i.finding.message}"
+        lines = [f"  {i.finding.severity.value:8} {i.finding.code:13} {visible(i.pair.key)}: "
+                 f"{visible(i.finding.message)}"
                  for i in report.top_issues[:top]]
         parts.append(Text("Findings\n" + "\n".join(lines)))
     else:
         parts.append(Text("No findings."))
     notes = [p for p in report.pairs if p.note]
     for p in notes:
-        parts.append(Text(f"* {p.key}: {p.note}"))
+        parts.append(plain(f"* {p.key}: {p.note}"))
     if report.only_in_a:
-        parts.append(Text.from_markup(_listing("Only in A", report.only_in_a)))
+        parts.append(_listing("Only in A", report.only_in_a))
     if report.only_in_b:
-        parts.append(Text.from_markup(_listing("Only in B", report.only_in_b)))
+        parts.append(_listing("Only in B", report.only_in_b))
     if report.shape_mismatch:
         items = [f"{m['name']} {tuple(m['shape_a'])} vs {tuple(m['shape_b'])}"
                  for m in report.shape_mismatch]
-        parts.append(Text.from_markup(_listing("Shape mismatch", items)))
+        parts.append(_listing("Shape mismatch", items))
     for p in report.pairs:
         for analyzer, msg in p.result.errors.items():
-            parts.append(Text(f"error {p.key} ({analyzer}): {msg}", style="red"))
+            parts.append(plain(f"error {p.key} ({analyzer}): {msg}", style="red"))
     return Group(*parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from wstui.checkpoint import open_checkpoint
 
@@ -12,17 +13,22 @@ def run(args: argparse.Namespace) -> int:
     from rich.measure import Measurement
 
     from wstui import jsonio
-    from wstui.listing import ls_dict, summary_line, table
+    from wstui.listing import PLAIN_ROWS, ls_dict, plain_lines, print_notes, summary_line, table
+    from wstui.render import plain, visible
 
     with open_checkpoint(args.path) as ckpt:
-        tbl = table(ckpt)
-        console = Console()
-        if not console.is_terminal:  # piped: one line per tensor, so that grep and cut work
-            wide = Console(width=10_000)
-            console = Console(width=Measurement.get(wide, wide.options, tbl).maximum)
-        console.print(tbl)
-        console.print(summary_line(ckpt), highlight=False, soft_wrap=True)
+        print_notes(ckpt)
+        if len(ckpt.tensors) > PLAIN_ROWS:  # a rich Table of 100k rows takes a minute
+            sys.stdout.write("\n".join([*plain_lines(ckpt), visible(summary_line(ckpt))]) + "\n")
+        else:
+            tbl = table(ckpt)
+            console = Console()
+            if not console.is_terminal:  # piped: one line per tensor, so that grep and cut work
+                wide = Console(width=10_000)
+                console = Console(width=Measurement.get(wide, wide.options, tbl).maximum)
+            console.print(tbl)
+            console.print(plain(summary_line(ckpt)), highlight=False, soft_wrap=True)
         if args.json:
             path = jsonio.dump(ls_dict(ckpt), args.json)
-            Console(stderr=True).print(f"wrote {path}", highlight=False)
+            print(f"wrote {visible(path)}", file=sys.stderr)
     return 0

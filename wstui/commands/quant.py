@@ -96,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
     from wstui import jsonio
     from wstui.commands.scan import _drive, _exit_now, _fail, checked_options
+    from wstui.listing import print_notes
     from wstui.quant import study_document, study_engine
+    from wstui.render import plain, visible
     from wstui.scan import select_tensors
 
     try:
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     with open_checkpoint(args.path) as ckpt:
+        print_notes(ckpt)
         try:
             engine, spec = study_engine(
                 ckpt, bits=args.bits, granularity=args.granularity, scheme=args.scheme,
@@ -121,14 +124,17 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         out = Console()
         note = " (GGUF: the study runs on the dequantized weights)" if doc["dequantized"] else ""
-        out.print(f"[bold]{doc['checkpoint']['path']}[/]: {len(doc['layers'])} matrices, "
-                  f"{doc['elapsed_s']:.1f} s on {doc['device']}{note}")
+        path = visible(doc["checkpoint"]["path"])
+        head = plain(f"{path}: {len(doc['layers'])} matrices, "
+                     f"{doc['elapsed_s']:.1f} s on {doc['device']}{note}", highlight=True)
+        head.stylize("bold", 0, len(path))
+        out.print(head)
         for t in summary_tables(doc):
             out.print(t)
         out.print(plan_table(doc))
         if doc["skipped"]:
-            out.print(f"{len(doc['skipped'])} matrices skipped: "
-                      + "; ".join(f"{s['name']}: {s['reason']}" for s in doc["skipped"][:5]))
+            out.print(plain(f"{len(doc['skipped'])} matrices skipped: " + "; ".join(
+                f"{s['name']}: {s['reason']}" for s in doc["skipped"][:5]), highlight=True))
     if interrupted:
         print(f"wstui: interrupted: {len(doc['layers'])} matrices swept (kept in the cache)",
               file=sys.stderr)

@@ -16,7 +16,9 @@ CANCEL_GRACE_S = 0.6
 
 
 def _fail(msg: str) -> int:
-    print(f"wstui: {msg}", file=sys.stderr)
+    from wstui.render import visible
+
+    print(f"wstui: {visible(msg)}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
@@ -63,10 +65,13 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
     from wstui.checkpoint import open_checkpoint
+    from wstui.listing import print_notes
+    from wstui.render import visible
     from wstui.scan import ScanEngine, select_tensors, validate_methods
 
     # The checkpoint first: a bad path fails before the analyzers (and torch) are imported.
     with open_checkpoint(args.path) as ckpt:
+        print_notes(ckpt)
         tensors = select_tensors(ckpt.tensors, args.tensors)
         if not tensors:
             return _fail(f"{args.path}: no tensor matches {args.tensors!r}")
@@ -86,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
             write_csv(report, args.csv)
         if engine.error:
-            print(f"wstui: scan failed: {engine.error}", file=sys.stderr)
+            print(f"wstui: scan failed: {visible(engine.error)}", file=sys.stderr)
         if not args.quiet:
             from rich.console import Console
 
@@ -97,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             print_report(report, console, top=args.top_issues, workers=engine.workers,
                          cached=engine.progress().cached)
         if engine.cache_error and not args.quiet:
-            print(f"wstui: result cache not used: {engine.cache_error}", file=sys.stderr)
+            print(f"wstui: result cache not used: {visible(engine.cache_error)}",
+                  file=sys.stderr)
         if interrupted:
             n_done = sum(1 for e in report.entries if e.result.metrics)
             print(f"wstui: interrupted: {n_done} of {len(tensors)} tensors have results "
@@ -164,7 +170,7 @@ class _ProgressBar:
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
             MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
-            TextColumn("{task.fields[current]}", style="dim"),
+            TextColumn("{task.fields[current]}", style="dim", markup=False),
             console=Console(stderr=True), transient=True,
         )
         self.task = self.progress.add_task("scanning", total=None, eta="?", current="")
@@ -174,6 +180,7 @@ class _ProgressBar:
         return self
 
     def update(self) -> None:
+        from wstui.render import visible
         from wstui.scan import describe_eta
 
         p = self.engine.progress()
@@ -181,7 +188,7 @@ class _ProgressBar:
             self.task, completed=p.done, total=p.total or None,
             description=f"{getattr(self.engine, 'verb', 'scanning')} ({p.phase})",
             eta=describe_eta(p.eta_s),
-            current=(p.current or "")[-60:],
+            current=visible(p.current or "")[-60:],
         )
 
     def __exit__(self, *exc: object) -> None:

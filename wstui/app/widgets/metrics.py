@@ -6,7 +6,7 @@ rich renderable built from the result: no analysis happens here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -22,6 +22,7 @@ from wstui.app.format import (
     scalar_metrics,
     shape_text,
 )
+from wstui.render import plain, visible
 from wstui.report import human_count
 
 ANALYZER_ORDER = ("stats", "sparsity", "quantization", "embedding", "spectral", "compare")
@@ -33,9 +34,9 @@ def finding_table(pairs: list[tuple[str | None, Finding]], limit: int = 50) -> T
     t.add_column(width=1)
     t.add_column("finding", ratio=1, overflow="fold")
     for name, f in pairs[:limit]:
-        msg = Text.assemble((f.code, "bold"), " ", f.message)
+        msg = Text.assemble((visible(f.code), "bold"), " ", visible(f.message))
         if name:
-            msg = Text.assemble((name, "cyan"), "\n", msg)
+            msg = Text.assemble((visible(name), "cyan"), "\n", msg)
         t.add_row(badge(f.severity.value), msg)
     if len(pairs) > limit:
         t.add_row("", Text(f"… {len(pairs) - limit} more in the Findings tab", style="dim"))
@@ -50,31 +51,32 @@ def tensor_overview(
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("tensor", ref.name)
+    # every value from the file is a Text: a str cell would be parsed as markup
+    head.add_row("tensor", plain(ref.name))
     if ref.hf_name and ref.hf_name != ref.name:
-        head.add_row("hf name", ref.hf_name)
+        head.add_row("hf name", plain(ref.hf_name))
     block = "" if ref.block is None else f"   block {ref.block}"
-    head.add_row("kind", f"{ref.kind}{block}")
-    head.add_row("shape", f"{shape_text(ref.shape)}  {ref.dtype}  ({human_count(ref.numel)} "
-                          f"values, {human_count(ref.nbytes)}B)")
+    head.add_row("kind", plain(f"{ref.kind}{block}"))
+    head.add_row("shape", plain(f"{shape_text(ref.shape)}  {ref.dtype}  "
+                                f"({human_count(ref.numel)} values, {human_count(ref.nbytes)}B)"))
     if ref.tied_to:
-        head.add_row("tied", f"shares storage with {ref.tied_to}: shown once")
+        head.add_row("tied", plain(f"shares storage with {ref.tied_to}: shown once"))
     if ref.note:
-        head.add_row("note", ref.note)
+        head.add_row("note", plain(ref.note))
     parts: list[RenderableType] = [head]
     if note:
-        parts.append(Text(note, style="italic"))
+        parts.append(plain(note, style="italic"))
     if result is None:
         if compare is not None:
             parts.append(compare_block(compare, thresholds))
         parts.append(Text("\ncomputing… (moved to the front of the scan queue)", style="italic"))
         return Group(*parts)
     for analyzer, message in sorted(result.errors.items()):
-        parts.append(Text(f"error in {analyzer}: {message}", style="bold magenta"))
+        parts.append(plain(f"error in {analyzer}: {message}", style="bold magenta"))
     for analyzer, reason in sorted(result.skipped.items()):
         if analyzer == "embedding" and ref.kind not in ("embedding", "lm_head"):
             continue  # never applies to other kinds: not worth a line
-        parts.append(Text(f"{analyzer} skipped: {reason}", style="dim"))
+        parts.append(plain(f"{analyzer} skipped: {reason}", style="dim"))
     if result.findings:
         parts.append(Text("\nfindings", style="bold underline"))
         parts.append(finding_table([(None, f) for f in result.findings]))
@@ -111,7 +113,7 @@ def compare_block(compare: TensorResult, thresholds: Mapping[str, float]) -> Ren
     t.add_column(ratio=3, style="dim", no_wrap=True)
     t.add_row(Text("compare (B against A)", style="bold magenta"), "", "", "")
     for analyzer, message in compare.errors.items():
-        t.add_row(Text(f"  error in {analyzer}: {message}", style="magenta"), "", "", "")
+        t.add_row(plain(f"  error in {analyzer}: {message}", style="magenta"), "", "", "")
     for key, value in scalar_metrics(compare, "compare"):
         state, rules = marks_for("compare", key, compare.findings, thresholds)
         t.add_row(f"  {key}", num(value), badge(state) if state else Text(" "),
@@ -121,8 +123,10 @@ def compare_block(compare: TensorResult, thresholds: Mapping[str, float]) -> Ren
 
 def scope_overview(
     node: Any, names: list[str], state: Any, findings: list[tuple[str, Finding]],
+    notes: Sequence[str] = (),
 ) -> RenderableType:
-    """The Overview of a block or the whole model (`state`: the app's ScanState)."""
+    """The Overview of a block or the whole model (`state`: the app's ScanState); `notes`:
+    what the checkpoint readers noted, shown on the model's Overview."""
     results, refs = state.results, state.refs
     counts: dict[str, int] = {}
     for n in names:
@@ -133,7 +137,7 @@ def scope_overview(
     head.add_column(style="bold")
     head.add_column()
     path = node.key.replace(":", " ").replace("/", " › ") if ":" in node.key else node.label
-    head.add_row("selection", path)
+    head.add_row("selection", plain(path))
     head.add_row("tensors", f"{len(names)}  ({human_count(params)} parameters)")
     done = sum(1 for n in names if n in results)
     head.add_row("scanned", f"{done} of {len(names)}")
@@ -143,6 +147,8 @@ def scope_overview(
             states.append_text(badge(s))
             states.append(f" {s} {counts[s]}   ")
     head.add_row("tensors by worst", states)
+    if notes:
+        head.add_row("notes", Text("\n").join(plain(n, style="yellow") for n in notes))
     parts: list[RenderableType] = [head]
     if findings:
         parts.append(Text(f"\n{len(findings)} findings, worst first", style="bold underline"))

@@ -12,6 +12,7 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from wstui.app.plotdata import PlotSpec
+from wstui.render import plain
 
 #: Markers per series index under NO_COLOR, where colour cannot tell the lines apart.
 MARKERS = ("braille", "dot", "x", "+", "*", "o", "sd", "fhd")
@@ -41,11 +42,11 @@ class PlotPanel(Vertical):
         plt = plot.plt
         plt.clear_figure()
         if self.spec is None:
-            caption.update(message)
+            caption.update(plain(message))  # may quote an error or a note: never markup
             plot.display = False
             return
         s = self.spec
-        caption.update(" · ".join(p for p in (s.title, s.note) if p))
+        caption.update(plain(" · ".join(p for p in (s.title, s.note) if p)))
         plot.display = True
         if not s.draw:
             s.prepare()

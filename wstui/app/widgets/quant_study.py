@@ -22,6 +22,7 @@ from textual.widgets import Static
 
 from wstui.app.plotdata import PlotSpec, Series
 from wstui.app.widgets.plots import PlotPanel
+from wstui.render import visible
 
 ALPHA_LABELS = {"alpha": "α free refit (WeightWatcher-comparable)",
                 "alpha_fixed_xmin": "α above the unquantized xmin"}
@@ -75,13 +76,13 @@ def status_text(*, doc: Mapping[str, Any] | None, running: bool, progress: Any,
             if progress.eta_s is not None:
                 t.append(f" · eta {progress.eta_s:.0f} s")
             if progress.current:
-                t.append(f"\n{progress.current}", style="dim")
+                t.append(f"\n{visible(progress.current)}", style="dim")
         else:
             t.append(" · starting (loading torch)…", style="yellow")
         t.append("\nq quits and cancels it; finished matrices stay in the cache", style="dim")
         return t
     if error:
-        t.append(f"the study failed: {error}\n", style="bold red")
+        t.append(f"the study failed: {visible(error)}\n", style="bold red")
     if doc is None:
         n_set = len(bits.split(", ")) * len(grans.split(", ")) * len(schemes.split(", "))
         t.append("Quantization study (not run yet)", style="bold")
@@ -227,7 +228,7 @@ def skipped_line(doc: Mapping[str, Any]) -> Text | None:
     if not skipped:
         return None
     t = Text("✗ not swept: ", style="bold red")
-    t.append("; ".join(f"{x['name']}: {x['reason']}" for x in skipped[:5]))
+    t.append("; ".join(visible(f"{x['name']}: {x['reason']}") for x in skipped[:5]))
     if len(skipped) > 5:
         t.append(f"; and {len(skipped) - 5} more")
     return t
@@ -375,7 +376,7 @@ class QuantStudyView(VerticalScroll):
             if avg is not None:
                 caption.append(f" · {avg:.2f} bits per weight", style="bold cyan")
             if block is not None:
-                caption.append(f" · ▸ {scope_label}", style="dim")
+                caption.append(f" · ▸ {visible(scope_label)}", style="dim")
             parts = [caption, heatmap(doc, plan, block), legend(plan)]
             if (skipped := skipped_line(doc)) is not None:
                 parts.append(skipped)

@@ -26,6 +26,7 @@ from wstui.app.format import (
     sort_key,
 )
 from wstui.app.messages import JumpToTensor, SortChanged
+from wstui.render import plain
 
 #: fixed columns before the metric columns: key -> label
 FIXED = {"state": " ", "block": "blk", "name": "tensor", "kind": "kind", "shape": "shape"}
@@ -73,7 +74,9 @@ class TensorTable(DataTable):
             cells: list[Any] = [
                 badge(state_of(n) if state_of else result_state(res)),
                 "" if ref.block is None else str(ref.block),
-                (labels or {}).get(n, ref.display_name), ref.kind, shape_text(ref.shape),
+                # a str cell is parsed as markup: names from the file go in as Text
+                plain((labels or {}).get(n, ref.display_name)), plain(ref.kind),
+                shape_text(ref.shape),
             ]
             cells += [_right(column_value(res, col)) for col in COLUMNS]
             self.add_row(*cells, key=n)
@@ -145,8 +148,9 @@ class FindingsTable(DataTable):
         row = self.cursor_row
         self.clear()
         for i, (name, f) in enumerate(pairs):
-            self.add_row(badge(f.severity.value), refs[name].display_name, f.code,
-                         _right(f.value), _right(f.threshold), f.message, key=f"{i}:{name}")
+            self.add_row(badge(f.severity.value), plain(refs[name].display_name), plain(f.code),
+                         _right(f.value), _right(f.threshold), plain(f.message),
+                         key=f"{i}:{name}")
         if pairs:
             self.move_cursor(row=min(row, len(pairs) - 1))
 
@@ -194,10 +198,10 @@ class DiffTable(DataTable):
             res = compare[n]
             m = res.metrics.get("compare", {})
             block = refs[n].block
-            cells: list[Any] = [badge(result_state(res)), labels.get(n, n),
+            cells: list[Any] = [badge(result_state(res)), plain(labels.get(n, n)),
                                 "" if block is None else str(block)]
             if res.errors.get("compare"):
-                cells.append(Text(res.errors["compare"], style="magenta"))
+                cells.append(plain(res.errors["compare"], style="magenta"))
                 cells += [""] * (len(DIFF_COLUMNS) - 1)
             else:
                 cells += [_right(m.get(k)) for k in DIFF_COLUMNS]

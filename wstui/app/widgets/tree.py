@@ -18,6 +18,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode as UINode
 
 from wstui.app.format import PENDING, badge, shape_text
+from wstui.render import visible
 
 #: more tensors than this: block children are built on expand
 LAZY_THRESHOLD = 300
@@ -144,7 +145,7 @@ class LayerTree(Tree[Any]):
 
     @staticmethod
     def _label_text(node: Any, state: str) -> Text:
-        text = Text.assemble(badge(state), " ", node.label)
+        text = Text.assemble(badge(state), " ", visible(node.label))  # a Text: never markup
         if node.tensor is not None:
             text.append(f"  {shape_text(node.tensor.shape)}", style="dim")
             if node.tensor.tied_to:
