@@ -16,6 +16,22 @@ from wstui._version import __version__
 SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull")
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: some tensors could not be loaded or analyzed (the rest of the report is there)
+EXIT_TENSORS_FAILED = 3
+
+
+def exit_code(*, interrupted: bool = False, bad: bool = False, failed: bool = False,
+              findings: bool = False) -> int:
+    """One exit code when several things went wrong: 130 interrupted, then 2 bad input or an
+    output that could not be written, then 3 tensors failed, then 1 findings at --fail-on.
+    The most serious one wins: each later one is less certain to be complete or right."""
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if bad:
+        return EXIT_BAD_INPUT
+    if failed:
+        return EXIT_TENSORS_FAILED
+    return EXIT_FINDINGS if findings else EXIT_OK
 
 
 def _csv_list(value: str) -> list[str]:
