@@ -82,9 +82,9 @@ def cache_notices(engine: Any) -> list[str]:
     if getattr(engine, "cache_error", None):
         lines.append(f"result cache not used: {engine.cache_error}")
     cache = getattr(engine, "cache", None)
-    if cache is not None and hasattr(cache, "notices"):
+    if cache is not None and hasattr(cache, "new_notices"):
         cache.flush()
-        lines.extend(cache.notices())
+        lines.extend(cache.new_notices())
     return lines
 
 
