@@ -114,4 +114,7 @@ def open_app(
     engine = app.engine
     if engine is not None:
         engine.cancel()
+        from wstui.commands.scan import cache_notices, print_problems
+
+        print_problems(cache_notices(engine))  # after the app: the terminal is ours again
     return int(code if code is not None else (app.return_code or 0))
