@@ -204,6 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from wstui.checkpoint.base import CheckpointError
 
     module = importlib.import_module(f"wstui.commands.{args.command}")
+    from wstui import outfile
+
+    try:  # before anything is fetched or read (the commands check again when called directly)
+        outfile.check_targets(json=getattr(args, "json", None), csv=getattr(args, "csv", None))
+    except outfile.OutputError as exc:
+        print(f"wstui: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     stdout_was = _stdout_identity()
     try:
         _fetch_repo_ids(args)
