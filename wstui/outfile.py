@@ -27,6 +27,7 @@ STDOUT = "-"
 #: first characters that make a spreadsheet evaluate a cell (DESIGN §10; OWASP adds tab and CR)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _FD_ALIAS = re.compile(r"^/(?:dev/fd|proc/self/fd)/(\d+)$")
 
 
@@ -107,7 +108,7 @@ def check_target(path: str | os.PathLike[str] | None) -> None:
             raise OutputError(f"cannot write {p}: {_why(exc)}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise OutputError(f"cannot write {p}: {parent} is not a folder")
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # no pathconf: skip
             if len(os.fsencode(name)) > os.pathconf(parent, "PC_NAME_MAX"):
                 raise OutputError(f"cannot write {p}: file name too long")
         if os.path.exists(where) and not os.access(where, os.W_OK):
@@ -138,7 +139,7 @@ def _make_temp(parent: str, name: str, mode: int | None) -> tuple[int, str]:
     for _ in range(100):
         tmp = os.path.join(parent, f".{name[:40]}.{secrets.token_hex(4)}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o666)
         except FileExistsError:
             continue
         if mode is not None:
@@ -171,7 +172,7 @@ def open_text(path: str | os.PathLike[str], *, newline: str | None = None) -> It
     if kind in ("fd", "inplace"):
         try:  # a FIFO blocks here until a reader opens it, as a shell redirection does
             fd = (os.dup(where) if kind == "fd"
-                  else os.open(where, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC))
+                  else os.open(where, os.O_WRONLY | os.O_TRUNC | _CLOEXEC))
             fh = os.fdopen(fd, "w", encoding="utf-8", newline=newline)
         except OSError as exc:
             raise OutputError(f"cannot write {p}: {_why(exc)}") from None
