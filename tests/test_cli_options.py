@@ -172,3 +172,12 @@ def test_failed_tensors_exit_3_with_the_report_and_json(model, tmp_path):
     errors = {t["name"]: t["errors"] for t in doc["tensors"]}
     assert errors["model.layers.1.mlp.up_proj.weight"][0]["message"].startswith("RuntimeError")
     assert not errors["model.layers.0.mlp.up_proj.weight"]
+
+
+def test_full_stdout_is_one_line_exit_2(model, tmp_path):
+    """stdout on /dev/full: one line on stderr, exit 2 (before: a traceback)."""
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "wstui", "ls", str(model)], env=_env(tmp_path),
+                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == EXIT_BAD_INPUT
+    assert r.stderr == "wstui: cannot write to stdout: No space left on device\n"

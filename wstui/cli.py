@@ -241,9 +241,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         except BrokenPipeError:
             return _quiet_broken_pipe()
-        where = f"{exc.filename}: " if exc.filename else "cannot write the output: "
+        where = (f"{exc.filename}: " if exc.filename else
+                 "cannot write to stdout: " if _raised_in_console(exc) else "")
         print(f"wstui: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _raised_in_console(exc: BaseException) -> bool:
+    """True when rich's console raised it (the report going to a stdout that fails)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(os.path.join("rich", "console.py")):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _stdout_identity() -> tuple[int, int] | None:
