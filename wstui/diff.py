@@ -754,15 +754,9 @@ def records(report: DiffReport) -> list[dict[str, Any]]:
 
 
 def write_csv(report: DiffReport, path: str | Path) -> Path:
-    import csv
+    """One row per pair; non-finite numbers are empty cells (as null in the JSON)."""
+    from wstui import outfile
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), restval="")
-        w.writeheader()
-        for r in records(report):
-            w.writerow({k: "" if v is None or (isinstance(v, float) and not math.isfinite(v))
-                        else v for k, v in r.items()})
-    tmp.replace(path)
-    return path
+    rows = ({k: None if isinstance(v, float) and not math.isfinite(v) else v
+             for k, v in r.items()} for r in records(report))
+    return outfile.write_csv(path, rows, list(CSV_COLUMNS))

@@ -6,7 +6,6 @@ the view export, and would make the file a hundred times larger.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -135,14 +134,7 @@ def csv_columns(recs: list[dict[str, Any]], methods: list[str] | None = None) ->
 
 def write_csv(report: ScanReport, path: str | Path) -> Path:
     """One row per tensor, flattened metric columns (empty cell: not computed / null)."""
-    path = Path(path)
+    from wstui import outfile
+
     recs = records(report)
-    cols = csv_columns(recs, list(report.methods))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, restval="", extrasaction="ignore")
-        w.writeheader()
-        for r in recs:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    tmp.replace(path)
-    return path
+    return outfile.write_csv(path, recs, csv_columns(recs, list(report.methods)))

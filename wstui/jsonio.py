@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,12 @@ def dumps(obj: Any, *, indent: int | None = None) -> str:
 
 
 def dump(obj: Any, path: str | Path, *, indent: int | None = 1) -> Path:
-    """Write atomically (temp file + rename) so that a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(dumps(obj, indent=indent) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write through `wstui.outfile` (atomic for a regular file, in place for a FIFO or a
+    device, `-` for stdout). The text is built first, so a value that cannot be serialized
+    never truncates the target. Raises `outfile.OutputError` (one line) on a failed write."""
+    from wstui import outfile
+
+    return outfile.write_text(path, dumps(obj, indent=indent) + "\n")
 
 
 def loads_strict(text: str) -> Any:

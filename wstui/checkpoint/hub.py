@@ -216,11 +216,13 @@ class _Progress:
         return self.done / max(time.monotonic() - self.start, 1e-6)
 
     def draw(self) -> None:
+        from wstui.render.text import visible  # file names come from the Hub's listing
+
         rate = self.rate()
         left = max(self.total - self.done, 0)
         eta = f"ETA {left / rate:.0f} s" if rate > 0 and self.total else "ETA ?"
         line = (f"wstui: {_human(self.done)} / {_human(self.total)}  {_human(rate)}/s  {eta}  "
-                f"{self.current}")
+                f"{visible(self.current)}")
         width = max(shutil.get_terminal_size().columns - 1, 40)
         self.stream.write("\r" + line[:width].ljust(width))
         self.stream.flush()

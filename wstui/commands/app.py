@@ -13,16 +13,54 @@ from typing import Any
 
 from wstui.cli import EXIT_BAD_INPUT
 
+#: The analyzers `--methods` may name, known without importing them (they import torch, which
+#: the app must not load before its first frame). tests/test_cli_options.py checks this list
+#: against `analyzers.names()`.
+ANALYZER_NAMES = (
+    "stats", "sparsity", "quantization", "quantization_full", "embedding", "spectral",
+    "quant_alpha", "quant_sweep",
+)
+
+
+def check_methods(methods: Sequence[str] | None) -> None:
+    """Raise ValueError naming the first unknown analyzer (the message `wstui scan` gives)."""
+    unknown = [m for m in methods or () if m not in ANALYZER_NAMES]
+    if unknown:
+        raise ValueError(f"unknown analyzer {unknown[0]!r} (known: {', '.join(ANALYZER_NAMES)})")
+
+
+def check_export_dir(directory: str | Path) -> None:
+    """The folder `e`/`E` write into must be a folder we can write (or can create): found out
+    now, not at the first export."""
+    from wstui import outfile
+
+    path = Path(directory).expanduser()
+    probe = path
+    while not probe.exists() and probe != probe.parent:  # created at the first export
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"--export-dir {directory}: {probe} is not a folder")
+    try:
+        outfile.check_target(probe / ".wstui-export-check")
+    except outfile.OutputError as exc:
+        raise ValueError(f"--export-dir {directory}: {str(exc).rsplit(': ', 1)[-1]}") from None
+
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
     from wstui.commands.scan import scan_options
 
-    try:  # the same validation as `wstui scan`: unknown threshold codes are bad input
+    try:  # the checks of `wstui scan`, before the terminal switches to the app
         thresholds = scan_options(args).get("thresholds", {})
+        check_methods(args.methods)
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        check_export_dir(args.export_dir)
     except ValueError as exc:
-        print(f"wstui: {exc}", file=sys.stderr)
+        from wstui.render import visible
+
+        print(f"wstui: {visible(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return open_app(
         args.path, diff=args.diff, export_dir=args.export_dir, methods=args.methods,
@@ -81,4 +119,7 @@ def open_app(
     engine = app.engine
     if engine is not None:
         engine.cancel()
+        from wstui.commands.scan import cache_notices, print_problems
+
+        print_problems(cache_notices(engine))  # after the app: the terminal is ours again
     return int(code if code is not None else (app.return_code or 0))

@@ -7,13 +7,12 @@ per-kind summaries, the findings and the unmatched/mismatched names. `--json`, `
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from wstui.cli import EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK
-from wstui.commands.scan import _fail
+from wstui.cli import exit_code
+from wstui.commands.scan import _fail, cache_notices, print_problems, report_console, write_outputs
 
 BAR_WIDTH = 12
 LIST_LIMIT = 20
@@ -59,36 +58,34 @@ def run(args: argparse.Namespace) -> int:
             return _fail(nothing_matches(args, ckpt_a, ckpt_b))
         interrupted = _drive(engine, show_progress=not args.quiet and sys.stderr.isatty())
         report = engine.report()
-        if args.json:
-            report.to_json(args.json)
-        if args.csv:
+
+        def csv_writer(target: str) -> None:
             from wstui.diff import write_csv
 
-            write_csv(report, args.csv)
-        if not args.quiet:
-            from rich.console import Console
+            write_csv(report, target)
 
-            wide = sys.stdout.isatty() or "COLUMNS" in os.environ
-            console = Console(width=None if wide else 160)
+        write_failed = write_outputs((args.json, report.to_json), (args.csv, csv_writer))
+        if not args.quiet:
+            console = report_console(args)
             console.print(render(report, top=args.top_issues, workers=engine.workers,
                                  width=console.width))
-        if engine.cache_error and not args.quiet:
-            from wstui.render import visible
-
-            print(f"wstui: result cache not used: {visible(engine.cache_error)}",
-                  file=sys.stderr)
+        print_problems(cache_notices(engine) + write_failed)
+        n_failed = sum(1 for p in report.pairs if p.result.errors)
+        if n_failed and not interrupted:
+            print(f"wstui: {n_failed} of {len(report.pairs)} pairs failed to load or compare "
+                  "(their errors are in the report)", file=sys.stderr)
         if interrupted:
             n_done = sum(1 for p in report.pairs if p.result.metrics)
             print(f"wstui: interrupted: {n_done} of {len(report.pairs)} pairs compared",
                   file=sys.stderr)
-            return EXIT_INTERRUPTED
+        findings = False
         if args.fail_on:
             from analyzers.core import Severity
 
             floor = Severity(args.fail_on).rank
-            if any(i.finding.severity.rank >= floor for i in report.top_issues):
-                return EXIT_FINDINGS
-    return EXIT_OK
+            findings = any(i.finding.severity.rank >= floor for i in report.top_issues)
+    return exit_code(interrupted=interrupted, bad=bool(write_failed), failed=n_failed > 0,
+                     findings=findings)
 
 
 # ------------------------------------------------------------------------------ rendering

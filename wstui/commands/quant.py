@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from typing import Any
 
 from wstui.checkpoint import open_checkpoint
-from wstui.cli import EXIT_INTERRUPTED, EXIT_OK
+from wstui.cli import EXIT_INTERRUPTED, exit_code
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
@@ -80,23 +79,29 @@ def plan_table(doc: dict[str, Any]):
 
 
 def write_csv(doc: dict[str, Any], path: str) -> None:
+    """The per-layer rows of the study, atomically (a kill mid-write keeps the old file)."""
+    from wstui import outfile
     from wstui.quant import csv_rows
 
     rows = csv_rows(doc)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        fields = list(rows[0]) if rows else ["name"]
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    outfile.write_csv(path, rows, list(rows[0]) if rows else ["name"])
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from wstui import jsonio
-    from wstui.commands.scan import _drive, _exit_now, _fail, checked_options
+    from wstui.commands.scan import (
+        _drive,
+        _exit_now,
+        _fail,
+        cache_notices,
+        checked_options,
+        print_problems,
+        write_outputs,
+    )
     from wstui.listing import print_notes
+    from wstui.outfile import is_stdout
     from wstui.quant import study_document, study_engine
     from wstui.render import plain, visible
     from wstui.scan import select_tensors
@@ -116,13 +121,15 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             return _fail(f"bad quantization setting: {exc}")
         interrupted = _drive(engine, show_progress=not args.quiet and sys.stderr.isatty())
-        doc = study_document(ckpt, engine.report(), spec)
-    if args.json:
-        jsonio.dump(doc, args.json)
-    if args.csv:
-        write_csv(doc, args.csv)
+        report = engine.report()
+        doc = study_document(ckpt, report, spec)
+    write_failed = write_outputs((args.json, lambda target: jsonio.dump(doc, target)),
+                                 (args.csv, lambda target: write_csv(doc, target)))
+    if engine.error:
+        print(f"wstui: quantization study failed: {engine.error}", file=sys.stderr)
     if not args.quiet:
-        out = Console()
+        to_stdout = is_stdout(args.json) or is_stdout(args.csv)
+        out = Console(stderr=to_stdout)  # stdout carries the `-` file alone
         note = " (GGUF: the study runs on the dequantized weights)" if doc["dequantized"] else ""
         path = visible(doc["checkpoint"]["path"])
         head = plain(f"{path}: {len(doc['layers'])} matrices, "
@@ -135,10 +142,15 @@ def run(args: argparse.Namespace) -> int:
         if doc["skipped"]:
             out.print(plain(f"{len(doc['skipped'])} matrices skipped: " + "; ".join(
                 f"{s['name']}: {s['reason']}" for s in doc["skipped"][:5]), highlight=True))
+    print_problems(cache_notices(engine) + write_failed)
+    n_failed = sum(1 for e in report.entries if e.result.errors)
+    if n_failed and not interrupted:
+        print(f"wstui: {n_failed} of {len(report.entries)} matrices failed to load or sweep "
+              "(listed under skipped)", file=sys.stderr)
     if interrupted:
         print(f"wstui: interrupted: {len(doc['layers'])} matrices swept (kept in the cache)",
               file=sys.stderr)
         if not engine.wait(0):
             _exit_now(EXIT_INTERRUPTED)
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+    return exit_code(interrupted=interrupted, bad=bool(engine.error or write_failed),
+                     failed=n_failed > 0)

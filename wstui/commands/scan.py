@@ -6,10 +6,9 @@ import argparse
 import contextlib
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from wstui.cli import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK
+from wstui.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, exit_code
 
 #: how long Ctrl-C waits for running analyzers before reporting what is done
 CANCEL_GRACE_S = 0.6
@@ -35,23 +34,67 @@ def scan_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"thresholds": thresholds} if thresholds else {}
 
 
-def _check_writable(path: str | None) -> None:
-    if path is None:
-        return
-    parent = Path(path).expanduser().resolve().parent
-    if not parent.is_dir():
-        raise ValueError(f"{path}: directory {parent} does not exist")
-
-
 def checked_options(args: argparse.Namespace) -> dict[str, Any]:
     """The engine options of a scan-like command, after the checks that need no checkpoint
-    (threshold codes, output folders, --workers). Raises ValueError with a one-line reason."""
+    (threshold codes, output targets, --workers). Raises ValueError with a one-line reason."""
+    from wstui import outfile
+
     options = scan_options(args)
-    _check_writable(getattr(args, "json", None))
-    _check_writable(getattr(args, "csv", None))
+    try:
+        outfile.check_targets(json=getattr(args, "json", None), csv=getattr(args, "csv", None))
+    except outfile.OutputError as exc:
+        raise ValueError(str(exc)) from None
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     return options
+
+
+def write_outputs(*writers: tuple[str | None, Any]) -> list[str]:
+    """Run each (target, write) whose target is given; one line per failed write. A failure
+    never stops the others nor the report printed after them."""
+    from wstui import outfile
+
+    failed: list[str] = []
+    for target, write in writers:
+        if target is None:
+            continue
+        try:
+            write(target)
+        except outfile.OutputError as exc:
+            failed.append(str(exc))
+    return failed
+
+
+def report_console(args: argparse.Namespace) -> Any:
+    """The console for the tables: stdout, or stderr when an output file is `-` (stdout then
+    carries the file alone, so that `--json - | jq` works)."""
+    from rich.console import Console
+
+    from wstui.outfile import is_stdout
+
+    if is_stdout(getattr(args, "json", None)) or is_stdout(getattr(args, "csv", None)):
+        return Console(stderr=True)
+    wide = sys.stdout.isatty() or "COLUMNS" in os.environ
+    return Console(width=None if wide else 160)
+
+
+def cache_notices(engine: Any) -> list[str]:
+    """What went wrong with the result cache, one line each (pending writes flushed first)."""
+    lines = []
+    if getattr(engine, "cache_error", None):
+        lines.append(f"result cache not used: {engine.cache_error}")
+    cache = getattr(engine, "cache", None)
+    if cache is not None and hasattr(cache, "new_notices"):
+        cache.flush()
+        lines.extend(cache.new_notices())
+    return lines
+
+
+def print_problems(lines: list[str]) -> None:
+    from wstui.render import visible
+
+    for line in lines:
+        print(f"wstui: {visible(line)}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,42 +127,39 @@ def run(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         interrupted = _drive(engine, show_progress=not args.quiet and sys.stderr.isatty())
         report = engine.report()
-        if args.json:
-            report.to_json(args.json)
-        if args.csv:
+
+        def csv_writer(target: str) -> None:
             from wstui.export import write_csv
 
-            write_csv(report, args.csv)
+            write_csv(report, target)
+
+        write_failed = write_outputs((args.json, report.to_json), (args.csv, csv_writer))
         if engine.error:
             print(f"wstui: scan failed: {visible(engine.error)}", file=sys.stderr)
         if not args.quiet:
-            from rich.console import Console
-
             from wstui.report import print_report
 
-            wide = sys.stdout.isatty() or "COLUMNS" in os.environ
-            console = Console(width=None if wide else 160)
-            print_report(report, console, top=args.top_issues, workers=engine.workers,
-                         cached=engine.progress().cached)
-        if engine.cache_error and not args.quiet:
-            print(f"wstui: result cache not used: {visible(engine.cache_error)}",
-                  file=sys.stderr)
+            print_report(report, report_console(args), top=args.top_issues,
+                         workers=engine.workers, cached=engine.progress().cached)
+        print_problems(cache_notices(engine) + write_failed)
+        n_failed = sum(1 for e in report.entries if e.result.errors)
+        if n_failed and not interrupted:
+            print(f"wstui: {n_failed} of {len(report.entries)} tensors failed to load or "
+                  "analyze (their errors are in the report)", file=sys.stderr)
         if interrupted:
             n_done = sum(1 for e in report.entries if e.result.metrics)
             print(f"wstui: interrupted: {n_done} of {len(tensors)} tensors have results "
                   "(kept in the cache)", file=sys.stderr)
             if not engine.wait(0):
                 _exit_now(EXIT_INTERRUPTED)
-            return EXIT_INTERRUPTED
-        if engine.error:
-            return EXIT_BAD_INPUT
+        findings = False
         if args.fail_on:
             from analyzers.core import Severity
 
             floor = Severity(args.fail_on).rank
-            if any(i.finding.severity.rank >= floor for i in report.top_issues):
-                return EXIT_FINDINGS
-    return EXIT_OK
+            findings = any(i.finding.severity.rank >= floor for i in report.top_issues)
+    return exit_code(interrupted=interrupted, bad=bool(engine.error or write_failed),
+                     failed=n_failed > 0, findings=findings)
 
 
 def _exit_now(code: int) -> None:
