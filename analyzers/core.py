@@ -542,3 +542,56 @@ def _radix_quantiles(a: Any, qs: Sequence[float]) -> list[float]:
         # numpy's lerp, including its form for t >= 0.5 (so results match it bit for bit)
         out.append(vb - (vb - va) * (1 - t) if t >= 0.5 else va + (vb - va) * t)
     return out
+
+
+def abs_quantiles(a: Any, qs: Sequence[float], chunk: int = 1 << 18) -> list[float]:
+    """numpy's linear quantiles of |a| for a finite 1-D float32 array, exactly, without
+    writing |a| out for a full sort or select. Non-negative float32 values order as their bit
+    patterns, so one chunked pass (chunks stay in cache) counts the values per top-16-bit
+    bucket, and a second gathers only the buckets holding the wanted ranks (a few thousandths
+    of the values for a bell-shaped tensor), which are then sorted. On 2^24 Gaussian values
+    this took 2.4 ns a value where `_radix_quantiles` on |a| took 9.5 (bench_analyzers
+    --elementwise, stats column)."""
+    import numpy as np
+
+    n = a.size
+    if n == 0:
+        return [math.nan for _ in qs]
+    cnt = np.zeros(1 << 15, dtype=np.int64)
+    scratch = np.empty(min(chunk, n), dtype=np.float32)
+    keys = np.empty(min(chunk, n), dtype=np.int32)
+    for i in range(0, n, chunk):
+        part = np.abs(a[i:i + chunk], out=scratch[: min(chunk, n - i)])
+        k = np.right_shift(part.view(np.int32), 16, out=keys[: part.size])
+        cnt += np.bincount(k, minlength=1 << 15)
+    ends = np.cumsum(cnt)
+    pos = np.asarray(qs, dtype=np.float64) * (n - 1)
+    lows = np.floor(pos).astype(np.int64)
+    ranks = np.unique(np.concatenate([lows, np.minimum(lows + 1, n - 1)]))
+    where = np.searchsorted(ends, ranks, side="right")
+    wanted = np.unique(where)
+    if cnt[wanted].sum() > n // 4:  # values bunched in few buckets: select from all of them
+        part = np.partition(np.abs(a), ranks)
+        value = {int(r): float(part[r]) for r in ranks}
+    else:
+        lut = np.zeros(1 << 15, dtype=bool)
+        lut[wanted] = True
+        picked = []
+        for i in range(0, n, chunk):
+            part = np.abs(a[i:i + chunk], out=scratch[: min(chunk, n - i)])
+            k = np.right_shift(part.view(np.int32), 16, out=keys[: part.size])
+            picked.append(part[lut[k]])
+        vals = np.sort(np.concatenate(picked))
+        # the sorted picks hold the wanted buckets back to back, in bucket order
+        before = dict(zip(wanted.tolist(), (np.cumsum(cnt[wanted]) - cnt[wanted]).tolist()))
+        value = {}
+        for r, b in zip(ranks.tolist(), where.tolist()):
+            start = int(ends[b] - cnt[b])
+            value[r] = float(vals[before[b] + r - start])
+    out = []
+    for p, lo in zip(pos, lows):
+        va, vb = value[int(lo)], value[min(int(lo) + 1, n - 1)]
+        t = float(p - lo)
+        out.append(vb - (vb - va) * (1 - t) if t >= 0.5 else va + (vb - va) * t)
+    return out
+
