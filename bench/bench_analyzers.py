@@ -112,7 +112,12 @@ def main() -> None:
     ap.add_argument("--elementwise", action="store_true",
                     help="only the per-element cost of the cheap analyzers")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's; 1 gives the cost on one core, "
+                         "steadier on a busy machine)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     skip = {s for s in args.skip.split(",") if s}
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}")

@@ -263,9 +263,15 @@ class ScanEngine(BackgroundJob):
     # see BackgroundJob.
 
     def _before_start(self) -> None:
-        import torch
+        # torch's thread count, to put back at the end; a scan served from the cache never
+        # imports torch, so when it is not loaded yet the first worker records it instead.
+        self._note_torch_threads()
 
-        self._torch_threads0 = torch.get_num_threads()
+    def _note_torch_threads(self) -> None:
+        import sys
+
+        if not self._torch_threads0 and "torch" in sys.modules:
+            self._torch_threads0 = sys.modules["torch"].get_num_threads()
 
     def stream(
         self, on_progress: Callable[[ScanProgress], None] | None = None
@@ -607,6 +613,10 @@ class ScanEngine(BackgroundJob):
 
     def _worker(self) -> None:
         threads_now = 0
+        import torch  # noqa: F401  (loaded here, not at start: a cached scan needs no torch)
+
+        with self._lock:
+            self._note_torch_threads()
         try:
             while True:
                 with self._lock:
@@ -782,9 +792,11 @@ def _scan_order(refs: Sequence[TensorRef]) -> dict[str, int]:
 
 def _check_device(device: str) -> None:
     """Refuse a device this torch cannot use (one line, before any work starts)."""
+    kind = device.split(":")[0]
+    if kind == "cpu":
+        return  # every torch has it: no import (a scan served from the cache needs no torch)
     import torch
 
-    kind = device.split(":")[0]
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: CUDA is not available to this torch")
     if kind == "mps":
