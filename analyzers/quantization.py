@@ -316,9 +316,15 @@ class _SampledSweep:
         self.sample = self.flat[idx]
         self.s_ww = _dot(self.flat, self.flat)
         self._scale = n / limit
-        self._row = idx // cols
-        self._group = (idx % cols) // GROUP_SIZE
-        del idx
+        row = torch.div(idx, cols, rounding_mode="floor")
+        col = idx.sub_(row * cols)  # idx is not needed any more
+        # 32-bit indices into the flattened per-row and per-group tables, made once: a 1-D
+        # index_select with them was about 3x faster than table[row, group] per setting
+        groups = -(-cols // GROUP_SIZE)
+        self._row = row.to(torch.int32)
+        self._group = row.mul_(groups).add_(col.div_(GROUP_SIZE, rounding_mode="floor")).to(
+            torch.int32)
+        del row, col
         self.rows: dict[tuple[int, str, str], dict[str, Any]] = {}
         self._ranges: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -348,9 +354,8 @@ class _SampledSweep:
         """A per-group table looked up for every sampled value (a scalar for the tensor)."""
         if granularity == "tensor":
             return table.reshape(1)
-        if granularity == "channel":
-            return table.reshape(-1)[self._row]
-        return table[self._row, self._group]
+        index = self._row if granularity == "channel" else self._group
+        return table.reshape(-1).index_select(0, index)
 
     def row(self, bits: int, granularity: str, scheme: str) -> dict[str, Any]:
         """The scale is computed per group with `_scale` (the very float operations
