@@ -586,8 +586,9 @@ def abs_quantiles(a: Any, qs: Sequence[float], chunk: int = 1 << 18) -> list[flo
     patterns, so one chunked pass (chunks stay in cache) counts the values per top-16-bit
     bucket, and a second gathers only the buckets holding the wanted ranks (a few thousandths
     of the values for a bell-shaped tensor), which are then sorted. On 2^24 Gaussian values
-    this took 2.4 ns a value where `_radix_quantiles` on |a| took 9.5 (bench_analyzers
-    --elementwise, stats column)."""
+    this took 9.4 ns a value where `quantiles` of |a| (abs, then `_radix_quantiles`) took
+    20.2, in one run on 2 busy cores. Falls back to one `np.partition` when the wanted
+    buckets hold over a quarter of the values (e.g. a constant tensor)."""
     import numpy as np
 
     n = a.size
