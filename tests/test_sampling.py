@@ -35,8 +35,9 @@ def _heavy(rows: int, cols: int, seed: int) -> torch.Tensor:
 
 
 def test_sampled_rows_quantize_each_value_as_fake_quantize_does(monkeypatch):
-    # a lowered limit makes a small tensor "large": stride 3.2, a last partial group of 72
+    # a lowered limit makes a small tensor "large": stride 1.6, a last partial group of 72
     monkeypatch.setattr(qmod, "SAMPLE_LIMIT", 20_000)
+    monkeypatch.setattr(qmod, "SAMPLE_FROM", 1)
     w = _heavy(160, 200, 0)
     r = analyzers.analyze("w", w, kind="mlp_up", methods=["quantization"])
     m = r.metrics["quantization"]
@@ -76,9 +77,21 @@ def _llm_like(rows: int, cols: int, seed: int) -> torch.Tensor:
     return x
 
 
+def test_sampling_starts_at_sample_from_times_the_limit(monkeypatch):
+    monkeypatch.setattr(qmod, "SAMPLE_LIMIT", 1000)
+    w = _heavy(40, 100, 4)  # 4 x the limit: still exact
+    assert analyzers.analyze("w", w, methods=["quantization"]).metrics[
+        "quantization"]["sampled"] is False
+    w = _heavy(41, 100, 4)
+    assert analyzers.analyze("w", w, methods=["quantization"]).metrics[
+        "quantization"]["sampled"] is True
+
+
 @pytest.mark.slow
-def test_sqnr_on_a_sampled_tensor_within_001_db_of_the_exact_one():
-    # 1.5 x 2^24 values: past the real limit, a stride that is not an integer
+def test_sqnr_on_a_sampled_tensor_within_001_db_of_the_exact_one(monkeypatch):
+    # 1.5 x 2^24 values: past the real limit, a stride that is not an integer (sampling
+    # from the limit itself, not from SAMPLE_FROM times it, to test the real sample size)
+    monkeypatch.setattr(qmod, "SAMPLE_FROM", 1)
     w = _llm_like(6144, 4096, 2)
     assert w.numel() > qmod.SAMPLE_LIMIT == 2**24
     m = analyzers.analyze("w", w, kind="mlp_up", methods=["quantization"]).metrics
