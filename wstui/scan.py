@@ -263,9 +263,18 @@ class ScanEngine(BackgroundJob):
     # see BackgroundJob.
 
     def _before_start(self) -> None:
-        # torch's thread count, to put back at the end; a scan served from the cache never
-        # imports torch, so when it is not loaded yet the first worker records it instead.
+        # Without a cache database nothing can come from the cache: load torch now, before
+        # the database file appears (as a scan always did). With one, a scan served wholly
+        # from it never imports torch: the first worker, if any, does.
+        if not self.use_cache or not self._cache_file().exists():
+            import torch  # noqa: F401
+        # torch's thread count, to put back at the end (else the first worker records it)
         self._note_torch_threads()
+
+    def _cache_file(self) -> Path:
+        from wstui.cache import default_path
+
+        return Path(self.cache_path) if self.cache_path is not None else default_path()
 
     def _note_torch_threads(self) -> None:
         import sys
