@@ -116,7 +116,7 @@ def test_bad_input_is_one_line_exit_2(model, tmp_path, args, needle):
         (["--tensors", "no.such.*"], "no.such"),
         (["--json", "/nonexistent/dir/x.json"], "/nonexistent/dir"),
         (["--workers", "0"], "workers"),
-        (["--device", "bogus"], None),  # argparse: one error line, exit 2
+        (["--device", "bogus"], None),  # argparse: usage + one error line, exit 2
     ],
 )
 def test_bad_options_exit_2_in_process(model, tmp_path, monkeypatch, capsys, args, needle):
