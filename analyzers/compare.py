@@ -16,7 +16,10 @@ first pass without spectra, so no work is done twice).
 
 The spectra come from `analyzers.spectral.singular_values` (the scan's spectral path, with its
 accuracy contract); without that module a float64 `torch.linalg.svdvals` stands in. Alphas
-come from `analyzers.powerlaw`.
+come from `analyzers.powerlaw`. `options["compare_known_spectra"]` = `{"alpha_a", "alpha_b",
+"spectrum_a", "spectrum_b", "spectrum_rank"}` (from scans of A and B, e.g. their cached
+`spectral` results) replaces the spectra of A and B: only the spectrum of ΔW is computed, one
+of three.
 """
 
 from __future__ import annotations
@@ -172,6 +175,7 @@ def compare(
 
 def _fill(result: TensorResult, ta: torch.Tensor, tb: torch.Tensor,
           opts: Mapping[str, Any]) -> None:
+    import numpy as np
     import torch
 
     elementwise = opts.get("compare_elementwise", True)
@@ -183,6 +187,19 @@ def _fill(result: TensorResult, ta: torch.Tensor, tb: torch.Tensor,
         mb = tb.reshape(tb.shape[0], -1)
         # B == A: one spectrum and one fit serve both
         identical = metrics["l2_distance"] == 0.0 if elementwise else torch.equal(ta, tb)
+        known = opts.get("compare_known_spectra")
+        if known is not None:  # A's and B's spectra from their scans: ΔW's alone is left
+            metrics.update(_delta_spectrum(np.zeros(0) if identical
+                                           else singular_values(mb - ma)))
+            alpha_a, alpha_b = known["alpha_a"], known["alpha_b"]
+            metrics.update(alpha_a=alpha_a, alpha_b=alpha_b, delta_alpha=alpha_b - alpha_a
+                           if None not in (alpha_a, alpha_b) else None)
+            data.update(spectrum_a=list(known["spectrum_a"]),
+                        spectrum_b=list(known["spectrum_b"]),
+                        spectrum_rank=list(known["spectrum_rank"]))
+            result.metrics["compare"] = metrics
+            result.data["compare"] = data
+            return
         sa = singular_values(ma)
         sb = sa if identical else singular_values(mb)
         metrics.update(_delta_spectrum(sa[:0] if identical else singular_values(mb - ma)))

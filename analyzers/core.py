@@ -333,17 +333,37 @@ def as_float32(tensor: Any, device: str | None = None) -> torch.Tensor:
         elif not arr.flags.writeable:  # e.g. a memory map: torch would warn on sharing it
             arr = arr.copy()
         t = torch.from_numpy(arr)
-    if t.dtype != torch.float32:
+    if t.dtype == torch.bfloat16 and t.device.type == "cpu" and (device or "cpu") == "cpu":
+        t = bf16_to_float32(t)
+    elif t.dtype != torch.float32:
         t = t.to(torch.float32)
     if device is not None and str(t.device) != device:
         t = t.to(device)
     return t
 
 
+def bf16_to_float32(t: torch.Tensor) -> torch.Tensor:
+    """A CPU bfloat16 tensor as float32, exactly: bf16 is the top half of a float32, so its
+    bits shifted left by 16 are the float32 bits. numpy's shift took 0.17 ns a value where
+    torch's `.to(torch.float32)` took 1.7 (2^20 values, one thread)."""
+    import numpy as np
+    import torch
+
+    bits = t.contiguous().view(torch.int16).numpy().view(np.uint16)
+    out = np.left_shift(bits, 16, dtype=np.uint32)
+    return torch.from_numpy(out.view(np.float32))
+
+
 def pick_device(preference: str = "auto") -> str:
-    """'auto' -> 'cuda' when a GPU is present, else 'mps', else 'cpu'; other values pass through."""
+    """'auto' -> 'cuda' when a GPU is present, else 'mps', else 'cpu'; other values pass through.
+    Where no GPU can be present, 'cpu' comes without importing torch (1.2-1.7 s), so that a
+    scan served from the cache never imports it."""
     if preference != "auto":
         return preference
+    import sys
+
+    if "torch" not in sys.modules and not _gpu_possible():
+        return "cpu"
     import torch
 
     if torch.cuda.is_available():
@@ -352,6 +372,22 @@ def pick_device(preference: str = "auto") -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
+
+
+def _gpu_possible() -> bool:
+    """False only where torch certainly sees no GPU: Linux without NVIDIA, ROCm or WSL GPU
+    device nodes, or a Mac that is not Apple silicon. Elsewhere torch is asked."""
+    import glob
+    import os
+    import platform
+    import sys
+
+    if sys.platform == "darwin":
+        return platform.machine() == "arm64"
+    if sys.platform.startswith("linux"):
+        return bool(glob.glob("/dev/nvidia[0-9]*")) or any(
+            os.path.exists(p) for p in ("/dev/kfd", "/dev/dxg"))
+    return True
 
 
 def analyze(
@@ -542,3 +578,57 @@ def _radix_quantiles(a: Any, qs: Sequence[float]) -> list[float]:
         # numpy's lerp, including its form for t >= 0.5 (so results match it bit for bit)
         out.append(vb - (vb - va) * (1 - t) if t >= 0.5 else va + (vb - va) * t)
     return out
+
+
+def abs_quantiles(a: Any, qs: Sequence[float], chunk: int = 1 << 18) -> list[float]:
+    """numpy's linear quantiles of |a| for a finite 1-D float32 array, exactly, without
+    writing |a| out for a full sort or select. Non-negative float32 values order as their bit
+    patterns, so one chunked pass (chunks stay in cache) counts the values per top-16-bit
+    bucket, and a second gathers only the buckets holding the wanted ranks (a few thousandths
+    of the values for a bell-shaped tensor), which are then sorted. On 2^24 Gaussian values
+    this took 9.4 ns a value where `quantiles` of |a| (abs, then `_radix_quantiles`) took
+    20.2, in one run on 2 busy cores. Falls back to one `np.partition` when the wanted
+    buckets hold over a quarter of the values (e.g. a constant tensor)."""
+    import numpy as np
+
+    n = a.size
+    if n == 0:
+        return [math.nan for _ in qs]
+    cnt = np.zeros(1 << 15, dtype=np.int64)
+    scratch = np.empty(min(chunk, n), dtype=np.float32)
+    keys = np.empty(min(chunk, n), dtype=np.int32)
+    for i in range(0, n, chunk):
+        part = np.abs(a[i:i + chunk], out=scratch[: min(chunk, n - i)])
+        k = np.right_shift(part.view(np.int32), 16, out=keys[: part.size])
+        cnt += np.bincount(k, minlength=1 << 15)
+    ends = np.cumsum(cnt)
+    pos = np.asarray(qs, dtype=np.float64) * (n - 1)
+    lows = np.floor(pos).astype(np.int64)
+    ranks = np.unique(np.concatenate([lows, np.minimum(lows + 1, n - 1)]))
+    where = np.searchsorted(ends, ranks, side="right")
+    wanted = np.unique(where)
+    if cnt[wanted].sum() > n // 4:  # values bunched in few buckets: select from all of them
+        part = np.partition(np.abs(a), ranks)
+        value = {int(r): float(part[r]) for r in ranks}
+    else:
+        lut = np.zeros(1 << 15, dtype=bool)
+        lut[wanted] = True
+        picked = []
+        for i in range(0, n, chunk):
+            part = np.abs(a[i:i + chunk], out=scratch[: min(chunk, n - i)])
+            k = np.right_shift(part.view(np.int32), 16, out=keys[: part.size])
+            picked.append(part[lut[k]])
+        vals = np.sort(np.concatenate(picked))
+        # the sorted picks hold the wanted buckets back to back, in bucket order
+        before = dict(zip(wanted.tolist(), (np.cumsum(cnt[wanted]) - cnt[wanted]).tolist()))
+        value = {}
+        for r, b in zip(ranks.tolist(), where.tolist()):
+            start = int(ends[b] - cnt[b])
+            value[r] = float(vals[before[b] + r - start])
+    out = []
+    for p, lo in zip(pos, lows):
+        va, vb = value[int(lo)], value[min(int(lo) + 1, n - 1)]
+        t = float(p - lo)
+        out.append(vb - (vb - va) * (1 - t) if t >= 0.5 else va + (vb - va) * t)
+    return out
+

@@ -14,13 +14,15 @@ accurate enough); out of memory falls back to the CPU; MPS has no float64: CPU.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from analyzers.core import Context, Output, Severity, SkipAnalyzer, finding, register
 from analyzers.powerlaw import EVALS_THRESH, PowerLawFit, fit_powerlaw
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 VERSION = "1"
 #: Above this condition number (as the Gram matrix sees it) the σ come from an SVD instead.
@@ -40,6 +42,8 @@ def singular_values(m: torch.Tensor, *, exact_small: bool = True) -> tuple[np.nd
     stay accurate (absolute error ~ε64·σ_max²), only the small ones lose the contract. That is
     enough for a power-law fit of the tail, and it spares the 3x slower SVD on the
     rank-deficient matrices that low-bit quantization makes."""
+    import torch
+
     if m.dim() != 2:
         m = m.reshape(m.shape[0], -1)
     if m.dtype not in (torch.float32, torch.float64):
@@ -70,6 +74,8 @@ def singular_values(m: torch.Tensor, *, exact_small: bool = True) -> tuple[np.nd
 def eigenvalues(matrix: Any, *, exact_small: bool = True) -> np.ndarray:
     """λ = σ² of W itself (no 1/N scaling), float64, DESCENDING. Accepts torch or numpy.
     `exact_small`: see `singular_values`."""
+    import torch
+
     t = matrix if isinstance(matrix, torch.Tensor) else torch.as_tensor(np.asarray(matrix))
     if t.dtype != torch.float32:
         t = t.to(torch.float32)
@@ -239,6 +245,8 @@ def _gram_eigvals_cpu(x: torch.Tensor) -> np.ndarray:
 
 def _gram_eigvals_torch(x: torch.Tensor) -> np.ndarray:
     """Eigenvalues (ascending) of xᵀx in float64 on x's device (CUDA)."""
+    import torch
+
     rows, cols = int(x.shape[0]), int(x.shape[1])
     step = max(1, _CHUNK_ELEMENTS // max(1, cols))
     g = torch.zeros((cols, cols), dtype=torch.float64, device=x.device)

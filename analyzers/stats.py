@@ -18,6 +18,7 @@ from analyzers.core import (
     EXACT_QUANTILE_LIMIT,
     Context,
     Output,
+    abs_quantiles,
     quantiles,
     register,
     strided_sample,
@@ -28,8 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HIST_BINS = 64
 SMALL = 2**20
-#: Elementwise passes work through the values this many at a time (64 MB of float32 scratch).
-CHUNK = 2**24
+#: Elementwise passes work through the values this many at a time (1 MB of float32 scratch,
+#: which stays in cache for the several steps done on each chunk).
+CHUNK = 2**18
 #: Exact percentiles up to this many values (read at call time, so a test can lower it).
 PERCENTILE_LIMIT = EXACT_QUANTILE_LIMIT
 ABS_PERCENTILES = {"abs_p50": 0.5, "abs_p90": 0.9, "abs_p99": 0.99, "abs_p999": 0.999}
@@ -38,49 +40,83 @@ ABS_PERCENTILES = {"abs_p50": 0.5, "abs_p90": 0.9, "abs_p99": 0.99, "abs_p999": 
 def histogram(x: torch.Tensor, lo: float, hi: float, bins: int = HIST_BINS) -> dict[str, list]:
     """Counts of the finite 1-D `x` in `bins` linear bins over [lo, hi] (hi in the last bin).
     Integer counts (bincount), exact beyond 2^24 values, unlike float-valued histc."""
-    import numpy as np
     import torch
 
     if x.numel() == 0 or not (math.isfinite(lo) and math.isfinite(hi)):
         return {"edges": [], "counts": []}
     if hi <= lo:
-        edges = np.linspace(lo - 0.5, lo + 0.5, bins + 1)
-        counts = [0] * bins
-        counts[bins // 2] = int(x.numel())
-        return {"edges": edges.tolist(), "counts": counts}
-    width = (hi - lo) / bins
+        return _one_value_histogram(lo, int(x.numel()), bins)
     counts = torch.zeros(bins, dtype=torch.int64, device=x.device)
     for part in x.reshape(-1).split(CHUNK):  # bounded scratch memory on huge tensors
-        if hi - lo < 3.0e38:
-            idx = (part - lo).div_(width)
-        else:  # x - lo would overflow float32
-            idx = (part / width).sub_(lo / width)
-        idx = idx.clamp_(0, bins - 1).to(torch.int32)
-        counts += torch.bincount(idx, minlength=bins)[:bins]
+        counts += _bin_counts(part, lo, hi, bins)
+    return _histogram_dict(lo, hi, counts, bins)
+
+
+def _one_value_histogram(v: float, n: int, bins: int) -> dict[str, list]:
+    import numpy as np
+
+    counts = [0] * bins
+    counts[bins // 2] = n
+    return {"edges": np.linspace(v - 0.5, v + 0.5, bins + 1).tolist(), "counts": counts}
+
+
+def _histogram_dict(lo: float, hi: float, counts: torch.Tensor, bins: int) -> dict[str, list]:
+    import numpy as np
+
     edges = np.linspace(lo, hi, bins + 1)
     return {"edges": edges.tolist(), "counts": [int(c) for c in counts.tolist()]}
 
 
-def _moments(x: torch.Tensor) -> tuple[float, float, float]:
-    """Mean, variance (ddof=0) and 4th central moment of the finite 1-D `x`."""
+def _bin_counts(part: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor:
+    import torch
+
+    width = (hi - lo) / bins
+    if hi - lo < 3.0e38:
+        idx = (part - lo).div_(width)
+    else:  # x - lo would overflow float32
+        idx = (part / width).sub_(lo / width)
+    idx = idx.clamp_(0, bins - 1).to(torch.int32)
+    return torch.bincount(idx, minlength=bins)[:bins]
+
+
+def _moments_and_histogram(
+    x: torch.Tensor, lo: float, hi: float
+) -> tuple[float, float, float, dict[str, list]]:
+    """Mean, variance (ddof=0), 4th central moment and the histogram of the finite 1-D `x`,
+    in one pass after the mean, CHUNK values at a time. The chunk stays in cache for all
+    the steps on it: with 2^24-value chunks (64 MB) the moments cost 10.2 ns a value and the
+    histogram 13.0 on 2^24 values; with 2^18 they cost 1.6 and 5.7 (2 cores, loaded)."""
     import torch
 
     n = x.numel()
+    xm = x  # the values the moments are summed over
     if n <= SMALL:  # float64 is cheap here and makes small hand-checked values exact
-        x = x.cpu().to(torch.float64)  # (.cpu(): MPS has no float64)
-    mean = float(x.sum()) / n
+        xm = x.cpu().to(torch.float64)  # (.cpu(): MPS has no float64)
+    mean = float(xm.sum()) / n
+    one_value = not hi > lo
+    counts = torch.zeros(HIST_BINS, dtype=torch.int64, device=x.device)
     s2 = s4 = 0.0
-    for part in x.split(CHUNK):  # one chunk of scratch memory, not a copy of the tensor
-        d = part - mean
+    d: torch.Tensor | None = None
+    for part32, part in zip(x.split(CHUNK), xm.split(CHUNK)):
+        if not one_value:  # bins of the float32 values, as `histogram` computes them
+            counts += _bin_counts(part32, lo, hi, HIST_BINS)
+        if d is None or d.numel() != part.numel():
+            d = torch.empty_like(part)
+        torch.sub(part, mean, out=d)
         d.square_()
         s2 += float(d.sum())
         d.square_()
         s4 += float(d.sum())
-    return mean, s2 / n, s4 / n
+    if one_value:
+        hist = _one_value_histogram(lo, n, HIST_BINS)
+    else:
+        hist = _histogram_dict(lo, hi, counts, HIST_BINS)
+    return mean, s2 / n, s4 / n, hist
 
 
 def compute(x: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics and plot data of any float32 tensor (NaN/Inf allowed)."""
+    import numpy as np
     import torch
 
     flat = x.reshape(-1)
@@ -100,12 +136,15 @@ def compute(x: torch.Tensor) -> tuple[dict[str, Any], dict[str, Any]]:
                  **{k: nan for k in ABS_PERCENTILES}, histogram={"edges": [], "counts": []},
                  sampled=False)
         return m, {"histogram": m["histogram"]}
-    mean, var, m4 = _moments(flat)
     lo, hi = (float(v) for v in torch.aminmax(flat))
+    mean, var, m4, hist = _moments_and_histogram(flat, lo, hi)
     sumsq = n * (var + mean * mean)
-    abs_vals = strided_sample(flat, PERCENTILE_LIMIT).abs()
-    pcts = quantiles(abs_vals, list(ABS_PERCENTILES.values()), PERCENTILE_LIMIT, overwrite=True)
-    hist = histogram(flat, lo, hi)
+    sample = strided_sample(flat, PERCENTILE_LIMIT)
+    qs = list(ABS_PERCENTILES.values())
+    if sample.device.type == "cpu":
+        pcts = abs_quantiles(np.ascontiguousarray(sample.numpy()), qs)
+    else:
+        pcts = quantiles(sample.abs(), qs, PERCENTILE_LIMIT, overwrite=True)
     m.update(
         mean=mean,
         std=math.sqrt(var),

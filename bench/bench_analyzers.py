@@ -3,6 +3,7 @@
     python bench/bench_analyzers.py                 # all five shapes (several minutes on 2 cores)
     python bench/bench_analyzers.py --skip 11008x4096
     python bench/bench_analyzers.py --paths         # also the Gram/eigen alternatives
+    python bench/bench_analyzers.py --elementwise   # ns per element of the cheap analyzers
 
 Prints one table: for each float32 Gaussian matrix, each analyzer's seconds and its ratio to
 `torch.linalg.svdvals` in float64 (the reference the spectral path must beat), then the
@@ -73,14 +74,56 @@ def gram_paths(m: torch.Tensor) -> dict[str, float]:
     return out
 
 
+#: (shape, kind) for the per-element table: a square matrix, a vocabulary matrix, and one
+#: above 2^24 values where sampling applies.
+ELEMENTWISE_SHAPES = [("4096x4096", "mlp_up"), ("49152x576", "embedding"),
+                      ("8192x4096", "mlp_up")]
+
+
+def elementwise(repeats: int) -> None:
+    """Cost per element of each cheap analyzer, and the same cost in passes: one pass is
+    `torch.sum` over the float32 values (memory-bound), timed in this run."""
+    names = set(analyzers.names())
+    cols = [c for c in CHEAP if c in names]
+    print(f"{'shape':>11} {'1 pass':>9} " + " ".join(f"{c:>19}" for c in cols)
+          + f" {'all cheap':>19}")
+    gen = torch.Generator().manual_seed(0)
+    for shape, kind in ELEMENTWISE_SHAPES:
+        rows, cols_ = (int(v) for v in shape.split("x"))
+        m = torch.randn(rows, cols_, generator=gen) / cols_**0.5
+        n = m.numel()
+        one = best_of(lambda m=m: float(m.sum()), 5) / n * 1e9
+        cells, total = [], 0.0
+        for c in cols:
+            if c == "embedding" and kind != "embedding":
+                cells.append(f"{'-':>19}")
+                continue
+            ns = analyzer_time(c, m, kind, repeats) / n * 1e9
+            total += ns
+            cells.append(f"{ns:7.2f} ns ({ns / one:5.1f}p)".rjust(19))
+        cells.append(f"{total:7.2f} ns ({total / one:5.1f}p)".rjust(19))
+        print(f"{shape:>11} {one:6.2f} ns " + " ".join(cells), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip", default="", help="comma-separated shapes to leave out")
     ap.add_argument("--paths", action="store_true", help="also time Gram/eigen alternatives")
+    ap.add_argument("--elementwise", action="store_true",
+                    help="only the per-element cost of the cheap analyzers")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's; 1 gives the cost on one core, "
+                         "steadier on a busy machine)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     skip = {s for s in args.skip.split(",") if s}
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}")
+    if args.elementwise:
+        elementwise(args.repeats)
+        return
     names = set(analyzers.names())
     cols = [c for c in CHEAP if c in names] + ["spectral", "singular_values"]
     header = f"{'shape':>11} {'svd64 s':>8} " + " ".join(f"{c:>21}" for c in cols)

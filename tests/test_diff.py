@@ -346,3 +346,39 @@ def test_torch_bin_against_safetensors_with_tied_head(tmp_path):
     assert all(p.rel_change == 0.0 for p in report.pairs)
     head = report.pair("lm_head.weight")
     assert head.a.tied_to == "model.embed_tokens.weight" and "tied to" in head.note
+
+
+def test_spectral_pass_reuses_the_spectra_of_cached_scans(tmp_path, monkeypatch):
+    """After scans of A and B, the diff computes only ΔW's spectrum (one of three) and takes
+    A's and B's alphas and σ picks from the scans' cached `spectral` results."""
+    import importlib
+
+    from wstui.scan import ScanEngine
+
+    cmp = importlib.import_module("analyzers.compare")  # the attribute is the function
+
+    base = small_model(3)
+    other = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in base.items()}
+    ca = make_checkpoint(tmp_path / "a", base)
+    cb = make_checkpoint(tmp_path / "b", other)
+    db = tmp_path / "cache.sqlite"
+    scans = {}
+    for side, ck in (("a", ca), ("b", cb)):
+        scans[side] = ScanEngine(ck, methods=["spectral"], cache_path=db, device="cpu").run()
+    calls = []
+    real = cmp.singular_values
+    monkeypatch.setattr(cmp, "singular_values", lambda m: calls.append(m.shape) or real(m))
+    report = DiffEngine(ca, cb, cache_path=db, device="cpu", ranking_first=False).run()
+    matrices = [p for p in report.pairs if len(p.shape) == 2]
+    assert matrices and len(calls) == len(matrices)  # ΔW only
+    for p in matrices:
+        c = p.compare
+        assert c["alpha_a"] == scans["a"].entry(p.name).result.metrics["spectral"]["alpha"]
+        assert c["alpha_b"] == scans["b"].entry(p.name).result.metrics["spectral"]["alpha"]
+        assert p.result.data["compare"]["spectrum_a"] == (
+            scans["a"].entry(p.name).result.data["spectral"]["spectrum"])
+    fresh = DiffEngine(ca, cb, use_cache=False, device="cpu", ranking_first=False).run()
+    for p, q in zip(matrices, (p for p in fresh.pairs if len(p.shape) == 2)):
+        assert p.compare["delta_stable_rank"] == pytest.approx(q.compare["delta_stable_rank"])
+        assert p.compare["alpha_a"] == pytest.approx(q.compare["alpha_a"], abs=1e-6)

@@ -613,12 +613,48 @@ class DiffEngine(BackgroundJob):
             frag = self._compare(p, ta, tb, "cpu", heavy)
         return frag
 
+    def _scan_spectra(self, p: DiffPair) -> dict[str, Any] | None:
+        """A's and B's σ picks and alphas from their `spectral` results in the scan cache
+        (written by an earlier scan, or by the scans of this run when they finished first),
+        or None. Not for a pair cut to common rows (a resized vocabulary): its spectra are
+        not those of the whole tensors. The llama.cpp row permutation of a GGUF's q/k
+        leaves σ unchanged. Reusing them makes the spectral pass one spectrum (ΔW), not
+        three."""
+        if self.cache is None or p.rows is not None:
+            return None
+        from analyzers import core
+        from wstui.cache import FileKey, options_hash
+
+        spec = core.registry().get("spectral")
+        if spec is None:
+            return None
+        found = []
+        h = options_hash({**self.options, "device": self.device.split(":")[0]})
+        for t in (p.a, p.b):
+            try:
+                frag = self.cache.get(FileKey.of(t.file), t.name, "spectral", spec.version, h)
+            except Exception:
+                return None
+            m = frag.metrics.get("spectral", {}) if frag is not None else {}
+            d = frag.data.get("spectral", {}) if frag is not None else {}
+            if "alpha" not in m or "spectrum" not in d or "spectrum_rank" not in d:
+                return None
+            found.append((m["alpha"], d["spectrum"], d["spectrum_rank"]))
+        (alpha_a, spec_a, rank_a), (alpha_b, spec_b, rank_b) = found
+        if rank_a != rank_b:
+            return None
+        return {"alpha_a": alpha_a, "alpha_b": alpha_b, "spectrum_a": spec_a,
+                "spectrum_b": spec_b, "spectrum_rank": rank_a}
+
     def _compare(self, p: DiffPair, ta: Any, tb: Any, device: str, heavy: bool) -> TensorResult:
         import analyzers
 
         # first pass: elementwise only; second pass: the spectra only (nothing done twice)
         opts = {**self.options, "device": device, "compare_spectral": heavy,
                 "compare_elementwise": not heavy}
+        known = self._scan_spectra(p) if heavy else None
+        if known is not None:
+            opts["compare_known_spectra"] = known
         try:
             return analyzers.compare(ta, tb, name=p.a.name, kind=p.a.kind, options=opts)
         except Exception as exc:  # compare() should not raise; one pair never stops a diff

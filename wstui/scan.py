@@ -263,9 +263,24 @@ class ScanEngine(BackgroundJob):
     # see BackgroundJob.
 
     def _before_start(self) -> None:
-        import torch
+        # Without a cache database nothing can come from the cache: load torch now, before
+        # the database file appears (as a scan always did). With one, a scan served wholly
+        # from it never imports torch: the first worker, if any, does.
+        if not self.use_cache or not self._cache_file().exists():
+            import torch  # noqa: F401
+        # torch's thread count, to put back at the end (else the first worker records it)
+        self._note_torch_threads()
 
-        self._torch_threads0 = torch.get_num_threads()
+    def _cache_file(self) -> Path:
+        from wstui.cache import default_path
+
+        return Path(self.cache_path) if self.cache_path is not None else default_path()
+
+    def _note_torch_threads(self) -> None:
+        import sys
+
+        if not self._torch_threads0 and "torch" in sys.modules:
+            self._torch_threads0 = sys.modules["torch"].get_num_threads()
 
     def stream(
         self, on_progress: Callable[[ScanProgress], None] | None = None
@@ -607,6 +622,10 @@ class ScanEngine(BackgroundJob):
 
     def _worker(self) -> None:
         threads_now = 0
+        import torch  # noqa: F401  (loaded here, not at start: a cached scan needs no torch)
+
+        with self._lock:
+            self._note_torch_threads()
         try:
             while True:
                 with self._lock:
@@ -666,7 +685,7 @@ class ScanEngine(BackgroundJob):
             self.max_loads_in_flight = max(self.max_loads_in_flight, self._loads_in_flight)
         try:
             try:
-                x = ref.load("cpu")
+                x = _load(ref)
             except Exception as exc:
                 msg = str(exc) if isinstance(exc, CheckpointError) else (
                     f"{type(exc).__name__}: {exc}")
@@ -766,6 +785,20 @@ class ScanEngine(BackgroundJob):
             self.callback_errors.append(f"on_progress: {type(exc).__name__}: {exc}")
 
 
+def _load(ref: TensorRef) -> Any:
+    """The tensor for the analyzers, float32 on the CPU. A safetensors BF16 tensor is read as
+    stored and widened by `core.bf16_to_float32` (a bit shift in numpy, ten times faster
+    than torch's conversion), once for all the analyzers of the task."""
+    if ref.dtype == "BF16":
+        from wstui.checkpoint.safetensors import SafetensorsReader
+
+        if isinstance(ref.reader, SafetensorsReader):
+            import torch
+
+            return core.bf16_to_float32(ref.load("cpu", dtype=torch.bfloat16))
+    return ref.load("cpu")
+
+
 def _scan_order(refs: Sequence[TensorRef]) -> dict[str, int]:
     """Position of each tensor in layer-tree order (checkpoint order when naming is absent)."""
     try:
@@ -782,9 +815,11 @@ def _scan_order(refs: Sequence[TensorRef]) -> dict[str, int]:
 
 def _check_device(device: str) -> None:
     """Refuse a device this torch cannot use (one line, before any work starts)."""
+    kind = device.split(":")[0]
+    if kind == "cpu":
+        return  # every torch has it: no import (a scan served from the cache needs no torch)
     import torch
 
-    kind = device.split(":")[0]
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: CUDA is not available to this torch")
     if kind == "mps":

@@ -1,0 +1,109 @@
+"""The cold paths never import torch (1.2-1.7 s): `--help`, `ls`, a scan served wholly from
+the cache, and the app's first paint with cached results. Each runs in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+NO_TORCH = (
+    "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+    "assert not bad, 'imported: ' + ', '.join(bad[:5])\n"
+)
+
+
+def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture()
+def model(tmp_path: Path) -> Path:
+    """Two blocks of a Llama-named model with an embedding (numpy-written: no torch here)."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    t = {"model.embed_tokens.weight": rng.standard_normal((200, 32), dtype=np.float32)}
+    for i in range(2):
+        t[f"model.layers.{i}.self_attn.q_proj.weight"] = rng.standard_normal(
+            (32, 32), dtype=np.float32)
+        t[f"model.layers.{i}.mlp.up_proj.weight"] = rng.standard_normal(
+            (64, 32), dtype=np.float32)
+        t[f"model.layers.{i}.input_layernorm.weight"] = np.ones(32, dtype=np.float32)
+    path = tmp_path / "model.safetensors"
+    save_file(t, str(path))
+    return path
+
+
+@pytest.fixture()
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "WSTUI_CACHE_DIR": str(tmp_path / "cache")}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["scan", "--help"], ["ls", "{model}"]])
+def test_cli_without_weights_imports_no_torch(argv: list[str], model: Path,
+                                              env: dict[str, str]) -> None:
+    args = [a.replace("{model}", str(model)) for a in argv]
+    code = (
+        "import sys\nfrom wstui.cli import main\n"
+        f"try:\n    rc = main({args!r})\nexcept SystemExit as e:\n    rc = e.code\n"
+        "assert rc in (0, None), rc\n" + NO_TORCH
+    )
+    run = _run(code, env)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_scan_served_from_the_cache_imports_no_torch(model: Path, tmp_path: Path,
+                                                     env: dict[str, str]) -> None:
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    fill = subprocess.run([sys.executable, "-m", "wstui", "scan", str(model), "--quiet",
+                           "--json", str(first)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert fill.returncode == 0, fill.stderr[-2000:]
+    code = (
+        "import sys\nfrom wstui.cli import main\n"
+        f"rc = main(['scan', {str(model)!r}, '--quiet', '--json', {str(second)!r}])\n"
+        "assert rc == 0, rc\n" + NO_TORCH
+    )
+    run = _run(code, env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    a, b = (json.loads(p.read_text()) for p in (first, second))
+    assert [t["metrics"] for t in a["tensors"]] == [t["metrics"] for t in b["tensors"]]
+    assert a["top_issues"] == b["top_issues"]
+
+
+def test_app_first_paint_with_cached_results_imports_no_torch(model: Path,
+                                                             env: dict[str, str]) -> None:
+    fill = subprocess.run([sys.executable, "-m", "wstui", "scan", str(model), "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert fill.returncode == 0, fill.stderr[-2000:]
+    code = (
+        "import asyncio, sys\n"
+        "from wstui.app.app import WstuiApp\n"
+        "from wstui.checkpoint import open_checkpoint\n"
+        "from wstui.checkpoint.naming import build_tree\n"
+        "from wstui.scan import ScanEngine\n"
+        f"ck = open_checkpoint({str(model)!r})\n"
+        "engines = []\n"
+        "def factory():\n"
+        "    engines.append(ScanEngine(ck))\n"
+        "    return engines[0]\n"
+        "async def main():\n"
+        "    app = WstuiApp(ck, build_tree(ck.tensors), factory)\n"
+        "    async with app.run_test(size=(100, 30)) as pilot:\n"
+        "        for _ in range(200):\n"
+        "            await pilot.pause(0.05)\n"
+        "            if engines and engines[0].done:\n"
+        "                break\n"
+        "        assert engines and engines[0].done, 'the cached scan did not finish'\n"
+        "        assert engines[0].progress().cached == len(ck.tensors)\n"
+        "asyncio.run(main())\n" + NO_TORCH
+    )
+    run = _run(code, env)
+    assert run.returncode == 0, run.stderr[-2000:]
