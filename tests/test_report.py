@@ -184,6 +184,8 @@ def test_hostile_tensor_names_are_text_everywhere(tmp_path):
     (["report", "{ckpt}", "--format", "svg,gif"], "gif"),
     (["report", "{ckpt}", "-o", "/nonexistent/dir/r.html"], "does not exist"),
     (["report", "{ckpt}", "--worst", "-1"], "--worst"),
+    (["serve", "/nonexistent/model.safetensors"], "nonexistent"),
+    (["serve", "{ckpt}", "--port", "70000"], "--port"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     ckpt = hostile_checkpoint(tmp_path)

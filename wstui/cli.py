@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from wstui._version import __version__
 
-SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull", "report")
+SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull", "report", "serve")
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -148,7 +148,14 @@ def build_sub_parser(name: str) -> argparse.ArgumentParser:
                        help="plot the N worst tensors (default 5)")
         p.add_argument("--quiet", action="store_true", help="no progress, no summary line")
         _add_scan_options(p)
-    if name in ("ls", "scan", "quant", "pull", "report"):
+    elif name == "serve":
+        p.description = "Serve the app in a browser tab (textual-serve)."
+        p.add_argument("path")
+        p.add_argument("--diff", metavar="PATH_B", default=None)
+        p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only)")
+    if name in ("ls", "scan", "quant", "pull", "report", "serve"):
         _add_hub_options(p)
     return p
 
