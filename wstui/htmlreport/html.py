@@ -25,7 +25,7 @@ CSS = """
 --c7:#999999}
 @media (prefers-color-scheme:dark){:root{--bg:#15181b;--fg:#e3e5e8;--muted:#9aa1a8;
 --line:#394047;--grid:#2c3238;--head:#1e2327;--crit:#ff8a80;--warn:#f0c36a;--info:#7fc8ef;
---c0:#56B4E9;--c1:#F0B232;--c2:#3CC4A0;--c3:#FF8A4C;--c4:#E7A3C8;--c5:#A8DAF7;--c6:#b8bec4;
+--c0:#56B4E9;--c1:#F0B232;--c2:#3CC4A0;--c3:#FF8A4C;--c4:#E7A3C8;--c5:#F0E442;--c6:#b8bec4;
 --c7:#7d858c}}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);font:15px/1.45 system-ui,-apple-system,
