@@ -72,7 +72,8 @@ def rc(style: str, salt: str = "wstui") -> dict[str, Any]:
         "figure.facecolor": "none" if style == "web" else "white",
         "axes.facecolor": "none" if style == "web" else "white",
         "savefig.facecolor": "none" if style == "web" else "white",
-        "savefig.bbox": "tight",
+        # the layout engine fits a web figure already; "tight" would draw each one twice
+        "savefig.bbox": None if style == "web" else "tight",
         "savefig.pad_inches": 0.05,
         "path.simplify": True,
         "lines.linewidth": 1.4,
