@@ -72,6 +72,12 @@ def log_axes(ax: Axes, x: bool = True, y: bool = True) -> None:
     that an axis is never unlabelled."""
     from matplotlib.ticker import FuncFormatter, LogFormatter, NullLocator
 
+    class PlainLogFormatter(LogFormatter):
+        """The minor labels LogFormatter picks, written `0.4` rather than `4e−01`."""
+
+        def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+            return f"{x:.3g}"
+
     lims = (ax.dataLim.intervalx, ax.dataLim.intervaly)
     for on, axis, lim, set_scale in ((x, ax.xaxis, lims[0], ax.set_xscale),
                                      (y, ax.yaxis, lims[1], ax.set_yscale)):
@@ -83,7 +89,7 @@ def log_axes(ax: Axes, x: bool = True, y: bool = True) -> None:
             if math.isfinite(hi) and hi / lo >= 100:
                 axis.set_minor_locator(NullLocator())
             else:
-                axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+                axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -186,6 +192,7 @@ def histogram_figure(style: str, histogram: Mapping[str, Any],
             ax.set_ylim(bottom=0.5)
     else:
         _empty(ax, "no histogram")
+    _few_ticks(ax)
     ax.set(title="value histogram", xlabel="value", ylabel="count")
     _title(fig, style, title)
     return fig
@@ -221,6 +228,18 @@ def kind_styles(kinds: Sequence[str], style: str) -> dict[str, dict[str, Any]]:
             for i, k in enumerate(kinds)}
 
 
+def _block_medians(values: Sequence[tuple[int, float | None]]) -> list[tuple[int, float]]:
+    """One point per block: the median where a block holds several tensors of a kind (two
+    norms, MoE experts), so that a line never zigzags within a block."""
+    import statistics
+
+    by_block: dict[int, list[float]] = {}
+    for block, v in values:
+        if v is not None:
+            by_block.setdefault(block, []).append(v)
+    return [(b, statistics.median(vs)) for b, vs in sorted(by_block.items())]
+
+
 def depth_figure(style: str, tensors: Sequence[Mapping[str, Any]], kind_order: Sequence[str]
                  ) -> Figure:
     """Four metrics against block index, one line per module kind (from the scan document)."""
@@ -234,8 +253,8 @@ def depth_figure(style: str, tensors: Sequence[Mapping[str, Any]], kind_order: S
     for ax, (title, ylabel, get, log) in zip(axes, DEPTH_PANELS):
         drawn = False
         for kind in kinds:
-            pts = sorted((t["block"], _num(get(t))) for t in blocked
-                         if (t.get("kind") or "other") == kind and _num(get(t)) is not None)
+            pts = _block_medians([(t["block"], _num(get(t))) for t in blocked
+                                  if (t.get("kind") or "other") == kind])
             if log is True:
                 pts = [p for p in pts if p[1] > 0]
             if pts:
@@ -347,6 +366,7 @@ def diff_overlay_figure(style: str, compare_data: Mapping[str, Any],
         ax2.legend(loc="upper right")
     else:
         _empty(ax2, "no histograms")
+    _few_ticks(ax2)
     ax2.set(title="value histograms, A and B", xlabel="value", ylabel="count")
     _title(fig, style, title)
     return fig
@@ -357,6 +377,13 @@ def _short(name: str, limit: int = 48) -> str:
         name = name.removeprefix(prefix)
     name = name.removesuffix(".weight")
     return name if len(name) <= limit else "…" + name[-(limit - 1):]
+
+
+def _few_ticks(ax: Axes) -> None:
+    """At most five value ticks: labels like −0.075 collide at six or more."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
 
 
 def _empty(ax: Axes, why: str) -> None:

@@ -240,8 +240,9 @@ def kinds_section(inp: ReportInput) -> Section:
 
 def depth_section(inp: ReportInput) -> Section:
     tensors = inp.scan_doc["tensors"]
-    fig = Fig("depth", "Metrics by depth: one line per module kind, x = block index. "
-              "The dotted line of the int8 panel is int8_lossy's 26 dB.",
+    fig = Fig("depth", "Metrics by depth: one line per module kind, x = block index (the "
+              "median where a block has several tensors of a kind). The dotted line of the int8 "
+              "panel is int8_lossy's 26 dB.",
               partial(depth_figure, tensors=tensors, kind_order=KIND_ORDER))
     return Section("depth", "Metrics by depth", [fig])
 
