@@ -64,6 +64,7 @@ def rc(style: str, salt: str = "wstui") -> dict[str, Any]:
         "ytick.color": ink,
         "axes.prop_cycle": _cycler(colors(style)),
         "axes.grid": True,
+        "axes.axisbelow": True,  # grid behind the histogram bars, not across them
         "grid.color": grid,
         "grid.linewidth": 0.5,
         "axes.spines.top": False,

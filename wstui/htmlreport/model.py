@@ -284,7 +284,8 @@ def worst_section(inp: ReportInput) -> Section:
         label = name if not t.get("hf_name") or t["hf_name"] == name else \
             f"{name} ({t['hf_name']})"
         blocks.append(Sub(f"{i}. {label}"))
-        blocks.append(Para(f"{t.get('kind')}, block {fmt(t.get('block'))}, {shape} {t['dtype']};"
+        where = "" if t.get("block") is None else f", block {t['block']}"
+        blocks.append(Para(f"{t.get('kind')}{where}, {shape} {t['dtype']};"
                            f" α = {fmt(sp.get('alpha'))}, xmin = {fmt(sp.get('xmin'))}, "
                            f"condition number = {fmt(sp.get('condition_number'))}, stable rank "
                            f"= {fmt(sp.get('stable_rank'))}; findings: {codes or 'none'}"))
@@ -314,6 +315,12 @@ def embedding_section(inp: ReportInput) -> Section | None:
             continue
         scores = e.result.data.get("embedding", {}).get("kmeans_scores") or {}
         blocks.append(Sub(e.ref.name))
+        if m.get("kmeans_k") is None:
+            blocks.append(Para(f"{fmt(m.get('low_norm_rows'))} low-norm rows; no k-means "
+                               f"({fmt(m.get('kmeans_rows'))} rows: too few or all alike to "
+                               f"cluster); mean cosine to the centroid "
+                               f"{fmt(m.get('mean_cosine_to_centroid'))}"))
+            continue
         blocks.append(Para(f"{fmt(m.get('low_norm_rows'))} low-norm rows; k-means on "
                            f"{fmt(m.get('kmeans_rows'))} rows chose k = {fmt(m.get('kmeans_k'))}"
                            f" (Calinski–Harabasz {fmt(m.get('kmeans_ch'))}); mean cosine to "
