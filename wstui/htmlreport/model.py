@@ -201,7 +201,7 @@ def summary_section(inp: ReportInput) -> Section:
     n_err = sum(1 for t in doc["tensors"] if t.get("errors"))
     if n_err:
         rows.append(("errors", Cell(f"{n_err} tensors with analyzer errors (see the JSON)")))
-    table = Table("summary-table", "Checkpoint", ["", ""],
+    table = Table("summary-table", "Checkpoint", ["field", "value"],
                   [[Cell(k, cls="key"), v] for k, v in rows])
     return Section("summary", "Summary", [table])
 
