@@ -213,7 +213,7 @@ def kmeans_figure(style: str, scores: Mapping[str, Any], chosen: int | None,
             ax.legend(loc="best")
         ax.set_xticks(ks)
     else:
-        _empty(ax, "no k-means scores (cached before they were kept: rescan with --no-cache)")
+        _empty(ax, "no k-means scores")
     ax.set(title="k-means: Calinski–Harabasz score", xlabel="k", ylabel="score")
     _title(fig, style, title)
     return fig
