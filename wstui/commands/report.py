@@ -86,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
                                           workers=args.workers, use_cache=not args.no_cache)
             if _drive(q_engine, show_progress=progress):
                 return _interrupted()
-            quant_doc = study_document(ckpt, q_engine.report(), spec)
+            from wstui import jsonio
+
+            # strict, as `wstui quant --json` writes it: a lost fit is null, never NaN
+            quant_doc = jsonio.strict(study_document(ckpt, q_engine.report(), spec))
         diff = diff_doc = None
         if args.diff:
             diff = _run_diff(args, ckpt, options, progress)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from datetime import datetime, timezone
 from html import escape
 
@@ -90,8 +91,14 @@ def _cell(c: Cell, numeric: bool, name: bool) -> str:
     classes = [x for x in (c.cls, "num" if numeric else None, "name" if name else None) if x]
     attrs = f' class="{" ".join(classes)}"' if classes else ""
     if c.has_exact and c.exact is not None and not isinstance(c.exact, str):
-        attrs += f' title="{escape(json.dumps(c.exact, allow_nan=False), quote=True)}"'
+        # the documents are strict JSON already; a stray NaN still gets a title, not a crash
+        exact = json.dumps(c.exact) if _finite(c.exact) else str(c.exact)
+        attrs += f' title="{escape(exact, quote=True)}"'
     return f"<td{attrs}>{escape(c.text)}</td>"
+
+
+def _finite(v: object) -> bool:
+    return not isinstance(v, float) or math.isfinite(v)
 
 
 def table_html(t: Table) -> str:
