@@ -184,6 +184,7 @@ def test_hostile_tensor_names_are_text_everywhere(tmp_path):
     (["report", "{ckpt}", "--format", "svg,gif"], "gif"),
     (["report", "{ckpt}", "-o", "/nonexistent/dir/r.html"], "does not exist"),
     (["report", "{ckpt}", "--worst", "-1"], "--worst"),
+    (["report", "{ckpt}", "--diff", "/nonexistent/b.gguf"], "nonexistent"),
     (["serve", "/nonexistent/model.safetensors"], "nonexistent"),
     (["serve", "{ckpt}", "--port", "70000"], "--port"),
 ])

@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     from wstui.scan import ScanEngine, select_tensors, validate_methods
 
     progress = not args.quiet and sys.stderr.isatty()
+    if args.diff:  # a bad B fails now, not after A's scan (reading its headers is cheap)
+        with open_checkpoint(args.diff):
+            pass
     with open_checkpoint(args.path) as ckpt:
         tensors = select_tensors(ckpt.tensors, args.tensors)
         if not tensors:
