@@ -6,7 +6,9 @@ Applies to kind `embedding` and `lm_head` only (other tensors: skipped). Keys:
 `low_norm_row_ids` (up to 50, lowest norm first), `mean_cosine_to_centroid`, and k-means:
 `kmeans_k` (k in 2..10 with the best Calinski–Harabasz score), `kmeans_ch` (that score),
 `kmeans_sizes` (rows of the whole matrix nearest each centroid, largest first), `kmeans_rows`
-(how many evenly spaced rows were clustered).
+(how many evenly spaced rows were clustered). Plot data: `data["embedding"]["kmeans_scores"]`
+= `{"k": [...], "ch": [...]}`, the score of every k tried (the report's score-against-k
+figure: how clear the chosen k is, not only which k won).
 
 When more than half the norms are equal (MAD = 0) the scale falls back to 1.2533·mean absolute
 deviation; if that is 0 too, no row is low.
@@ -171,9 +173,11 @@ def lloyd(x: torch.Tensor, starts: torch.Tensor, ks: Sequence[int],
     return labels
 
 
-def kmeans(m: torch.Tensor, n_sample: int) -> dict[str, Any]:
+def kmeans(m: torch.Tensor, n_sample: int, scores: dict[str, list] | None = None
+           ) -> dict[str, Any]:
     """Best k by Calinski–Harabasz over k = 2..10 on `n_sample` evenly spaced rows of `m`:
-    Lloyd (10 iterations, float32, on the tensor's device) from greedy k-means++ starts (seed 0)."""
+    Lloyd (10 iterations, float32, on the tensor's device) from greedy k-means++ starts (seed 0).
+    `scores`, when given, receives every k's score (`k`, `ch` lists) for the plot."""
     import numpy as np
     import torch
 
@@ -195,6 +199,9 @@ def kmeans(m: torch.Tensor, n_sample: int) -> dict[str, Any]:
         ch = _ch_centered(xc, total, labels.cpu().numpy())
         if math.isnan(ch):
             continue
+        if scores is not None:
+            scores.setdefault("k", []).append(int(k))
+            scores.setdefault("ch", []).append(float(ch))
         if best is None or ch > best[0]:
             best = (ch, k, labels)
     if best is None:
@@ -210,7 +217,7 @@ def kmeans(m: torch.Tensor, n_sample: int) -> dict[str, Any]:
             "kmeans_rows": n_sample}
 
 
-@register("embedding", version="2")
+@register("embedding", version="3")  # 3: per-k scores in data
 def embedding(ctx: Context) -> Output:
     import torch
 
@@ -231,11 +238,12 @@ def embedding(ctx: Context) -> Output:
         metrics["mean_cosine_to_centroid"] = float(cos.cpu().to(torch.float64).mean())
     else:
         metrics["mean_cosine_to_centroid"] = math.nan
-    metrics.update(kmeans(m, sample_rows(m.shape[0], m.shape[1], ctx.options)))
+    scores: dict[str, list] = {"k": [], "ch": []}
+    metrics.update(kmeans(m, sample_rows(m.shape[0], m.shape[1], ctx.options), scores))
     findings = []
     n_low = metrics["low_norm_rows"]
     if n_low > ctx.thresholds["low_norm_tokens"]:
         findings.append(finding("embedding", "low_norm_tokens", Severity.INFO, float(n_low),
                                 ctx.thresholds["low_norm_tokens"],
                                 f"{n_low} rows with a norm far below the median (robust z < -4)"))
-    return Output(metrics=metrics, findings=findings)
+    return Output(metrics=metrics, findings=findings, data={"kmeans_scores": scores})

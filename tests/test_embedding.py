@@ -95,3 +95,13 @@ def test_calinski_harabasz_matches_its_definition():
     expected = (between / 5) / (within / (500 - 6))
     assert calinski_harabasz(x, labels) == pytest.approx(expected, rel=1e-10)
     assert np.isnan(calinski_harabasz(x, np.zeros(500, dtype=int)))
+
+
+def test_kmeans_scores_of_every_k_are_kept_for_the_plot():
+    r = _emb(_blobs())
+    m, scores = r.metrics["embedding"], r.data["embedding"]["kmeans_scores"]
+    assert scores["k"] == list(range(2, 11))
+    assert len(scores["ch"]) == 9
+    best = scores["k"][scores["ch"].index(max(scores["ch"]))]
+    assert best == m["kmeans_k"] == 3
+    assert max(scores["ch"]) == m["kmeans_ch"]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from wstui._version import __version__
 
-SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull")
+SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull", "report", "serve")
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: some tensors could not be loaded or analyzed (the rest of the report is there)
@@ -187,7 +187,33 @@ def build_sub_parser(name: str) -> argparse.ArgumentParser:
                          "with --allow-bin). Prints the local path.")
         p.add_argument("repo", metavar="org/name[@revision]")
         p.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
-    if name in ("ls", "scan", "quant", "pull"):
+    elif name == "report":
+        p.description = ("Write a self-contained HTML report (offline, light and dark), the same "
+                         "as Markdown, and publication figures.")
+        p.add_argument("path")
+        p.add_argument("--diff", metavar="PATH_B", default=None, help="add the diff with B")
+        p.add_argument("--quant", action="store_true", help="add the quantization study")
+        # --sensitivity: the sensitivity study's section plugs in through
+        # wstui.htmlreport.model.ReportInput.extra_sections
+        p.add_argument("-o", "--output", metavar="FILE.html", default=None,
+                       help="the HTML file (default report.html unless --md/--figures)")
+        p.add_argument("--md", metavar="FILE.md", default=None,
+                       help="the report as Markdown, figures as PNG beside it")
+        p.add_argument("--figures", metavar="DIR", default=None, help="every figure as a file")
+        p.add_argument("--format", default="svg,png,pdf", metavar="svg,png,pdf",
+                       help="formats of --figures (default all three)")
+        p.add_argument("--worst", type=int, default=5, metavar="N",
+                       help="plot the N worst tensors (default 5)")
+        p.add_argument("--quiet", action="store_true", help="no progress, no summary line")
+        _add_scan_options(p)
+    elif name == "serve":
+        p.description = "Serve the app in a browser tab (textual-serve)."
+        p.add_argument("path")
+        p.add_argument("--diff", metavar="PATH_B", default=None)
+        p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only)")
+    if name in ("ls", "scan", "quant", "pull", "report", "serve"):
         _add_hub_options(p)
     return p
 
