@@ -475,3 +475,52 @@ def test_scope_fetches_a_repo_that_is_not_cached(tmp_path: Path, hub: FakeHub) -
     again = _wstui(tmp_path, hub, "org/api", code=driver)
     assert again.returncode == 0 and again.stdout == run.stdout
     assert len(hub.requests) == before
+
+
+_APP_DRIVER = r"""
+import asyncio, io, json, sys
+from wstui.app.fetch import FetchApp
+from wstui.checkpoint.hub import download
+
+titles = []
+
+def fetch(text, on_progress):
+    return download(text, stream=io.StringIO(), on_progress=on_progress)
+
+async def main():
+    app = FetchApp(sys.argv[1:], fetch)
+    async with app.run_test(size=(100, 20)) as pilot:
+        while app.is_running:
+            titles.append(app.sub_title)
+            await pilot.pause(0.01)
+    print(json.dumps({"targets": app.targets, "error": str(app.error) if app.error else None,
+                      "titles": titles}))
+
+asyncio.run(main())
+"""
+
+
+def test_app_fetches_with_the_progress_in_its_header(tmp_path: Path, hub: FakeHub) -> None:
+    """`wstui org/name` on a terminal: the fetch runs in a small app whose header carries the
+    bytes, rate and ETA; it ends with what to open, or with the one-line error."""
+    weights = st_save({"model.embed_tokens.weight": np.zeros((1 << 10, 1 << 10), np.float32)})
+    hub.repos["org/big"] = {"config.json": CONFIG, "model.safetensors": weights}
+    run = _wstui(tmp_path, hub, "org/big", code=_APP_DRIVER)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["error"] is None and out["targets"] == ["org/big"]  # now opened from the cache
+    assert (tmp_path / "hub" / "models--org--big" / "snapshots" / hub.commit("org/big")
+            / "model.safetensors").read_bytes() == weights
+    titles = " ".join(out["titles"])
+    assert "fetching org/big" in titles and "4.2 MB" in titles and "/s" in titles, titles
+    assert "org/big" not in run.stderr  # nothing written under the app
+    missing = _wstui(tmp_path, hub, "org/nope", code=_APP_DRIVER)
+    out = json.loads(missing.stdout.strip().splitlines()[-1])
+    assert out["targets"] == [] and "org/nope" in out["error"]
+
+
+def test_fetch_progress_line() -> None:
+    from wstui.app.fetch import progress_line
+
+    assert progress_line(1_500_000, 3_000_000, 500_000) == "1.5 MB / 3.0 MB  500.0 KB/s  ETA 3 s"
+    assert progress_line(0, 0, 0).endswith("ETA ?")

@@ -117,8 +117,12 @@ def _add_hub_options(p: argparse.ArgumentParser) -> None:
 
 
 def _fetch_repo_ids(args: argparse.Namespace) -> None:
-    """Swap an `org/name[@rev]` that is not on disk for what to open, fetching it if needed."""
+    """Swap an `org/name[@rev]` that is not on disk for what to open, fetching it if needed.
+    The app fetches its own (`wstui.commands.app`), with the progress in its header."""
     from wstui.checkpoint.resolve import fetchable_repo_id
+
+    if args.command == "app":
+        return
 
     for attr, file in (("path", getattr(args, "file", None)), ("diff", None)):
         value = getattr(args, attr, None)

@@ -28,7 +28,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -195,11 +195,17 @@ def cached_target(text: str, *, file: str | None = None) -> str | None:
     return text
 
 
+#: (bytes done, bytes in all, bytes per second, the file being fetched)
+ProgressCallback = Callable[[int, int, float, str], None]
+
+
 class _Progress:
     """Aggregate byte progress of one fetch, drawn on stderr; hands huggingface_hub a bar class."""
 
-    def __init__(self, total: int, stream: TextIO, live: bool) -> None:
+    def __init__(self, total: int, stream: TextIO, live: bool,
+                 on_progress: ProgressCallback | None = None) -> None:
         self.total, self.stream, self.live = total, stream, live
+        self.on_progress = on_progress
         self.done = 0
         self.start = time.monotonic()
         self._drawn = 0.0
@@ -216,6 +222,9 @@ class _Progress:
         return self.done / max(time.monotonic() - self.start, 1e-6)
 
     def draw(self) -> None:
+        if self.on_progress is not None:  # a face draws it (the app's fetch screen)
+            self.on_progress(self.done, self.total, self.rate(), self.current)
+            return
         from wstui.render.text import visible  # file names come from the Hub's listing
 
         rate = self.rate()
@@ -230,7 +239,8 @@ class _Progress:
     def finish(self) -> None:
         if self.live:
             self.draw()
-            self.stream.write("\n")
+            if self.on_progress is None:
+                self.stream.write("\n")
         elapsed = time.monotonic() - self.start
         self.stream.write(f"wstui: fetched {_human(self.done)} in {elapsed:.1f} s "
                           f"({_human(self.rate())}/s)\n")
@@ -326,9 +336,12 @@ def _write_ref(repo_id: str, revision: str, commit: str) -> None:
 
 def download(
     text: str, *, file: str | None = None, allow_bin: bool = False,
-    stream: TextIO | None = None,
+    stream: TextIO | None = None, on_progress: ProgressCallback | None = None,
 ) -> str:
-    """Fetch what wstui reads of `org/name[@rev]` into the HF cache; returns what to open."""
+    """Fetch what wstui reads of `org/name[@rev]` into the HF cache; returns what to open.
+
+    Progress goes to `stream` (stderr), live when it is a terminal; `on_progress(done, total,
+    bytes_per_s, file)` takes the live part instead, for a face that draws it itself."""
     repo_id, revision = split_revision(text)
     if is_offline():
         raise CheckpointError(text, f"not in the local Hugging Face cache ({hf_cache_dir()}) and "
@@ -354,12 +367,12 @@ def download(
         stream.write(f"wstui: {repo_id}@{commit[:12]}: all {len(files)} files already cached\n")
         return _target(text, snapshot, open_file)
     total = sum(sizes[f] for f in todo)
-    live = stream.isatty()
+    live = stream.isatty() or on_progress is not None
     stream.write(f"wstui: fetching {repo_id}@{commit[:12]}: {len(todo)} of {len(files)} files, "
                  f"{_human(total)} into {cache}"
                  + ("" if live else " (no live progress: stderr is not a terminal)") + "\n")
     stream.flush()
-    progress = _Progress(total, stream, live)
+    progress = _Progress(total, stream, live, on_progress)
     kwargs: dict[str, Any] = {}
     if "tqdm_class" in inspect.signature(hf_hub_download).parameters:
         kwargs["tqdm_class"] = progress.bar_class()
@@ -370,7 +383,7 @@ def download(
                 hf_hub_download(repo_id, name, revision=commit, cache_dir=cache,
                                 endpoint=endpoint, **kwargs)
     except BaseException:  # Ctrl-C or an error: end the live line before the message
-        if live:
+        if live and on_progress is None:
             stream.write("\n")
         raise
     progress.finish()

@@ -62,11 +62,49 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"wstui: {visible(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    fetch_repos(args)
     return open_app(
         args.path, diff=args.diff, export_dir=args.export_dir, methods=args.methods,
         device=args.device, workers=args.workers, use_cache=not args.no_cache,
         mouse=not args.no_mouse, thresholds=thresholds, tensors=args.tensors,
     )
+
+
+def fetch_repos(args: argparse.Namespace) -> None:
+    """Swap `org/name[@rev]` repos that are neither on disk nor cached for their local copies:
+    fetched in a small app whose header shows the bytes, rate and ETA when stdout is a
+    terminal, else with the CLI's progress on stderr. Raises CheckpointError (one line)."""
+    import sys
+
+    from wstui.checkpoint.resolve import fetchable_repo_id
+
+    file, allow_bin = getattr(args, "file", None), getattr(args, "allow_bin", False)
+    todo: list[str] = []
+    for attr in ("path", "diff"):
+        value = getattr(args, attr, None)
+        if isinstance(value, str) and fetchable_repo_id(value):
+            from wstui.checkpoint.hub import cached_target
+
+            target = cached_target(value, file=file if attr == "path" else None)
+            if target is None:
+                todo.append(attr)
+            else:
+                setattr(args, attr, target)
+    if not todo:
+        return
+    repos = [getattr(args, attr) for attr in todo]
+    if sys.stdout.isatty():
+        from wstui.app.fetch import fetch_in_app
+
+        targets = fetch_in_app(repos, file=file if todo[0] == "path" else None,
+                               allow_bin=allow_bin, mouse=not args.no_mouse)
+    else:
+        from wstui.checkpoint.hub import download
+
+        targets = [download(r, file=file if a == "path" else None, allow_bin=allow_bin)
+                   for a, r in zip(todo, repos)]
+    for attr, target in zip(todo, targets):
+        setattr(args, attr, target)
 
 
 def open_app(
