@@ -153,6 +153,39 @@ def _first(x: Any) -> torch.Tensor:
     return x[0] if isinstance(x, (tuple, list)) else x
 
 
+def _in_backward() -> bool:
+    """True while autograd runs a backward pass: a checkpointed block recomputing its forward,
+    whose activations the hooks have already seen once."""
+    import torch
+
+    task = getattr(torch._C, "_current_graph_task_id", None)
+    return task is not None and task() != -1
+
+
+@contextmanager
+def checkpointed(modules: Sequence[Any]):
+    """Activation checkpointing of each module for the duration of the `with` (each module
+    keeps its input only and recomputes its forward in the backward pass): one more forward
+    of the blocks buys activation memory of one block instead of all."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    saved = []
+    try:
+        for m in modules:
+            own = m.__dict__.get("forward")
+            saved.append((m, own))
+            m.forward = functools.partial(checkpoint, m.forward, use_reentrant=False)
+        yield
+    finally:
+        for m, own in saved:
+            if own is None:
+                m.__dict__.pop("forward", None)
+            else:
+                m.forward = own
+
+
 def _down_stats(x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     """The output spike (token t, channel row) and the input channel that spikes at t."""
     x2 = x.detach().reshape(-1, x.shape[-1]).float()
@@ -177,6 +210,8 @@ def record(*, linears: Mapping[str, Any] | None = None, downs: Mapping[str, Any]
 
     def lin_hook(key: str):
         def fn(mod: Any, inp: Any, out: Any) -> None:
+            if _in_backward():
+                return
             x = _first(inp).detach()
             s = x.reshape(-1, x.shape[-1]).float().pow(2).sum(dim=0)
             rec.sq_in[key] = rec.sq_in[key] + s if key in rec.sq_in else s
@@ -184,13 +219,16 @@ def record(*, linears: Mapping[str, Any] | None = None, downs: Mapping[str, Any]
 
     def down_hook(key: str):
         def fn(mod: Any, inp: Any, out: Any) -> None:
-            rec.down[key] = _down_stats(_first(inp), _first(out))
+            if not _in_backward():
+                rec.down[key] = _down_stats(_first(inp), _first(out))
         return fn
 
     def layer_hook(i: int):
         def fn(mod: Any, inp: Any, out: Any) -> None:
             import torch
 
+            if _in_backward():
+                return
             a = _first(out).detach().float().abs().reshape(-1)
             top = torch.topk(a, min(3, a.numel()))
             rec.layers.append({"layer": i, "top3": [float(v) for v in top.values],
@@ -214,12 +252,17 @@ def record(*, linears: Mapping[str, Any] | None = None, downs: Mapping[str, Any]
 ScoreMap = dict[str, dict[str, Reduced]]  # tensor key -> metric -> Reduced
 
 
+LossFn = Callable[[Any], Any]  # token ids -> scalar mean next-token loss
+
+
 def gradient_scores(model: Callable[..., Any], ids: torch.Tensor,
                     params: Mapping[str, torch.nn.Parameter], *, k: int,
                     splits: Mapping[str, HeadSplit | None] | None = None,
-                    metrics: Iterable[str] = GRADIENT_METRICS) -> tuple[float, ScoreMap]:
-    """(loss, scores): one forward and backward of the mean next-token loss; each gradient is
-    reduced to `grad_x_weight` |g⊙w| and `fisher` g² as soon as it is complete, then freed."""
+                    metrics: Iterable[str] = GRADIENT_METRICS,
+                    loss_fn: LossFn | None = None) -> tuple[float, ScoreMap]:
+    """(loss, scores): one forward and backward of the mean next-token loss (`loss_fn(ids)`,
+    default `next_token_loss(model, ids)`); each gradient is reduced to `grad_x_weight` |g⊙w|
+    and `fisher` g² as soon as it is complete, then freed."""
     import torch
 
     metrics = [m for m in metrics if m in GRADIENT_METRICS]
@@ -247,7 +290,7 @@ def gradient_scores(model: Callable[..., Any], ids: torch.Tensor,
             p.grad = None
             handles.append(p.register_post_accumulate_grad_hook(hook(key)))
         with torch.enable_grad():
-            loss = next_token_loss(model, ids)
+            loss = loss_fn(ids) if loss_fn else next_token_loss(model, ids)
             loss.backward()
     finally:
         for h in handles:
@@ -301,7 +344,8 @@ def rademacher(shape: Sequence[int], gen: torch.Generator, device: Any = "cpu"
 
 def hutchinson(model: Callable[..., Any], ids: torch.Tensor,
                params: Mapping[str, torch.nn.Parameter], *, probes: int, seed: int, k: int,
-               splits: Mapping[str, HeadSplit | None] | None = None
+               splits: Mapping[str, HeadSplit | None] | None = None,
+               loss_fn: LossFn | None = None
                ) -> tuple[dict[str, Reduced], dict[str, float], dict[str, torch.Tensor]]:
     """Hessian diagonal of the mean next-token loss by Hutchinson's estimator: the mean over
     `probes` Rademacher v of v⊙Hv (Hv by double backward). Returns per tensor the reduced
@@ -324,7 +368,7 @@ def hutchinson(model: Callable[..., Any], ids: torch.Tensor,
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
-            loss = next_token_loss(model, ids)
+            loss = loss_fn(ids) if loss_fn else next_token_loss(model, ids)
             grads = torch.autograd.grad(loss, ps, create_graph=True, allow_unused=True)
             live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
             for j in range(probes):

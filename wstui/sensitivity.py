@@ -81,8 +81,16 @@ class _Study:
     def __init__(self, ckpt: Checkpoint, lm: Any, device: str, k: int) -> None:
         import torch
 
+        from wstui.lm.loss import chunked_loss_fn, forward_fn
+
         self.ckpt, self.lm, self.k = ckpt, lm, k
         self.model = lm.model
+        self.fwd = forward_fn(self.model)  # what the analyzers call: logits of ids
+        self.loss = chunked_loss_fn(self.model)  # None: the plain loss on full logits
+        base = getattr(self.model, "base_model", None)
+        # the super-weight search needs the blocks only: skip the LM head when we can
+        self.blocks_fwd = forward_fn(base) if base is not None and base is not self.model \
+            else self.fwd
         self.device = device
         self.params: dict[str, torch.nn.Parameter] = dict(self.model.named_parameters())
         canon = {id(p): n for n, p in self.params.items()}
@@ -125,7 +133,15 @@ class _Study:
         return rows
 
     def ppl(self, ids: Any) -> float:
-        return S.perplexity(self.model, ids)
+        return S.perplexity(self.fwd, ids)
+
+    def gradients(self, ids: Any, metrics: Sequence[str], k: int,
+                  splits: Any = None) -> tuple[float, S.ScoreMap]:
+        """One forward+backward, the decoder blocks checkpointed: the activations of one
+        block at a time instead of all (the peak-memory target), for one more forward."""
+        with S.checkpointed(self.layers):
+            return S.gradient_scores(self.fwd, ids, self.params, k=k, splits=splits,
+                                     metrics=metrics, loss_fn=self.loss)
 
 
 def run_sensitivity(
@@ -191,12 +207,11 @@ def run_sensitivity(
     with S.record(linears=st.linears if "wanda" in metrics else None,
                   downs={key: mod for key, mod, _ in st.downs}, layers=st.layers) as rec:
         if want_grad:
-            _, scores = S.gradient_scores(st.model, ids, st.params, k=k, splits=st.splits,
-                                          metrics=want_grad)
+            _, scores = st.gradients(ids, want_grad, k, st.splits)
         else:
             scores = {key: {} for key in st.params}
             with torch.inference_mode():
-                st.model(ids)
+                st.fwd(ids)
     timings["gradients_s"] = time.perf_counter() - t
     with torch.no_grad():
         if "wanda" in metrics:
@@ -212,8 +227,8 @@ def run_sensitivity(
         per_seed = []
         for s in seeds:
             say(f"hutchinson: {probes} probes, seed {s}")
-            red, err, _ = S.hutchinson(st.model, ids, st.params, probes=probes, seed=s, k=k,
-                                       splits=st.splits)
+            red, err, _ = S.hutchinson(st.fwd, ids, st.params, probes=probes, seed=s, k=k,
+                                       splits=st.splits, loss_fn=st.loss)
             per_seed.append((red, err))
             hseed_sets.append({(p.key, p.idx) for p in S.merge_top(red, k)})
             hseed_totals.append({key: r.total for key, r in red.items()})
@@ -238,7 +253,7 @@ def run_sensitivity(
     # 3. super weights and massive activations
     t = time.perf_counter()
     say("super weights")
-    found = S.find_super_weights(st.model, ids, st.downs, first=rec.down)
+    found = S.find_super_weights(st.blocks_fwd, ids, st.downs, first=rec.down)
     supers = []
     for sw in found:
         w = st.params[sw["key"]]
@@ -329,11 +344,11 @@ def _halves(st: _Study, ids: Any, metrics: Sequence[str], full: S.ScoreMap,
         with S.record(linears=st.linears if "wanda" in want else None) as rec:
             g = [m for m in want if m in S.GRADIENT_METRICS]
             if g:
-                _, sc = S.gradient_scores(st.model, h, st.params, k=st.k, metrics=g)
+                _, sc = st.gradients(h, g, st.k)
             else:
                 sc = {key: {} for key in st.params}
                 with torch.inference_mode():
-                    st.model(h)
+                    st.fwd(h)
         if "wanda" in want:
             for key, r in S.wanda_scores(st.params, rec.sq_in, k=st.k).items():
                 sc[key]["wanda"] = r
