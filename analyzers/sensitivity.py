@@ -94,32 +94,79 @@ class Reduced:
     heads: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
-def reduce_scores(score: torch.Tensor, k: int, split: HeadSplit | None = None) -> Reduced:
-    """Reduce a per-weight score tensor (same shape as the weight) without keeping it."""
+#: score elements computed at a time: a chunk's temporaries (score, its float64 sum, top-k
+#: buffers) stay at a few MB where a 49k x 576 embedding scored in one piece took ~1 GB
+CHUNK = 1 << 20
+
+
+def _merge(vals: list[torch.Tensor], idx: list[torch.Tensor], k: int, largest: bool
+           ) -> tuple[torch.Tensor, torch.Tensor]:
     import torch
 
-    flat = score.detach().reshape(-1)
-    kk = min(k, flat.numel())
-    top = torch.topk(flat, kk, largest=True, sorted=True)
-    bot = torch.topk(flat, kk, largest=False, sorted=True)
+    v, i = torch.cat(vals), torch.cat(idx)
+    t = torch.topk(v, min(k, v.numel()), largest=largest, sorted=True)
+    return t.values.cpu(), i[t.indices].cpu()
+
+
+def _head_tops(score: torch.Tensor, k: int, split: HeadSplit
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    import torch
+
+    heads = []
+    cols = score.shape[1]
+    for h in range(split.n_heads):
+        lo, hi = h * split.head_dim, (h + 1) * split.head_dim
+        part = score[lo:hi] if split.axis == 0 else score[:, lo:hi]
+        t = torch.topk(part.reshape(-1), min(k, part.numel()), largest=True, sorted=True)
+        r, c = t.indices // part.shape[1], t.indices % part.shape[1]
+        if split.axis == 0:
+            r = r + lo
+        else:
+            c = c + lo
+        heads.append((t.values.cpu(), (r * cols + c).cpu()))
+    return heads
+
+
+def reduce_rows(fn: Callable[[int, int], torch.Tensor], shape: Sequence[int], k: int,
+                split: HeadSplit | None = None) -> Reduced:
+    """Reduce per-weight scores computed a block of rows at a time (`fn(r0, r1)` gives the
+    scores of rows r0:r1), never holding the whole score tensor: sum in float64, top/bottom k
+    per block, then merged (exact: a global top-k weight is in its block's top-k)."""
+    import torch
+
+    rows = int(shape[0]) if len(shape) else 1
+    numel = 1
+    for d in shape:
+        numel *= int(d)
+    cols = numel // rows if rows else 0
+    step = max(1, CHUNK // max(cols, 1))
+    total = 0.0
+    tv, ti, bv, bi = [], [], [], []
+    for r0 in range(0, rows, step):
+        sc = fn(r0, min(rows, r0 + step)).detach().reshape(-1)
+        total += float(sc.sum(dtype=torch.float64))
+        kk = min(k, sc.numel())
+        t = torch.topk(sc, kk, largest=True, sorted=False)
+        b = torch.topk(sc, kk, largest=False, sorted=False)
+        tv.append(t.values)
+        ti.append(t.indices + r0 * cols)
+        bv.append(b.values)
+        bi.append(b.indices + r0 * cols)
+        del sc
+    top_v, top_i = _merge(tv, ti, k, True)
+    bot_v, bot_i = _merge(bv, bi, k, False)
     heads = None
-    if split is not None and score.dim() == 2:
-        heads = []
-        cols = score.shape[1]
-        for h in range(split.n_heads):
-            lo, hi = h * split.head_dim, (h + 1) * split.head_dim
-            part = score[lo:hi] if split.axis == 0 else score[:, lo:hi]
-            hk = min(k, part.numel())
-            t = torch.topk(part.reshape(-1), hk, largest=True, sorted=True)
-            r, c = t.indices // part.shape[1], t.indices % part.shape[1]
-            if split.axis == 0:
-                r = r + lo
-            else:
-                c = c + lo
-            heads.append((t.values.cpu(), (r * cols + c).cpu()))
-    return Reduced(total=float(flat.sum(dtype=torch.float64)), top_scores=top.values.cpu(),
-                   top_idx=top.indices.cpu(), bottom_scores=bot.values.cpu(),
-                   bottom_idx=bot.indices.cpu(), heads=heads)
+    if split is not None and len(shape) == 2:  # attention matrices: small, scored whole
+        heads = _head_tops(fn(0, rows).detach(), k, split)
+    return Reduced(total=total, top_scores=top_v, top_idx=top_i, bottom_scores=bot_v,
+                   bottom_idx=bot_i, heads=heads)
+
+
+def reduce_scores(score: torch.Tensor, k: int, split: HeadSplit | None = None) -> Reduced:
+    """Reduce a per-weight score tensor (same shape as the weight)."""
+    shape = tuple(score.shape) or (1,)
+    flat = score.reshape(shape)
+    return reduce_rows(lambda a, b: flat[a:b], shape, k, split)
 
 
 def head_split(kind: str, shape: Sequence[int], n_heads: int, n_kv_heads: int,
@@ -276,10 +323,16 @@ def gradient_scores(model: Callable[..., Any], ids: torch.Tensor,
             g = p.grad
             with torch.no_grad():
                 res: dict[str, Reduced] = {}
+                shape = tuple(p.shape) or (1,)
+                gv, pv = g.reshape(shape), p.detach().reshape(shape)
                 for m in metrics:
-                    s = (g * p).abs_() if m == "grad_x_weight" else g * g
-                    res[m] = reduce_scores(s, k, splits.get(key))
-                    del s
+                    if m == "grad_x_weight":
+                        def fn(a: int, b: int) -> torch.Tensor:
+                            return (gv[a:b] * pv[a:b]).abs_()
+                    else:
+                        def fn(a: int, b: int) -> torch.Tensor:
+                            return gv[a:b] * gv[a:b]
+                    res[m] = reduce_rows(fn, shape, k, splits.get(key))
                 out[key] = res
             p.grad = None
         return fn
@@ -319,8 +372,10 @@ def wanda_scores(params: Mapping[str, torch.Tensor], sq_in: Mapping[str, torch.T
             sq = sq_in.get(key)
             if sq is None or w.dim() != 2 or w.shape[1] != sq.numel():
                 continue
-            res[key] = reduce_scores(w.abs() * sq.sqrt().to(w.device)[None, :], k,
-                                     splits.get(key))
+            norms = sq.sqrt().to(w.device)[None, :]
+            wd = w.detach()
+            res[key] = reduce_rows(lambda a, b, wd=wd, norms=norms: wd[a:b].abs() * norms,
+                                   tuple(w.shape), k, splits.get(key))
     return res
 
 
@@ -331,7 +386,12 @@ def magnitude_scores(params: Mapping[str, torch.Tensor], *, k: int,
 
     splits = splits or {}
     with torch.no_grad():
-        return {key: reduce_scores(w.abs(), k, splits.get(key)) for key, w in params.items()}
+        out = {}
+        for key, w in params.items():
+            shape = tuple(w.shape) or (1,)
+            wd = w.detach().reshape(shape)
+            out[key] = reduce_rows(lambda a, b, wd=wd: wd[a:b].abs(), shape, k, splits.get(key))
+        return out
 
 
 def rademacher(shape: Sequence[int], gen: torch.Generator, device: Any = "cpu"

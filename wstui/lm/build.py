@@ -209,6 +209,17 @@ def _materialise_buffers(model: Any) -> None:
         model._init_weights(mod)
 
 
+def _release_gguf_pages(ckpt: Checkpoint) -> None:
+    """Unmap the GGUF files once every weight is a tensor of its own: the pages read while
+    dequantizing would otherwise stay in the process's resident set for the whole study. The
+    reader maps its file again if a tensor is loaded later."""
+    from wstui.checkpoint.gguf import GGUFTensorReader
+
+    for r in ckpt.readers:
+        if isinstance(r, GGUFTensorReader):
+            r.close()
+
+
 def build_lm(ckpt: Checkpoint, *, device: str = "cpu",
              progress: Any = None) -> LoadedLM:
     """The checkpoint as a causal LM in eval mode (float32), or a CheckpointError naming what
@@ -259,6 +270,7 @@ def build_lm(ckpt: Checkpoint, *, device: str = "cpu",
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise CheckpointError(ckpt.path, f"the checkpoint lacks weights the causal LM needs: "
                               f"{', '.join(missing[:3])}{more}")
+    _release_gguf_pages(ckpt)
     model.eval()
     model.to(device)
     for p in model.parameters():
