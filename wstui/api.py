@@ -124,3 +124,33 @@ class Scope:
             tensors=select_tensors(self.checkpoint.tensors, tensors), device=self.device,
             workers=self.workers, use_cache=self.use_cache,
         )
+
+    def sensitivity(
+        self,
+        *,
+        text: str | Path | None = None,
+        tokens: int = 512,
+        metrics: Sequence[str] = ("grad_x_weight", "fisher", "wanda"),
+        probes: int = 8,
+        topk: int = 100,
+        mode: str = "global",
+        perturb: Sequence[str] = ("zero",),
+        scale: float = 1.0,
+        controls: Sequence[str] = ("random_k", "bottom_k"),
+        seeds: Sequence[int] = (0, 1, 2),
+        eval_file: str | Path | None = None,
+        device: str = "cpu",
+        stability: bool = True,
+        static: bool = True,
+        progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """The sensitivity study of `wstui sensitivity` (the `wstui.sensitivity/1` document):
+        builds the causal LM from this checkpoint, so it needs config and tokenizer."""
+        from wstui.sensitivity import run_sensitivity
+
+        return run_sensitivity(
+            self.checkpoint, text=text, tokens=tokens, metrics=metrics, probes=probes,
+            topk=topk, mode=mode, perturb=perturb, scale=scale, controls=controls,
+            seeds=seeds, eval_file=eval_file, device=device, stability=stability,
+            static=static, use_cache=self.use_cache, progress=progress,
+        )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from wstui._version import __version__
 
-SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull", "report", "serve")
+SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull", "report", "serve", "sensitivity")
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: some tensors could not be loaded or analyzed (the rest of the report is there)
@@ -217,7 +217,38 @@ def build_sub_parser(name: str) -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, default=8000)
         p.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only)")
-    if name in ("ls", "scan", "quant", "pull", "report", "serve"):
+    elif name == "sensitivity":
+        p.description = ("Which weights the model depends on: gradient and Hessian scores on a "
+                         "calibration text, super weights, perturbation against random and "
+                         "bottom-k controls (needs a causal LM with config and tokenizer).")
+        p.add_argument("path")
+        p.add_argument("--text", metavar="FILE", default=None,
+                       help="calibration text (default: the one shipped with wstui)")
+        p.add_argument("--tokens", type=int, default=512, metavar="N")
+        p.add_argument("--metrics", type=_csv_list, default=["grad_x_weight", "fisher", "wanda"],
+                       help="grad_x_weight,fisher,wanda,hutchinson,magnitude")
+        p.add_argument("--probes", type=int, default=8, metavar="N",
+                       help="Rademacher probes per seed for hutchinson")
+        p.add_argument("--topk", type=int, default=100, metavar="K")
+        p.add_argument("--mode", default="global", help="global, layerwise or head")
+        p.add_argument("--perturb", type=_csv_list, default=["zero"],
+                       help="zero,sign_flip,gauss,bit_flip")
+        p.add_argument("--scale", type=float, default=1.0,
+                       help="gauss: noise std in units of the tensor's std")
+        p.add_argument("--controls", type=_csv_list, default=["random_k", "bottom_k"])
+        p.add_argument("--seeds", type=_int_list, default=[0, 1, 2])
+        p.add_argument("--eval", metavar="FILE", default=None,
+                       help="JSONL: ctx/endings/label (multiple choice) or text (last word)")
+        p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
+        p.add_argument("--json", metavar="FILE", default=None)
+        p.add_argument("--csv", metavar="FILE", default=None)
+        p.add_argument("--no-stability", action="store_true",
+                       help="skip the two text halves (two more backward passes)")
+        p.add_argument("--no-static", action="store_true",
+                       help="skip alpha / int8 SQNR / stable rank for the summary")
+        p.add_argument("--no-cache", action="store_true")
+        p.add_argument("--quiet", action="store_true", help="no progress, no tables")
+    if name in ("ls", "scan", "quant", "pull", "report", "serve", "sensitivity"):
         _add_hub_options(p)
     return p
 

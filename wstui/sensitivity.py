@@ -1,0 +1,571 @@
+"""The sensitivity study (`wstui sensitivity`, `Scope.sensitivity`): one function builds the
+`wstui.sensitivity/1` document, so the CLI and the API give the same numbers.
+
+Steps: build the causal LM from our readers; tokenize the calibration text; one forward and
+backward with hooks (gradients reduced as they land, Linear input norms for wanda, MLP
+down-projection spikes, residual-stream extremes); optional Hutchinson probes; the two text
+halves for stability; super weights; the perturbation table with its controls; the static
+metrics of the same matrices from the scan engine; the summary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from analyzers import sensitivity as S
+from wstui._version import __version__
+from wstui.checkpoint.base import Checkpoint, CheckpointError
+
+SCHEMA = "wstui.sensitivity/1"
+CONTROLS = ("random_k", "bottom_k")
+#: module names (suffixes) of MLP down-projections across families (HF llama/mistral/qwen/gemma
+#: `mlp.down_proj`, phi `mlp.fc2`, GPT-2 `mlp.c_proj`, GPT-NeoX `mlp.dense_4h_to_h`)
+DOWN_PROJ_SUFFIXES = ("mlp.down_proj", "mlp.fc2", "mlp.c_proj", "mlp.dense_4h_to_h")
+STATIC = ("alpha", "int8_sqnr_db", "stable_rank")
+
+Progress = Callable[[str], None]
+
+
+def check_options(*, metrics: Sequence[str], mode: str, perturb: Sequence[str],
+                  controls: Sequence[str], seeds: Sequence[int], topk: int, probes: int,
+                  tokens: int, scale: float) -> None:
+    """ValueError (one line) for a setting that makes no sense, before anything slow."""
+    bad = [m for m in metrics if m not in S.METRICS]
+    if bad or not metrics:
+        raise ValueError(f"--metrics: unknown {', '.join(bad) or '(none given)'} "
+                         f"(choose from {', '.join(S.METRICS)})")
+    if mode not in S.MODES:
+        raise ValueError(f"--mode: {mode!r} is not one of {', '.join(S.MODES)}")
+    bad = [m for m in perturb if m not in S.METHODS]
+    if bad:
+        raise ValueError(f"--perturb: unknown {', '.join(bad)} (choose from "
+                         f"{', '.join(S.METHODS)})")
+    bad = [c for c in controls if c not in CONTROLS]
+    if bad:
+        raise ValueError(f"--controls: unknown {', '.join(bad)} (choose from "
+                         f"{', '.join(CONTROLS)})")
+    if not seeds:
+        raise ValueError("--seeds: give at least one seed")
+    if topk < 1:
+        raise ValueError(f"--topk must be at least 1, got {topk}")
+    if probes < 1:
+        raise ValueError(f"--probes must be at least 1, got {probes}")
+    if tokens < 4:
+        raise ValueError(f"--tokens must be at least 4, got {tokens}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"--scale must be a positive number, got {scale}")
+
+
+def _ratio(a: float, b: float) -> float | None:
+    if not (math.isfinite(a) and math.isfinite(b)) or b <= 0:
+        return None
+    return a / b
+
+
+def _rowcol(flat: int, shape: Sequence[int]) -> tuple[int, int | None]:
+    if len(shape) >= 2:
+        cols = 1
+        for s in shape[1:]:
+            cols *= int(s)
+        return flat // cols, flat % cols
+    return flat, None
+
+
+class _Study:
+    """The state of one run: the model, its parameters by name and the tensors they map to."""
+
+    def __init__(self, ckpt: Checkpoint, lm: Any, device: str, k: int) -> None:
+        import torch
+
+        from wstui.lm.loss import chunked_loss_fn, forward_fn
+
+        self.ckpt, self.lm, self.k = ckpt, lm, k
+        self.model = lm.model
+        self.fwd = forward_fn(self.model)  # what the analyzers call: logits of ids
+        self.loss = chunked_loss_fn(self.model)  # None: the plain loss on full logits
+        base = getattr(self.model, "base_model", None)
+        # the super-weight search needs the blocks only: skip the LM head when we can
+        self.blocks_fwd = forward_fn(base) if base is not None and base is not self.model \
+            else self.fwd
+        self.device = device
+        self.params: dict[str, torch.nn.Parameter] = dict(self.model.named_parameters())
+        canon = {id(p): n for n, p in self.params.items()}
+        self.linears = {}
+        self.downs: list[tuple[str, Any, torch.Tensor]] = []
+        for mname, mod in self.model.named_modules():
+            w = getattr(mod, "weight", None)
+            if isinstance(mod, torch.nn.Linear) and w is not None and id(w) in canon:
+                self.linears[canon[id(w)]] = mod
+                if mname.endswith(DOWN_PROJ_SUFFIXES):
+                    self.downs.append((canon[id(w)], mod, w))
+        n_layers = getattr(lm.config, "num_hidden_layers", None)
+        self.layers = next((list(m) for m in self.model.modules()
+                            if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers), [])
+        self.splits = {}
+        for key, p in self.params.items():
+            ref = lm.refs.get(key)
+            kind = ref.kind if ref is not None else "other"
+            self.splits[key] = S.head_split(kind, tuple(p.shape), lm.num_heads,
+                                            lm.num_kv_heads, lm.head_dim)
+
+    def ref_info(self, key: str) -> dict[str, Any]:
+        ref = self.lm.refs.get(key)
+        p = self.params[key]
+        return {"name": ref.name if ref else key, "hf_name": (ref.hf_name if ref else None) or key,
+                "kind": ref.kind if ref else "other", "block": ref.block if ref else None,
+                "shape": list(p.shape), "numel": int(p.numel())}
+
+    def tensor_name(self, key: str) -> str:
+        ref = self.lm.refs.get(key)
+        return (ref.hf_name or ref.name) if ref else key
+
+    def weight_rows(self, picks: Sequence[S.Pick]) -> list[dict[str, Any]]:
+        rows = []
+        for p in picks:
+            w = self.params[p.key]
+            r, c = _rowcol(p.idx, tuple(w.shape))
+            rows.append({"tensor": self.tensor_name(p.key), "row": r, "col": c,
+                         "value": float(w.detach().reshape(-1)[p.idx]), "score": p.score})
+        return rows
+
+    def ppl(self, ids: Any) -> float:
+        return S.perplexity(self.fwd, ids)
+
+    def gradients(self, ids: Any, metrics: Sequence[str], k: int,
+                  splits: Any = None) -> tuple[float, S.ScoreMap]:
+        """One forward+backward, the decoder blocks checkpointed: the activations of one
+        block at a time instead of all (the peak-memory target), for one more forward."""
+        with S.checkpointed(self.layers):
+            return S.gradient_scores(self.fwd, ids, self.params, k=k, splits=splits,
+                                     metrics=metrics, loss_fn=self.loss)
+
+
+def run_sensitivity(
+    ckpt: Checkpoint,
+    *,
+    text: str | Path | None = None,
+    tokens: int = 512,
+    metrics: Sequence[str] = ("grad_x_weight", "fisher", "wanda"),
+    probes: int = 8,
+    topk: int = 100,
+    mode: str = "global",
+    perturb: Sequence[str] = ("zero",),
+    scale: float = 1.0,
+    controls: Sequence[str] = CONTROLS,
+    seeds: Sequence[int] = (0, 1, 2),
+    eval_file: str | Path | None = None,
+    device: str = "cpu",
+    stability: bool = True,
+    static: bool = True,
+    use_cache: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The `wstui.sensitivity/1` document for `ckpt`. Bad input raises CheckpointError (one
+    line), a bad setting ValueError."""
+    import torch
+
+    from analyzers.core import pick_device
+    from wstui.lm.build import build_lm
+    from wstui.lm.calibration import calibration_ids
+
+    metrics = list(dict.fromkeys(metrics))
+    check_options(metrics=metrics, mode=mode, perturb=perturb, controls=controls, seeds=seeds,
+                  topk=topk, probes=probes, tokens=tokens, scale=scale)
+    say = progress or (lambda msg: None)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    evaluator = None
+    evalset = None
+    if eval_file is not None:
+        from wstui.lm.evaluate import read_eval
+
+        evalset = read_eval(eval_file)
+    dev = pick_device(device)
+    say("building the model")
+    lm = build_lm(ckpt, device=dev)
+    timings["build_s"] = lm.build_s
+    cal = calibration_ids(lm.tokenizer, text, tokens)
+    ids = cal.ids.to(dev)
+    if evalset is not None:
+        from wstui.lm.evaluate import Evaluator
+
+        evaluator = Evaluator(evalset, lm.tokenizer)
+    st = _Study(ckpt, lm, dev, topk)
+    k = topk
+
+    # 1. baseline perplexity, then one forward+backward with every hook
+    t = time.perf_counter()
+    say("perplexity")
+    base_ppl = st.ppl(ids)
+    base_acc = evaluator.accuracy(st.model) if evaluator else None
+    say("gradients (forward and backward)")
+    want_grad = [m for m in metrics if m in S.GRADIENT_METRICS]
+    with S.record(linears=st.linears if "wanda" in metrics else None,
+                  downs={key: mod for key, mod, _ in st.downs}, layers=st.layers) as rec:
+        if want_grad:
+            _, scores = st.gradients(ids, want_grad, k, st.splits)
+        else:
+            scores = {key: {} for key in st.params}
+            with torch.inference_mode():
+                st.fwd(ids)
+    timings["gradients_s"] = time.perf_counter() - t
+    with torch.no_grad():
+        if "wanda" in metrics:
+            for key, r in S.wanda_scores(st.params, rec.sq_in, k=k, splits=st.splits).items():
+                scores[key]["wanda"] = r
+        for key, r in S.magnitude_scores(st.params, k=k, splits=st.splits).items():
+            scores[key]["magnitude"] = r
+    hstderr: dict[str, float] = {}
+    hseed_sets: list[set[tuple[str, int]]] = []
+    hseed_totals: list[dict[str, float]] = []
+    if "hutchinson" in metrics:
+        t = time.perf_counter()
+        per_seed = []
+        for s in seeds:
+            say(f"hutchinson: {probes} probes, seed {s}")
+            red, err, _ = S.hutchinson(st.fwd, ids, st.params, probes=probes, seed=s, k=k,
+                                       splits=st.splits, loss_fn=st.loss)
+            per_seed.append((red, err))
+            hseed_sets.append({(p.key, p.idx) for p in S.merge_top(red, k)})
+            hseed_totals.append({key: r.total for key, r in red.items()})
+        # the estimate over all seeds' probes: mean of the per-seed means
+        red0, _ = per_seed[0]
+        for key in st.params:
+            r = red0[key]
+            r.total = sum(ps[0][key].total for ps in per_seed) / len(per_seed)
+            errs = [ps[1][key] for ps in per_seed]
+            hstderr[key] = math.sqrt(sum(e * e for e in errs)) / len(errs)
+            scores[key]["hutchinson"] = r
+        timings["hutchinson_s"] = time.perf_counter() - t
+
+    # 2. stability across the two halves of the text
+    stab: dict[str, Any] = {"k": k}
+    if stability:
+        t = time.perf_counter()
+        stab["halves"] = _halves(st, ids, metrics, scores, say)
+        stab["seeds"] = _seed_stability(st, k, seeds, hseed_sets, hseed_totals)
+        timings["stability_s"] = time.perf_counter() - t
+
+    # 3. super weights and massive activations
+    t = time.perf_counter()
+    say("super weights")
+    found = S.find_super_weights(st.blocks_fwd, ids, st.downs, first=rec.down)
+    supers = []
+    for sw in found:
+        w = st.params[sw["key"]]
+        pick = S.Pick(sw["key"], sw["row"] * w.shape[1] + sw["col"], math.nan)
+        with S.perturbed(st.params, [pick], "zero"):
+            ppl_z = st.ppl(ids)
+        supers.append({"tensor": st.tensor_name(sw["key"]),
+                       "block": st.ref_info(sw["key"])["block"], "row": sw["row"],
+                       "col": sw["col"], "value": sw["value"], "act_in": sw["act_in"],
+                       "act_out": sw["act_out"], "token": sw["token"], "ppl_zeroed": ppl_z,
+                       "ppl_ratio": _ratio(ppl_z, base_ppl)})
+    massive = _massive(rec.layers)
+    timings["super_weights_s"] = time.perf_counter() - t
+
+    # 4. perturbation with controls
+    t = time.perf_counter()
+    table = _perturbation(st, ids, scores, metrics, found, perturb, controls, seeds, k, scale,
+                          base_ppl, evaluator, say)
+    timings["perturbation_s"] = time.perf_counter() - t
+
+    # 5. documents: tensors, top-k, summary
+    tensors = []
+    for key in st.params:
+        rec_t = st.ref_info(key)
+        for m in S.METRICS:
+            r = scores[key].get(m)
+            rec_t[m] = r.total if r is not None else None
+        rec_t["hutchinson_stderr"] = hstderr.get(key) if "hutchinson" in metrics else None
+        tensors.append(rec_t)
+    topk_doc = _topk_doc(st, scores, metrics, mode, k)
+    static_vals: dict[str, dict[str, float | None]] = {}
+    if static:
+        t = time.perf_counter()
+        say("static metrics (alpha, int8 SQNR, stable rank)")
+        static_vals = _static_metrics(ckpt, st, device, use_cache)
+        timings["static_s"] = time.perf_counter() - t
+    summary = _summary(tensors, metrics, static_vals)
+    timings["total_s"] = time.perf_counter() - t_start
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "wstui_version": __version__,
+        "checkpoint": ckpt.summary(),
+        "device": dev,
+        "model": {"model_type": lm.config.model_type, "num_layers": len(st.layers),
+                  "num_heads": lm.num_heads, "num_kv_heads": lm.num_kv_heads,
+                  "head_dim": lm.head_dim, "tied": lm.tied},
+        "settings": {"metrics": metrics, "probes": probes, "topk": k, "mode": mode,
+                     "perturb": list(perturb), "scale": scale, "controls": list(controls),
+                     "seeds": list(seeds), "spike_ratio": S.SPIKE_RATIO},
+        "text": cal.record(),
+        "perplexity": base_ppl,
+        "eval": ({**evalset.record(), "accuracy": base_acc} if evalset else None),
+        "tensors": tensors,
+        "topk": topk_doc,
+        "super_weights": supers,
+        "massive_activations": massive,
+        "perturbation": table,
+        "stability": stab,
+        "summary": summary,
+        "timings": timings,
+    }
+    from wstui import jsonio
+
+    return jsonio.strict(doc)
+
+
+def _massive(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = []
+    for r in layers:
+        med = r["median"]
+        rows.append({**r, "ratio": (r["top3"][0] / med) if med > 0 and r["top3"] else None})
+    ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+    return {"layers": rows, "max_ratio": max(ratios) if ratios else None}
+
+
+def _halves(st: _Study, ids: Any, metrics: Sequence[str], full: S.ScoreMap,
+            say: Progress) -> dict[str, Any]:
+    """Per metric (gradient ones and wanda): Jaccard of the global top-k and Spearman of the
+    per-tensor totals between the first and the second half of the text."""
+    import torch
+
+    n = ids.shape[1] // 2
+    halves = [ids[:, :n], ids[:, n:2 * n]]
+    want = [m for m in metrics if m in (*S.GRADIENT_METRICS, "wanda")]
+    got: list[S.ScoreMap] = []
+    for i, h in enumerate(halves):
+        say(f"stability: half {i + 1} of the text")
+        with S.record(linears=st.linears if "wanda" in want else None) as rec:
+            g = [m for m in want if m in S.GRADIENT_METRICS]
+            if g:
+                _, sc = st.gradients(h, g, st.k)
+            else:
+                sc = {key: {} for key in st.params}
+                with torch.inference_mode():
+                    st.fwd(h)
+        if "wanda" in want:
+            for key, r in S.wanda_scores(st.params, rec.sq_in, k=st.k).items():
+                sc[key]["wanda"] = r
+        got.append(sc)
+    out: dict[str, Any] = {"tokens": [n, n]}
+    keys = list(st.params)
+    for m in want:
+        a = {key: got[0][key][m] for key in keys if m in got[0][key]}
+        b = {key: got[1][key][m] for key in keys if m in got[1][key]}
+        ta = {(p.key, p.idx) for p in S.merge_top(a, st.k)}
+        tb = {(p.key, p.idx) for p in S.merge_top(b, st.k)}
+        common = [key for key in keys if key in a and key in b]
+        out[m] = {"jaccard": S.jaccard(ta, tb),
+                  "spearman": S.spearman([a[key].total for key in common],
+                                         [b[key].total for key in common])}
+    return out
+
+
+def _seed_stability(st: _Study, k: int, seeds: Sequence[int],
+                    hsets: list[set[tuple[str, int]]], htotals: list[dict[str, float]]
+                    ) -> dict[str, Any]:
+    """Pairwise over seeds: the random control's overlap (the chance level of Jaccard@k) and,
+    when run, Hutchinson's top-k overlap and the Spearman of its per-tensor totals."""
+    sizes = {key: int(p.numel()) for key, p in st.params.items()}
+    rsets = [{(p.key, p.idx) for p in S.random_picks(sizes, k, s)} for s in seeds]
+    pairs = [(i, j) for i in range(len(seeds)) for j in range(i + 1, len(seeds))]
+
+    def mean(xs: list[float | None]) -> float | None:
+        v = [x for x in xs if x is not None]
+        return sum(v) / len(v) if v else None
+
+    out: dict[str, Any] = {"seeds": list(seeds), "random_k": {
+        "jaccard_mean": mean([S.jaccard(rsets[i], rsets[j]) for i, j in pairs])}}
+    if hsets:
+        keys = list(st.params)
+        out["hutchinson"] = {
+            "jaccard_mean": mean([S.jaccard(hsets[i], hsets[j]) for i, j in pairs]),
+            "spearman_mean": mean([S.spearman([htotals[i][kk] for kk in keys],
+                                              [htotals[j][kk] for kk in keys])
+                                   for i, j in pairs]),
+        }
+    return out
+
+
+def _perturbation(st: _Study, ids: Any, scores: S.ScoreMap, metrics: Sequence[str],
+                  found: list[dict[str, Any]], methods: Sequence[str],
+                  controls: Sequence[str], seeds: Sequence[int], k: int, scale: float,
+                  base_ppl: float, evaluator: Any, say: Progress) -> list[dict[str, Any]]:
+    """Each method on each target set: the top-k by each metric; the controls (random k per
+    seed; the bottom k by the first metric); the super weights. Weights restored after each."""
+    targets: list[tuple[str, str | None, int | None, list[S.Pick]]] = []
+    for m in metrics:
+        red = {key: sc[m] for key, sc in scores.items() if m in sc}
+        targets.append(("top_k", m, None, S.merge_top(red, k)))
+    if "random_k" in controls:
+        sizes = {key: int(p.numel()) for key, p in st.params.items()}
+        for s in seeds:
+            targets.append(("random_k", None, s, S.random_picks(sizes, k, s)))
+    if "bottom_k" in controls:
+        m = metrics[0]
+        red = {key: sc[m] for key, sc in scores.items() if m in sc}
+        targets.append(("bottom_k", m, None, S.merge_top(red, k, bottom=True)))
+    if found:
+        picks = [S.Pick(sw["key"], sw["row"] * st.params[sw["key"]].shape[1] + sw["col"],
+                        math.nan) for sw in found]
+        targets.append(("super_weights", None, None, picks))
+    rows = []
+    for method in methods:
+        for target, metric, seed, picks in targets:
+            say(f"perturbation: {method} {target} {metric or ''} {'' if seed is None else seed}")
+            with S.perturbed(st.params, picks, method, scale=scale,
+                             seed=0 if seed is None else seed):
+                ppl = st.ppl(ids)
+                acc = evaluator.accuracy(st.model) if evaluator else None
+            row = {"method": method, "target": target, "metric": metric, "k": len(picks),
+                   "seed": seed, "ppl": ppl, "ppl_ratio": _ratio(ppl, base_ppl)}
+            if evaluator is not None:
+                row["accuracy"] = acc
+            rows.append(row)
+    return rows
+
+
+def _topk_doc(st: _Study, scores: S.ScoreMap, metrics: Sequence[str], mode: str, k: int
+              ) -> list[dict[str, Any]]:
+    out = []
+    for m in metrics:
+        red = {key: sc[m] for key, sc in scores.items() if m in sc}
+        if mode == "global":
+            out.append({"metric": m, "mode": mode, "k": k,
+                        "weights": st.weight_rows(S.merge_top(red, k))})
+        elif mode == "layerwise":
+            groups: dict[Any, list[str]] = {}
+            for key in red:
+                groups.setdefault(st.ref_info(key)["block"], []).append(key)
+            for block in sorted(groups, key=lambda b: (b is None, b if b is not None else 0)):
+                out.append({"metric": m, "mode": mode, "k": k, "block": block,
+                            "weights": st.weight_rows(S.merge_top(red, k, keys=groups[block]))})
+        else:
+            for key, head, picks in S.head_top(red, k):
+                out.append({"metric": m, "mode": mode, "k": k, "tensor": st.tensor_name(key),
+                            "head": head, "weights": st.weight_rows(picks)})
+    return out
+
+
+def _static_metrics(ckpt: Checkpoint, st: _Study, device: str, use_cache: bool
+                    ) -> dict[str, dict[str, float | None]]:
+    """alpha, per-tensor sym int8 SQNR and stable rank of the model's matrices, from the scan
+    engine (cached like any scan), keyed by HF name."""
+    from wstui.scan import ScanEngine
+
+    names = {st.tensor_name(key) for key, p in st.params.items() if p.dim() == 2}
+    refs = [r for r in ckpt.tensors if (r.hf_name or r.name) in names and r.analyzable
+            and r.tied_to is None]
+    engine = ScanEngine(ckpt, methods=["spectral", "quantization"], device=device,
+                        use_cache=use_cache, tensors=refs,
+                        options={"quant_bits": "8", "quant_schemes": "tensor:sym"})
+    report = engine.run()
+    out: dict[str, dict[str, float | None]] = {}
+    for e in report.entries:
+        sp = e.result.metrics.get("spectral", {})
+        q = e.result.metrics.get("quantization", {})
+        sq = next((s.get("sqnr_db") for s in q.get("schemes", [])
+                   if s.get("bits") == 8 and s.get("granularity") == "tensor"
+                   and s.get("scheme") == "sym"), None)
+        out[e.ref.hf_name or e.ref.name] = {"alpha": sp.get("alpha"), "int8_sqnr_db": sq,
+                                            "stable_rank": sp.get("stable_rank")}
+    return out
+
+
+def _summary(tensors: list[dict[str, Any]], metrics: Sequence[str],
+             static: dict[str, dict[str, float | None]]) -> dict[str, Any]:
+    """Totals and per-weight means by kind and by depth, the Spearman matrix between the
+    sensitivity metrics and the static ones over the matrices, and the blocks clustered by
+    their sensitivity profile."""
+    import numpy as np
+
+    shown = [*metrics, "magnitude"] if "magnitude" not in metrics else list(metrics)
+
+    def group(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        n = sum(r["numel"] for r in rows)
+        g: dict[str, Any] = {"tensors": len(rows), "numel": n}
+        for m in shown:
+            vals = [r[m] for r in rows if r.get(m) is not None]
+            tot = float(sum(vals)) if vals else None
+            g[m] = {"total": tot, "mean": (tot / n) if tot is not None and n else None}
+        return g
+
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    by_block: dict[int, list[dict[str, Any]]] = {}
+    for r in tensors:
+        by_kind.setdefault(r["kind"], []).append(r)
+        if r["block"] is not None:
+            by_block.setdefault(r["block"], []).append(r)
+    out: dict[str, Any] = {
+        "by_kind": {kind: group(rows) for kind, rows in sorted(by_kind.items())},
+        "by_block": [{"block": b, **group(rows)} for b, rows in sorted(by_block.items())],
+    }
+    mats = [r for r in tensors if len(r["shape"]) == 2 and r["hf_name"] in static]
+    spear: dict[str, dict[str, float | None]] = {}
+    for m in shown:
+        spear[m] = {}
+        for s in STATIC:
+            xs = [r[m] for r in mats]
+            ys = [static[r["hf_name"]][s] for r in mats]
+            pairs = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None]
+            spear[m][s] = S.spearman(*zip(*pairs)) if len(pairs) >= 3 else None
+    out["static"] = {"static_metrics": list(STATIC), "n_matrices": len(mats), "spearman": spear,
+                     "per_tensor": {r["hf_name"]: static[r["hf_name"]] for r in mats}}
+    # blocks by their profile: log10 of the per-weight mean of each metric for each kind
+    blocks = sorted(by_block)
+    kinds = sorted({r["kind"] for b in blocks for r in by_block[b]
+                    if len(r["shape"]) == 2})
+    feats, names = [], []
+    for m in shown:
+        for kind in kinds:
+            col = []
+            for b in blocks:
+                rows = [r for r in by_block[b] if r["kind"] == kind and r.get(m) is not None]
+                n = sum(r["numel"] for r in rows)
+                v = sum(r[m] for r in rows) / n if n else math.nan
+                col.append(math.log10(v) if v > 0 else math.nan)
+            if all(math.isfinite(c) for c in col):
+                feats.append(col)
+                names.append(f"{m}:{kind}")
+    if feats and len(blocks) >= 3:
+        cl = S.cluster_rows(np.asarray(feats, dtype=np.float64).T)
+        out["clusters"] = {"k": cl["k"], "ch": cl["ch"], "features": names,
+                           "blocks": [{"block": b, "cluster": lab}
+                                      for b, lab in zip(blocks, cl["labels"])]}
+    else:
+        out["clusters"] = {"k": None, "ch": None, "features": names, "blocks": []}
+    return out
+
+
+def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per tensor: identity, the per-tensor scores, and the static metrics if any."""
+    static = doc["summary"].get("static", {}).get("per_tensor", {})
+    rows = []
+    for t in doc["tensors"]:
+        row = {k: t.get(k) for k in ("name", "hf_name", "kind", "block")}
+        row["shape"] = "x".join(str(s) for s in t["shape"])
+        row["numel"] = t["numel"]
+        for m in (*S.METRICS, "hutchinson_stderr"):
+            row[m] = t.get(m)
+        for s in STATIC:
+            row[s] = static.get(t["hf_name"], {}).get(s)
+        rows.append(row)
+    return rows
+
+
+def sensitivity_document(path: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Open `path` and run the study (what `Scope.sensitivity` and the CLI both call)."""
+    from wstui.checkpoint import open_checkpoint
+
+    with open_checkpoint(path) as ckpt:
+        return run_sensitivity(ckpt, **kwargs)
+
+
+__all__ = ["SCHEMA", "CheckpointError", "check_options", "csv_rows", "run_sensitivity",
+           "sensitivity_document"]
