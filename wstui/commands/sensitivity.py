@@ -4,7 +4,6 @@ controls (DESIGN §5 "sensitivity"). Progress on stderr, a summary on stdout, JS
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from typing import Any
@@ -21,35 +20,25 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
 
 
 def write_csv(doc: dict[str, Any], path: str) -> None:
-    """One row per tensor; text cells a spreadsheet would run as a formula are quoted."""
+    """One row per tensor, through the one CSV writer (atomic, formula cells guarded)."""
+    from wstui.outfile import write_csv as write_rows
     from wstui.sensitivity import csv_rows
 
     rows = csv_rows(doc)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["name"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _cell(v) for k, v in r.items()})
+    write_rows(path, rows, list(rows[0]) if rows else ["name"])
 
 
-def _cell(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@"):
-        return "'" + v
-    return v
-
-
-def print_summary(doc: dict[str, Any]) -> None:
+def print_summary(doc: dict[str, Any], *, stderr: bool = False) -> None:
     """Perplexity, the most sensitive tensors, the super weights, the perturbation table."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
-    out = Console()
+    from wstui.render import plain  # names and paths from files shown as text (DESIGN §10)
+
+    out = Console(stderr=stderr)
     t = doc["text"]
-    out.print(Text(f"{doc['checkpoint']['path']}: perplexity {_fmt(doc['perplexity'], '.3f')} "
+    out.print(plain(f"{doc['checkpoint']['path']}: perplexity {_fmt(doc['perplexity'], '.3f')} "
                    f"on {t['tokens']} tokens of {t['source']} "
                    f"({doc['timings'].get('total_s', 0):.1f} s on {doc['device']})"))
     metric = doc["settings"]["metrics"][0]
@@ -60,7 +49,7 @@ def print_summary(doc: dict[str, Any]) -> None:
     for col in ("tensor", "kind", *doc["settings"]["metrics"]):
         tab.add_column(col, justify="left" if col in ("tensor", "kind") else "right")
     for r in top:
-        tab.add_row(Text(r["hf_name"]), Text(r["kind"]),
+        tab.add_row(plain(r["hf_name"]), plain(r["kind"]),
                     *[_fmt(r.get(m)) for m in doc["settings"]["metrics"]])
     out.print(tab)
     sw = Table(title="Super weights (zeroed one at a time)", title_justify="left",
@@ -68,7 +57,7 @@ def print_summary(doc: dict[str, Any]) -> None:
     for col in ("tensor", "row", "col", "value", "act_in", "act_out", "ppl zeroed", "ratio"):
         sw.add_column(col, justify="left" if col == "tensor" else "right")
     for s in doc["super_weights"]:
-        sw.add_row(Text(s["tensor"]), str(s["row"]), str(s["col"]), _fmt(s["value"]),
+        sw.add_row(plain(s["tensor"]), str(s["row"]), str(s["col"]), _fmt(s["value"]),
                    _fmt(s["act_in"]), _fmt(s["act_out"]), _fmt(s["ppl_zeroed"], ".4g"),
                    _fmt(s["ppl_ratio"]))
     if doc["super_weights"]:
@@ -102,6 +91,9 @@ def print_summary(doc: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from wstui import jsonio
+    from wstui.commands.scan import print_problems, write_outputs
+    from wstui.outfile import is_stdout
+    from wstui.render import visible
     from wstui.sensitivity import check_options, sensitivity_document
 
     opts = dict(text=args.text, tokens=args.tokens, metrics=args.metrics, probes=args.probes,
@@ -114,18 +106,17 @@ def run(args: argparse.Namespace) -> int:
                       controls=args.controls, seeds=args.seeds, topk=args.topk,
                       probes=args.probes, tokens=args.tokens, scale=args.scale)
     except ValueError as exc:
-        print(f"wstui: {exc}", file=sys.stderr)
+        print(f"wstui: {visible(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     def progress(msg: str) -> None:
         if not args.quiet:
-            print(f"wstui: {msg}", file=sys.stderr, flush=True)
+            print(f"wstui: {visible(msg)}", file=sys.stderr, flush=True)
 
     doc = sensitivity_document(args.path, progress=progress, **opts)
-    if args.json:
-        jsonio.dump(doc, args.json)
-    if args.csv:
-        write_csv(doc, args.csv)
+    failed = write_outputs((args.json, lambda f: jsonio.dump(doc, f)),
+                           (args.csv, lambda f: write_csv(doc, f)))
     if not args.quiet:
-        print_summary(doc)
-    return EXIT_OK
+        print_summary(doc, stderr=is_stdout(args.json) or is_stdout(args.csv))
+    print_problems(failed)
+    return EXIT_BAD_INPUT if failed else EXIT_OK

@@ -8,12 +8,12 @@ from pathlib import Path
 from wstui.htmlreport.model import ReportInput, Section, build_sections, title_of
 
 
-def _write_text(path: Path, text: str) -> Path:
-    """Atomically (a temporary file renamed): a reader never sees half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+def _save(path: Path, text: str) -> Path:
+    """Through the one output writer: atomic for a regular file, so a reader never sees half
+    a report; a FIFO or device written in place; `-` is stdout."""
+    from wstui import outfile
+
+    return outfile.write_text(path, text)
 
 
 def write_html(inp: ReportInput, path: str | Path,
@@ -21,7 +21,7 @@ def write_html(inp: ReportInput, path: str | Path,
     from wstui.htmlreport import html
 
     secs = list(sections) if sections is not None else build_sections(inp)
-    return _write_text(Path(path), html.render(inp, secs, title_of(inp)))
+    return _save(Path(path), html.render(inp, secs, title_of(inp)))
 
 
 def write_markdown(inp: ReportInput, path: str | Path,
@@ -30,7 +30,7 @@ def write_markdown(inp: ReportInput, path: str | Path,
 
     path = Path(path)
     secs = list(sections) if sections is not None else build_sections(inp)
-    return _write_text(path, markdown.render(inp, secs, title_of(inp), path))
+    return _save(path, markdown.render(inp, secs, title_of(inp), path))
 
 
 def write_figures(inp: ReportInput, folder: str | Path, formats: Sequence[str],
