@@ -231,3 +231,25 @@ def test_cells_keep_exact_values_and_markdown_escapes_names():
     assert 'title="0.12345678"' in out and 'title="nan"' in out
     assert md_text("a|b *c* [x](http://e) <s>") == \
         r"a\|b \*c\* \[x\]\(http://e\) &lt;s&gt;"
+
+
+def test_report_with_the_sensitivity_study(tmp_path, demo_paths):
+    """`--sensitivity` adds the study's section: perplexity, the most sensitive tensors, the
+    super weights (or why none), the perturbation table with its controls, and a figure."""
+    from tests.sens_models import save_llama_dir
+
+    model = save_llama_dir(tmp_path / "tiny", seed=0)
+    out = tmp_path / "r.html"
+    r = wstui(tmp_path / "cache", "report", str(model), "--sensitivity", "-o", str(out),
+              "--quiet")
+    assert r.returncode == 0, r.stderr
+    page = out.read_text()
+    section = page[page.index('id="sensitivity"'):]
+    assert "Perplexity" in section and "random_k" in section and "bottom_k" in section
+    assert "model.layers.0." in section and "<svg" in section
+    assert "--sensitivity" in page  # the footer's command line
+    # the demo has weights and a config but no tokenizer: one line, no report
+    bad = wstui(tmp_path / "cache", "report", str(demo_paths.base), "--sensitivity", "-o",
+                str(tmp_path / "x.html"), "--quiet")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "tokenizer" in bad.stderr and not (tmp_path / "x.html").exists()

@@ -197,8 +197,9 @@ def build_sub_parser(name: str) -> argparse.ArgumentParser:
         p.add_argument("path")
         p.add_argument("--diff", metavar="PATH_B", default=None, help="add the diff with B")
         p.add_argument("--quant", action="store_true", help="add the quantization study")
-        # --sensitivity: the sensitivity study's section plugs in through
-        # wstui.htmlreport.model.ReportInput.extra_sections
+        p.add_argument("--sensitivity", action="store_true",
+                       help="add the sensitivity study (a causal LM: forward and backward "
+                            "passes on the shipped calibration text)")
         p.add_argument("-o", "--output", metavar="FILE.html", default=None,
                        help="the HTML file (default report.html unless --md/--figures)")
         p.add_argument("--md", metavar="FILE.md", default=None,

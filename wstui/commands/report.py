@@ -101,7 +101,18 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(diff, int):
                 return diff
             diff_doc = diff.to_dict()
-        return _write(args, formats, scan, quant_doc, diff, diff_doc, cached)
+        extra = []
+        if args.sensitivity:
+            from wstui import jsonio
+            from wstui.htmlreport.sensitivity import sensitivity_section
+            from wstui.render import visible
+            from wstui.sensitivity import run_sensitivity
+
+            say = (lambda msg: print(f"wstui: {visible(msg)}", file=sys.stderr, flush=True)
+                   ) if not args.quiet else (lambda msg: None)
+            doc = run_sensitivity(ckpt, progress=say, use_cache=not args.no_cache)
+            extra.append(sensitivity_section(jsonio.strict(doc)))
+        return _write(args, formats, scan, quant_doc, diff, diff_doc, cached, extra)
 
 
 def _run_diff(args: argparse.Namespace, ckpt: Any, options: dict[str, Any],
@@ -125,7 +136,8 @@ def _run_diff(args: argparse.Namespace, ckpt: Any, options: dict[str, Any],
 
 
 def _write(args: argparse.Namespace, formats: list[str], scan: Any, quant_doc: Any,
-           diff: Any, diff_doc: Any, cached: int | None = None) -> int:
+           diff: Any, diff_doc: Any, cached: int | None = None,
+           extra: list[Any] | None = None) -> int:
     from wstui.export import scan_json
     from wstui.htmlreport.model import ReportInput, build_sections
     from wstui.htmlreport.write import write_figures, write_html, write_markdown
@@ -133,7 +145,7 @@ def _write(args: argparse.Namespace, formats: list[str], scan: Any, quant_doc: A
     t0 = time.perf_counter()
     inp = ReportInput(scan=scan, scan_doc=scan_json(scan), quant_doc=quant_doc, diff=diff,
                       diff_doc=diff_doc, worst=args.worst, command=_command_line(args),
-                      cached=cached)
+                      cached=cached, extra_sections=list(extra or []))
     sections = build_sections(inp)
     wrote = []
     if args.output:
@@ -157,6 +169,8 @@ def _command_line(args: argparse.Namespace) -> str:
         parts += ["--diff", str(args.diff)]
     if args.quant:
         parts.append("--quant")
+    if args.sensitivity:
+        parts.append("--sensitivity")
     if args.tensors:
         parts += ["--tensors", args.tensors]
     if args.methods:

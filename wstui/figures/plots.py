@@ -391,3 +391,40 @@ def _empty(ax: Axes, why: str) -> None:
             wrap=True)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+# ---------------------------------------------------------------------------- sensitivity
+def sensitivity_depth_figure(style: str, tensors: Sequence[Mapping[str, Any]],
+                             metrics: Sequence[str], kind_order: Sequence[str]) -> Figure:
+    """Per-weight sensitivity against block, one line per module kind and one panel per
+    metric (log scale): where in depth, and in which modules, the model's loss is fragile."""
+    from matplotlib.ticker import MaxNLocator
+
+    metrics = list(metrics)[:4]
+    fig = _figure(4.6 * max(1, min(2, len(metrics))), 2.8 * ((len(metrics) + 1) // 2 or 1))
+    axes = fig.subplots((len(metrics) + 1) // 2 or 1, min(2, len(metrics)) or 1, squeeze=False)
+    kinds = [k for k in kind_order if any(t["kind"] == k and t["block"] is not None
+                                          for t in tensors)]
+    styles = kind_styles(kinds, style)
+    for ax, m in zip(axes.flat, metrics):
+        drawn = False
+        for k in kinds:
+            pts = [(t["block"], t[m] / t["numel"]) for t in tensors
+                   if t["kind"] == k and t["block"] is not None and t.get(m) and t["numel"]]
+            med = _block_medians(pts)
+            if med:
+                ax.plot([b for b, _ in med], [v for _, v in med], marker=".", ms=4,
+                        label=k, **styles[k])
+                drawn = True
+        if drawn:
+            ax.set_yscale("log")
+            log_axes(ax, x=False)
+        else:
+            _empty(ax, f"no {m} scores")
+        ax.set(title=f"{m} per weight", xlabel="block")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # blocks are whole numbers
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    if kinds:
+        fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper")
+    return fig
