@@ -91,7 +91,7 @@ def test_open_reads_header_only_and_load_one_tensor(
     path = tmp_path / "m.safetensors"
     save_file({"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(1000)}, path)
     reader = SafetensorsReader(path)
-    assert reader._fd is None  # nothing held open after reading the header
+    assert reader._shared._fd is None  # nothing held open after reading the header
     refs = {r.name: r for r in reader.refs()}
     reads: list[int] = []
     real_read = reader._read_into
@@ -105,7 +105,7 @@ def test_open_reads_header_only_and_load_one_tensor(
     assert torch.equal(got, torch.arange(6.0).reshape(2, 3))
     assert reads == [24]  # exactly the bytes of "a"
     reader.close()
-    assert reader._fd is None
+    assert reader._shared._fd is None
 
 
 def test_file_shrinking_after_open(tmp_path: Path) -> None:

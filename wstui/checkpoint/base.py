@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,32 @@ def open_regular(path: Path) -> int:
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
     return fd
+
+
+class SharedFile:
+    """One read-only descriptor of a weight file for all the worker threads of a reader,
+    opened on first use (through `open_regular`) and refused once the reader is closed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.closed = False
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def fd(self) -> int:
+        with self._lock:
+            if self.closed:
+                raise CheckpointError(self.path, "reader is closed (checkpoint closed)")
+            if self._fd is None:
+                self._fd = open_regular(self.path)
+            return self._fd
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def signature(fd: int) -> tuple[int, int]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-import threading
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ import numpy as np
 
 from wstui.checkpoint.base import (
     CheckpointError,
+    SharedFile,
     TensorRef,
     check_unchanged,
     fit_float,
@@ -239,24 +239,13 @@ class GGUFTensorReader:
         self._infos = infos  # name -> (absolute offset, ggml type id, ggml dims)
         self._meta = metadata
         self._sig = sig  # (size, mtime_ns) at open
-        self._fd: int | None = None
-        self._closed = False
-        self._lock = threading.Lock()
+        self._shared = SharedFile(path)  # workers load from threads; opened once
 
     def _file(self) -> int:
-        with self._lock:  # workers load from threads; open the file once
-            if self._closed:
-                raise CheckpointError(self.path, "reader is closed (checkpoint closed)")
-            if self._fd is None:
-                self._fd = open_regular(self.path)
-            return self._fd
+        return self._shared.fd()
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        self._shared.close()
 
     def raw(self, ref: TensorRef) -> np.ndarray:
         """The tensor's stored bytes, read into a fresh buffer."""

@@ -17,13 +17,13 @@ from __future__ import annotations
 import itertools
 import os
 import struct
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wstui.checkpoint.base import (
     FLOAT_DTYPES,
     CheckpointError,
+    SharedFile,
     TensorRef,
     check_unchanged,
     fit_float,
@@ -184,9 +184,7 @@ class SafetensorsReader:
         for (_, e0, n0), (b1, _, n1) in itertools.pairwise(spans):
             if b1 < e0:
                 raise CheckpointError(path, f"tensors {n0!r} and {n1!r} overlap in the data")
-        self._fd: int | None = None
-        self._closed = False
-        self._lock = threading.Lock()
+        self._shared = SharedFile(path)  # workers load from threads; opened once
 
     def refs(self) -> list[TensorRef]:
         """TensorRefs in file-offset order (the order the writer laid them out)."""
@@ -204,12 +202,7 @@ class SafetensorsReader:
         return out
 
     def _file(self) -> int:
-        with self._lock:  # workers load from threads; open the file once
-            if self._closed:
-                raise CheckpointError(self.path, "reader is closed (checkpoint closed)")
-            if self._fd is None:
-                self._fd = open_regular(self.path)
-            return self._fd
+        return self._shared.fd()
 
     def _read_into(self, buf: memoryview, offset: int, name: str) -> None:
         """Fill `buf` from the file at `offset`, if the file is still the one opened."""
@@ -245,11 +238,7 @@ class SafetensorsReader:
         return t.to(device=device).to(dtype or t.dtype)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        self._shared.close()
 
 
 def open_files(files: list[Path]) -> tuple[list[TensorRef], list[SafetensorsReader], dict]:

@@ -23,7 +23,6 @@ import os
 import pickle
 import re
 import struct
-import threading
 import warnings
 import zipfile
 from collections import Counter
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from wstui.checkpoint.base import (
     CheckpointError,
+    SharedFile,
     TensorRef,
     check_unchanged,
     fit_float,
@@ -330,9 +330,7 @@ class TorchReader:
             note = self._plan(name, t)
             if note:
                 self._notes[name] = note
-        self._fd: int | None = None
-        self._closed = False
-        self._lock = threading.Lock()
+        self._shared = SharedFile(path)  # workers load from threads; opened once
 
     def _load_zip(self, head: bytes) -> tuple[Any, str]:
         """Meta tensors that know their storage's file offset ("disk").
@@ -414,12 +412,7 @@ class TorchReader:
         return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
 
     def _file(self) -> int:
-        with self._lock:
-            if self._closed:
-                raise CheckpointError(self.path, "reader is closed (checkpoint closed)")
-            if self._fd is None:
-                self._fd = open_regular(self.path)
-            return self._fd
+        return self._shared.fd()
 
     def _read(self, ref: TensorRef, slot: _Slot, tdtype: torch.dtype) -> torch.Tensor:
         """The tensor's bytes read from the file into a fresh buffer, viewed as stored."""
@@ -441,7 +434,7 @@ class TorchReader:
         """A fresh tensor (never aliasing the file) as `dtype` on `device`."""
         import torch
 
-        if self.tensors is None or self._closed:
+        if self.tensors is None or self._shared.closed:
             raise CheckpointError(self.path, f"tensor {ref.name}: reader is closed")
         t = self.tensors[ref.name]
         slot = self._slots.get(ref.name)
@@ -463,12 +456,8 @@ class TorchReader:
         return out.contiguous()
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self.tensors = None  # drops a mapped file's storages
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        self._shared.close()
+        self.tensors = None  # drops a mapped file's storages
 
 
 def _strided(obj: Any) -> list[torch.Tensor]:
