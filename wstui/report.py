@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich import box
@@ -13,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from analyzers.core import LOWER_IS_WORSE, Severity, TensorResult
-from wstui.render import plain, visible
+from wstui.render import columns, plain, visible
 from wstui.scan import ScanReport
 
 SEVERITY_STYLE = {Severity.CRITICAL: "bold red", Severity.WARN: "yellow", Severity.INFO: "cyan"}
@@ -51,26 +50,7 @@ def human_count(n: int) -> str:
 
 def int8_sqnr(result: TensorResult) -> float | None:
     """Per-tensor symmetric 8-bit SQNR (dB), the number behind `int8_lossy`."""
-    for s in result.metrics.get("quantization", {}).get("schemes", []) or []:
-        if s.get("bits") == 8 and s.get("granularity") == "tensor" and s.get("scheme") == "sym":
-            return s.get("sqnr_db")
-    return None
-
-
-def _metric(analyzer: str, key: str) -> Callable[[TensorResult], Any]:
-    return lambda r: r.metrics.get(analyzer, {}).get(key)
-
-
-#: (column title, getter) of the per-kind summary; a column shows when any kind has a value
-KIND_COLUMNS: Sequence[tuple[str, Callable[[TensorResult], Any]]] = (
-    ("alpha", _metric("spectral", "alpha")),
-    ("cond. number", _metric("spectral", "condition_number")),
-    ("stable rank", _metric("spectral", "stable_rank")),
-    ("rank util.", _metric("spectral", "rank_utilization")),
-    ("int8 SQNR dB", int8_sqnr),
-    ("kurtosis", _metric("stats", "kurtosis")),
-    ("outliers 1.5IQR", _metric("quantization", "outlier_frac_1p5")),
-)
+    return columns.int8_sqnr(result.metrics)
 
 
 def _median(values: list[Any]) -> float | None:
@@ -121,8 +101,8 @@ def kind_table(report: ScanReport) -> Table | None:
         by_kind.setdefault(e.ref.kind or "other", []).append(e.result)
     if not by_kind:
         return None
-    cols = [(title, get) for title, get in KIND_COLUMNS
-            if any(get(r) is not None for rs in by_kind.values() for r in rs)]
+    cols = [(title, get) for title, get in columns.KIND_COLUMNS
+            if any(get(r.metrics) is not None for rs in by_kind.values() for r in rs)]
     t = Table(title="Per module kind (medians)", title_justify="left", header_style="bold",
               box=box.SIMPLE_HEAD, pad_edge=False)
     t.add_column("kind")
@@ -135,7 +115,7 @@ def kind_table(report: ScanReport) -> Table | None:
         rs = by_kind[kind]
         n_find = sum(len(r.findings) for r in rs)
         t.add_row(plain(kind), str(len(rs)),
-                  *[fmt(_median([get(r) for r in rs])) for _, get in cols],
+                  *[fmt(_median([get(r.metrics) for r in rs])) for _, get in cols],
                   str(n_find) if n_find else "–")
     return t
 

@@ -34,10 +34,9 @@ def _m(t: Mapping[str, Any], analyzer: str, key: str) -> Any:
 
 def int8_sqnr(t: Mapping[str, Any]) -> float | None:
     """Per-tensor symmetric 8-bit SQNR (dB) of a scan-document tensor: `int8_lossy`'s number."""
-    for s in _m(t, "quantization", "schemes") or []:
-        if (s.get("bits"), s.get("granularity"), s.get("scheme")) == (8, "tensor", "sym"):
-            return s.get("sqnr_db")
-    return None
+    from wstui.render.columns import int8_sqnr as from_metrics
+
+    return from_metrics(t.get("metrics") or {})
 
 
 def _num(v: Any) -> float | None:

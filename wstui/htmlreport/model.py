@@ -26,11 +26,11 @@ from wstui.figures.plots import (
     diff_overlay_figure,
     diff_ranking_figure,
     histogram_figure,
-    int8_sqnr,
     kmeans_figure,
     quant_figure,
     spectrum_figure,
 )
+from wstui.render.columns import KIND_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
     from wstui.diff import DiffReport
@@ -153,18 +153,6 @@ def _metric(analyzer: str, key: str) -> Callable[[Mapping[str, Any]], Any]:
     return lambda t: ((t.get("metrics") or {}).get(analyzer) or {}).get(key)
 
 
-#: the per-kind table's columns, as `wstui scan` prints them
-KIND_COLUMNS: Sequence[tuple[str, Callable[[Mapping[str, Any]], Any]]] = (
-    ("alpha", _metric("spectral", "alpha")),
-    ("cond. number", _metric("spectral", "condition_number")),
-    ("stable rank", _metric("spectral", "stable_rank")),
-    ("rank util.", _metric("spectral", "rank_utilization")),
-    ("int8 SQNR dB", int8_sqnr),
-    ("kurtosis", _metric("stats", "kurtosis")),
-    ("outliers 1.5IQR", _metric("quantization", "outlier_frac_1p5")),
-)
-
-
 def _median(values: Sequence[Any]) -> float | None:
     xs = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
           and math.isfinite(float(v))]
@@ -229,12 +217,14 @@ def kinds_section(inp: ReportInput) -> Section:
     for t in inp.scan_doc["tensors"]:
         by_kind.setdefault(t.get("kind") or "other", []).append(t)
     cols = [(title, get) for title, get in KIND_COLUMNS
-            if any(get(t) is not None for ts in by_kind.values() for t in ts)]
+            if any(get(t.get("metrics") or {}) is not None for ts in by_kind.values()
+                   for t in ts)]
     rows = []
     for kind in sorted(by_kind, key=kind_key):
         ts = by_kind[kind]
         n_find = sum(len(t.get("findings") or []) for t in ts)
-        rows.append([Cell(kind), num(len(ts)), *[num(_median([get(t) for t in ts]))
+        metrics = [t.get("metrics") or {} for t in ts]
+        rows.append([Cell(kind), num(len(ts)), *[num(_median([get(m) for m in metrics]))
                                                   for _, get in cols], num(n_find)])
     table = Table("kinds", "Per module kind (medians over the kind's tensors)",
                   ["kind", "tensors", *[c for c, _ in cols], "findings"], rows,
