@@ -52,6 +52,10 @@ async def test_diff_mode(tmp_path: Path) -> None:
         assert app.query_one(TabbedContent).active == "diff"
         table = app.query_one(DiffTable)
         assert table.names[0] == big  # most changed first
+        await pilot.press("j")
+        assert table.cursor_row == 1  # j/k move here as in every table
+        await pilot.press("k")
+        assert table.cursor_row == 0
         await pilot.press("e")
         await pilot.pause()
         doc = loads_strict(next(tmp_path.glob("wstui-view-diff-*.json")).read_text())

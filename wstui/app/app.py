@@ -379,6 +379,24 @@ class WstuiApp(QuantStudyActions, App[int]):
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
         self._scope_dirty = True
         self.refresh_view()
+        self.call_after_refresh(self._focus_visible)
+
+    def _focus_visible(self) -> None:
+        """Keep focus where the user can see it: a table tab focuses its table; otherwise
+        focus that sat in a now hidden pane goes back to the tree (j/k must keep moving)."""
+        tab = self.active_tab
+        cls = {"table": TensorTable, "findings": FindingsTable, "diff": DiffTable}.get(tab)
+        if cls is not None:
+            for widget in self.main_screen.query(f"#{tab} {cls.__name__}"):
+                widget.focus()
+                return
+            self.call_after_refresh(self._focus_visible)  # Lazy: not mounted yet
+            return
+        focused = self.main_screen.focused
+        hidden = focused is not None and any(
+            isinstance(w, TabPane) and w.id != tab for w in focused.ancestors)
+        if focused is None or hidden:
+            self.main_screen.query_one(LayerTree).focus()
 
     def refresh_view(self, *, tensor: bool = True, scope: bool = True) -> None:
         """Redraw the active tab (`tensor`: views of the selected tensor; `scope`: tables)."""
@@ -665,14 +683,7 @@ class WstuiApp(QuantStudyActions, App[int]):
             self.notify("the Diff tab needs a second checkpoint: wstui PATH --diff PATH_B")
             return
         self.main_screen.query_one(TabbedContent).active = tab
-        if tab in ("table", "findings", "diff"):
-            cls = {"table": TensorTable, "findings": FindingsTable, "diff": DiffTable}[tab]
-
-            def focus() -> None:  # the tab is Lazy: its table may not be mounted yet
-                for widget in self.main_screen.query(cls):
-                    widget.focus()
-
-            self.call_after_refresh(focus)
+        self.call_after_refresh(self._focus_visible)  # the same tab again: no TabActivated
 
     def action_quit_now(self) -> None:
         """Quit at once: cancel the scan, never wait for a running analyzer."""

@@ -36,10 +36,22 @@ def _right(value: Any) -> Text:
     return Text(num(value), justify="right")
 
 
+#: j/k (and h/l across cells) in every table, as in the tree: README and `?` promise them.
+VIM_KEYS: list[BindingType] = [
+    Binding("j", "cursor_down", "Down", show=False, id="table.down"),
+    Binding("k", "cursor_up", "Up", show=False, id="table.up"),
+]
+VIM_CELL_KEYS: list[BindingType] = [
+    Binding("h", "cursor_left", "Left", show=False, id="table.left"),
+    Binding("l", "cursor_right", "Right", show=False, id="table.right"),
+]
+
+
 class TensorTable(DataTable):
     """Tensors with their headline metrics; `s` sorts by the column under the cursor."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        *VIM_KEYS, *VIM_CELL_KEYS,
         Binding("s", "sort_here", "Sort", id="table.sort", tooltip="sort by this column"),
     ]
 
@@ -130,6 +142,8 @@ class TensorTable(DataTable):
 class FindingsTable(DataTable):
     """Every finding, worst first; enter jumps to its tensor."""
 
+    BINDINGS: ClassVar[list[BindingType]] = [*VIM_KEYS]
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.signature: tuple[Any, ...] = ()
@@ -170,6 +184,8 @@ DIFF_COLUMNS = {
 
 class DiffTable(DataTable):
     """Diff mode: compared pairs, most changed (rel_change) first; enter jumps to the tensor."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [*VIM_KEYS]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
