@@ -49,9 +49,16 @@ class PlotSpec:
         self.draw = []
         xs_all: list[float] = []
         ys_all: list[float] = []
+        log_bars = False
         for s in self.series:
             x = _axis(s.x, self.x_log)
-            y = _axis(s.y, self.y_log)
+            if self.y_log and s.style == "bar":
+                # counts drawn at log10(count + 1): a bin of count 1 stays a visible bar (at
+                # log10(1) = 0 plotext draws none), an empty bin stays empty; ticks read counts
+                y = [None if v is None else math.log10(max(float(v), 0.0) + 1.0) for v in s.y]
+                log_bars = True
+            else:
+                y = _axis(s.y, self.y_log)
             if s.style in ("vline", "hline"):
                 self.draw.append(Series(s.label, x, y, s.style, s.color))
                 continue
@@ -70,7 +77,10 @@ class PlotSpec:
             self.x_ticks = log_ticks(lo, hi) if self.x_log else linear_ticks(lo, hi, xs_all)
         if ys_all:
             lo, hi = min(ys_all), max(ys_all)
-            self.y_ticks = log_ticks(lo, hi) if self.y_log else linear_ticks(lo, hi, ys_all)
+            if log_bars:
+                self.y_ticks = count_ticks(hi)
+            else:
+                self.y_ticks = log_ticks(lo, hi) if self.y_log else linear_ticks(lo, hi, ys_all)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +181,14 @@ def log_ticks(lo: float, hi: float, max_ticks: int = 6) -> tuple[list[float], li
         ticks = [lo, hi] if hi > lo else [lo]
         return ticks, [f"{10**t:.3g}" for t in ticks]
     return [float(e) for e in inside], [power_label(e) for e in inside]
+
+
+def count_ticks(hi: float) -> tuple[list[float], list[str]]:
+    """Ticks for counts drawn at log10(count + 1): 0, 1, 10, 1e2, … labelled as counts."""
+    top = max(1, math.ceil(hi))
+    step = max(1, math.ceil(top / 6))
+    exps = range(0, top + 1, step)
+    return [0.0, *(math.log10(10**e + 1) for e in exps)], ["0", *(power_label(e) for e in exps)]
 
 
 # --- the plots of each tab --------------------------------------------------------------------
