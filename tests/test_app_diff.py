@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from app_support import FakeEngine, wait_for
 from safetensors.numpy import save_file
 from textual.widgets import TabbedContent
@@ -79,3 +80,36 @@ def _empty(ref):
     from analyzers.core import TensorResult
 
     return TensorResult(name=ref.name, kind=ref.kind, shape=ref.shape)
+
+
+def _diff_app(tmp_path: Path) -> WstuiApp:
+    pa, pb = write_pair(tmp_path)
+    ck_a, ck_b = open_checkpoint(pa), open_checkpoint(pb)
+    eng = FakeEngine(ck_a, results={r.name: _empty(r) for r in ck_a.tensors})
+    return WstuiApp(ck_a, build_tree(ck_a.tensors), lambda: eng, export_dir=tmp_path,
+                    checkpoint_b=ck_b, show_timings=False)
+
+
+async def test_rel_change_reaches_table_and_depth(tmp_path: Path) -> None:
+    """Issue 15.4: Δrel was empty in the Table and Depth views even with every pair compared."""
+    from wstui.app.format import COLUMNS
+    from wstui.app.widgets.table import TensorTable
+
+    app = _diff_app(tmp_path)
+    big = "model.layers.1.mlp.up_proj.weight"
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: len(app.state.compare) == 4, timeout=30)
+        await pilot.press("5")
+        table = app.query_one(TensorTable)
+        await wait_for(pilot, lambda: table.row_count == 5)
+        want = app.state.compare[big].metrics["compare"]["rel_change"]
+        cell = table.get_cell(big, "rel_change")
+        assert cell.plain and float(cell.plain) == pytest.approx(want, rel=1e-2)
+        app.sort_table_by("rel_change")
+        await pilot.pause()
+        assert table.names[0] == big  # sorting by Δrel sorts
+        app.show_depth(next(i for i, c in enumerate(COLUMNS) if c.key == "rel_change"))
+        panel = app.query_one("#plot-depth", PlotPanel)
+        await wait_for(pilot, lambda: panel.spec is not None)
+        ys = [y for s in panel.spec.series for y in s.y]
+        assert max(ys) == pytest.approx(want)

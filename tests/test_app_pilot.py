@@ -391,3 +391,16 @@ async def test_vim_keys_move_in_every_table() -> None:
         await wait_for(pilot, lambda: app.focused is findings and findings.row_count >= 3)
         await pilot.press("j", "j", "k")
         assert findings.cursor_row == 1
+
+
+async def test_depth_of_rel_change_without_diff_says_why() -> None:
+    """Issue 15.4: Depth of Δrel said "computing…" forever on a single checkpoint."""
+    from wstui.app.format import COLUMNS
+
+    app, eng = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: eng.done)
+        app.show_depth(next(i for i, c in enumerate(COLUMNS) if c.key == "rel_change"))
+        panel = app.query_one("#plot-depth", PlotPanel)
+        await wait_for(pilot, lambda: "--diff" in str(panel.query_one(".plot-caption").content))
+        assert panel.spec is None

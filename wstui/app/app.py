@@ -33,7 +33,7 @@ from textual.widgets import (
 
 from analyzers.core import DEFAULT_THRESHOLDS
 from wstui.app.diff import DiffRunner, match
-from wstui.app.format import COLUMNS, column_value, num
+from wstui.app.format import COLUMNS, num
 from wstui.app.messages import JumpToTensor, SortChanged
 from wstui.app.palette import WstuiCommands
 from wstui.app.plotdata import PlotSpec, depth_plot, histogram_plot, overlay_plots
@@ -602,7 +602,7 @@ class WstuiApp(QuantStudyActions, App[int]):
         table = self.main_screen.query_one(TensorTable)
         table.rebuild(self.state.scope_names(key), self.state.results, self.state.refs,
                       self._filter_fn(), labels=self.state.labels,
-                      state_of=self.state.tensor_state)
+                      state_of=self.state.tensor_state, value_of=self.state.value)
         order = ""
         if table.sort_column:
             order = f" · sorted by {table.sort_column} {'↓' if table.sort_reverse else '↑'}"
@@ -615,7 +615,7 @@ class WstuiApp(QuantStudyActions, App[int]):
     def _depth_spec(self) -> PlotSpec:
         col = COLUMNS[self.depth_index]
         log = col.log if self.depth_log is None else self.depth_log
-        rows = [(ref.kind, ref.block, column_value(self.state.results.get(n), col))
+        rows = [(ref.kind, ref.block, self.state.value(n, col))
                 for n, ref in self.state.refs.items() if ref.block is not None]
         label = f"{col.label} ({col.analyzer}.{col.metric})"
         return depth_plot(rows, label, log).prepare()
@@ -624,8 +624,16 @@ class WstuiApp(QuantStudyActions, App[int]):
         col = COLUMNS[self.depth_index]
         self.main_screen.query_one("#depth-caption", Static).update(
             f"{col.analyzer}.{col.metric} against block index · m: next metric · L: log scale")
-        self.main_screen.query_one("#plot-depth", PlotPanel).show(
-            self._depth_spec(), "no values yet for this metric (computing…)")
+        if col.analyzer == "compare" and self.pairing is None:
+            why = f"{col.label} compares two checkpoints: wstui PATH --diff PATH_B"
+        elif self.scan_complete and (col.analyzer != "compare" or self._diff_done()):
+            why = f"no tensor has {col.analyzer}.{col.metric} in this scan"
+        else:
+            why = "no values yet for this metric (computing…)"
+        self.main_screen.query_one("#plot-depth", PlotPanel).show(self._depth_spec(), why)
+
+    def _diff_done(self) -> bool:
+        return self.diff_runner is not None and len(self.state.compare) >= self.diff_runner.total
 
     def _show_findings(self) -> None:
         pairs = self.state.findings()
@@ -841,7 +849,7 @@ class WstuiApp(QuantStudyActions, App[int]):
             table = self.main_screen.query_one(TensorTable)
             refs = self.state.refs
             rows = [{"name": n, "kind": refs[n].kind, "block": refs[n].block,
-                     **{c.key: column_value(self.state.results.get(n), c) for c in COLUMNS}}
+                     **{c.key: self.state.value(n, c) for c in COLUMNS}}
                     for n in table.names]
             return view_document("table", selection=selection,
                                  metrics={"columns": [c.key for c in COLUMNS], "rows": rows},

@@ -6,7 +6,7 @@ both turn enter on a row into `JumpToTensor`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -18,6 +18,7 @@ from wstui.app.format import (
     COLUMN_BY_KEY,
     COLUMNS,
     STATE_RANK,
+    Column,
     badge,
     column_value,
     num,
@@ -70,9 +71,11 @@ class TensorTable(DataTable):
     def rebuild(
         self, names: Sequence[str], results: Mapping[str, TensorResult], refs: Mapping[str, Any],
         filter_fn: Any = None, labels: Mapping[str, str] | None = None,
-        state_of: Any = None,
+        state_of: Any = None, value_of: Callable[[str, Column], Any] | None = None,
     ) -> None:
-        """Show `names` (tree order), filtered and sorted as the table currently is."""
+        """Show `names` (tree order), filtered and sorted as the table currently is;
+        `value_of(name, column)` reads a cell where results alone lack it (Δrel: the diff)."""
+        self._value_of = value_of or (lambda n, col: column_value(results.get(n), col))
         rows = [n for n in names if filter_fn is None or filter_fn(refs[n])]
         if self.sort_column is not None:
             rows.sort(key=lambda n: self._sort_value(n, results, refs), reverse=self.sort_reverse)
@@ -90,7 +93,7 @@ class TensorTable(DataTable):
                 plain((labels or {}).get(n, ref.display_name)), plain(ref.kind),
                 shape_text(ref.shape),
             ]
-            cells += [_right(column_value(res, col)) for col in COLUMNS]
+            cells += [_right(self._value_of(n, col)) for col in COLUMNS]
             self.add_row(*cells, key=n)
         if rows:
             self.move_cursor(row=min(row, len(rows) - 1), column=column, scroll=False)
@@ -109,7 +112,7 @@ class TensorTable(DataTable):
             return (0, ref.numel)
         if col == "state":
             return (0, STATE_RANK[result_state(results.get(name))])
-        return sort_key(column_value(results.get(name), COLUMN_BY_KEY[col]))
+        return sort_key(self._value_of(name, COLUMN_BY_KEY[col]))
 
     def set_sort(self, column: str, reverse: bool | None = None) -> None:
         """Sort by `column`; same column again flips the order. Metric columns start descending."""
