@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -54,12 +54,31 @@ TABS = ("overview", "spectrum", "histogram", "quantization", "table", "depth", "
         "diff")
 LONG_TABS = ("1 Overview", "2 Spectrum", "3 Histogram", "4 Quantization", "5 Table",
              "6 Depth", "7 Findings", "8 Diff")
-SHORT_TABS = ("Info", "Spec", "Hist", "Quant", "Table", "Depth", "Finds", "Diff")
+#: the digits stay: they are the keys that switch tabs
+SHORT_TABS = ("1 Info", "2 Spec", "3 Hist", "4 Quant", "5 Table", "6 Depth", "7 Find",
+              "8 Diff")
 FLUSH_S = 0.1
 SCOPE_REFRESH_S = 1.0  # tables and depth plots redraw at most this often while results stream
 FULL_QUANT = ("quantization_full", "quant_alpha")
 
 EngineFactory = Callable[[], Any]
+
+
+def left_width(width: int) -> int:
+    """The tree pane's width at a screen width: `#left` in wstui.tcss (36%, 26 to 64)."""
+    return min(64, max(26, int(width * 0.36)))
+
+
+def tab_labels(width: int, *, with_diff: bool) -> tuple[tuple[str, ...], bool]:
+    """(labels, tight) that fit the tab bar at this screen width: long labels where they
+    fit, short ones with their digits otherwise; `tight` drops a tab's right padding."""
+    room = width - left_width(width)
+    n = len(TABS) if with_diff else len(TABS) - 1
+    for labels, pad, tight in ((LONG_TABS, 2, False), (SHORT_TABS, 2, False),
+                               (SHORT_TABS, 1, True)):
+        if sum(len(label) + pad for label in labels[:n]) <= room:
+            return labels, tight
+    return SHORT_TABS, True  # narrower still: the bar scrolls to the active tab
 
 
 class WstuiApp(QuantStudyActions, App[int]):
@@ -200,11 +219,13 @@ class WstuiApp(QuantStudyActions, App[int]):
         self.refresh_view()
         self.call_after_refresh(self._after_first_paint)
 
-    def on_resize(self) -> None:
-        width = self.size.width
-        self._layout_spectrum()
-        labels = LONG_TABS if width >= 110 else SHORT_TABS
+    def on_resize(self, event: events.Resize) -> None:
+        """Relayout for the new size (the event's: `self.size` may still be the old one)."""
+        width = event.size.width
+        self._layout_spectrum(width)
+        labels, tight = tab_labels(width, with_diff=self.pairing is not None)
         tabs = self.main_screen.query_one(TabbedContent)
+        tabs.set_class(tight, "tight")
         for tab, label in zip(TABS, labels):
             tabs.get_tab(tab).label = label
 
@@ -470,10 +491,11 @@ class WstuiApp(QuantStudyActions, App[int]):
             return self.state.compare_plots.get(node.tensor.name, {})
         return overlay_plots(cmp, swap=self.swapped, log_y=self.log_y)
 
-    def _layout_spectrum(self) -> None:
+    def _layout_spectrum(self, width: int | None = None) -> None:
         """The two spectrum plots side by side only when both get a useful width."""
+        width = self.size.width if width is None else width
         for plots in self.main_screen.query("#spectrum-plots"):  # absent until lazily mounted
-            plots.set_class(self.size.width < 150, "stacked")
+            plots.set_class(width < 150, "stacked")
 
     def _show_tensor_plots(self, tab: str, node: Any) -> None:
         plots = {**self._tensor_plots(node)}
