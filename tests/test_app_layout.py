@@ -60,3 +60,118 @@ async def test_resize_lays_out_for_the_new_size() -> None:
         await pilot.pause()
         assert not plots.has_class("stacked")
         assert str(app.query(Tab).first().label) == "1 Overview"
+
+
+def bert_app():
+    """A MiniLM-shaped checkpoint: long names that differ only at their ends."""
+    import math
+
+    from app_support import FakeEngine
+
+    from wstui.app.app import WstuiApp
+    from wstui.checkpoint.base import Checkpoint, TensorRef
+    from wstui.checkpoint.naming import build_tree, kind_and_block
+
+    names = [("embeddings.word_embeddings.weight", (1000, 384)),
+             ("embeddings.LayerNorm.weight", (384,)), ("embeddings.LayerNorm.bias", (384,))]
+    for b in range(2):
+        p = f"encoder.layer.{b}"
+        names += [(f"{p}.attention.self.query.weight", (384, 384)),
+                  (f"{p}.attention.output.LayerNorm.weight", (384,)),
+                  (f"{p}.attention.output.LayerNorm.bias", (384,)),
+                  (f"{p}.output.dense.weight", (384, 1536))]
+    refs = []
+    for name, shape in names:
+        kind, block = kind_and_block(name)
+        refs.append(TensorRef(name=name, shape=shape, dtype="F32", nbytes=4 * math.prod(shape),
+                              file=Path("model.safetensors"), hf_name=name, kind=kind,
+                              block=block))
+    ckpt = Checkpoint(path=Path("/fixture/minilm"), format="safetensors",
+                      files=[Path("/fixture/minilm/model.safetensors")], tensors=refs)
+    eng = FakeEngine(ckpt)
+    return WstuiApp(ckpt, build_tree(ckpt.tensors), lambda: eng, show_timings=False), eng
+
+
+async def test_tree_at_80_columns_never_merges_names_or_cuts_shapes() -> None:
+    from wstui.app.format import shape_text
+    from wstui.app.widgets.tree import LayerTree
+
+    app, eng = bert_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: eng.done)
+        tree = app.query_one(LayerTree)
+        tree.root.expand_all()
+        await pilot.pause()
+        width = tree.scrollable_content_region.width
+        shown: dict[str, str] = {}
+        for y in range(tree.last_line + 1):
+            node = tree._tree_lines[y].node
+            text = tree._render_line(y, 0, width, tree.rich_style).text.rstrip()
+            assert len(text) <= width
+            if node.data is not None and node.data.tensor is not None:
+                shape = shape_text(node.data.tensor.shape)
+                # the shape whole, or none of it (no `384` shown as `38`)
+                assert shape in text or not any(ch.isdigit() for ch in text.split()[-1]), text
+                shown[node.data.tensor.name] = text.lstrip("│├└ ")
+        assert len(shown) == 11
+        for b in ("embeddings.", "encoder.layer.0.", "encoder.layer.1."):  # siblings
+            mine = [v for k, v in shown.items() if k.startswith(b)]
+            assert len(set(mine)) == len(mine), mine  # no two look the same
+        assert shown["embeddings.LayerNorm.weight"].endswith("weight")
+
+
+async def test_tables_at_80_columns_show_values_beside_names() -> None:
+    """Issue 15.9: the Table kept scrolling its name column away and Findings showed names
+    only; at 80x24 a row shows its name and values (Table) or code and value (Findings)."""
+    from wstui.app.widgets.table import FindingsTable, TensorTable
+
+    app, eng = bert_app()
+    eng.fixed["encoder.layer.1.output.dense.weight"].findings.extend(
+        f for f in app_findings())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: eng.done and app.state.n_done() == len(eng.fixed))
+        await pilot.press("5")
+        table = app.query_one(TensorTable)
+        await wait_for(pilot, lambda: table.row_count == 11)
+        assert table.fixed_columns == 3  # badge, block, name stay while metrics scroll
+        widths = [c.get_render_width(table) for c in table.ordered_columns]
+        assert sum(widths[:3]) < table.size.width * 0.7  # room left for the metrics
+        name = table.get_cell("encoder.layer.0.attention.output.LayerNorm.weight", "name")
+        assert name.plain.endswith("LayerNorm.weight")
+        await pilot.press("7")
+        findings = app.query_one(FindingsTable)
+        await wait_for(pilot, lambda: findings.row_count == 1)
+        keys = [c.key.value for c in findings.ordered_columns]
+        widths = [c.get_render_width(findings) for c in findings.ordered_columns]
+        before_tensor = sum(widths[:keys.index("tensor") + 1])
+        assert keys[:3] == ["sev", "code", "value"]
+        assert before_tensor <= findings.size.width  # code, value and name all in view
+
+
+def app_findings():
+    from analyzers.core import Finding, Severity
+
+    return [Finding("quantization", "int8_lossy", Severity.CRITICAL, 8.1, 16.0,
+                    "per-tensor int8 SQNR 8.1 dB < 16 dB")]
+
+
+async def test_overview_metric_names_are_whole_at_80_columns() -> None:
+    """Issue 15.9: the Overview cut `near_zero_frac_…` names to the same text."""
+    import io
+
+    from rich.console import Console
+
+    app, eng = bert_app()
+    name = "encoder.layer.0.output.dense.weight"
+    eng.fixed[name].metrics["sparsity"] = {
+        "near_zero_frac_1e-06": 0.0, "near_zero_frac_1e-04": 0.01, "near_zero_frac_1e-02": 0.2}
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: eng.done and app.state.n_done() == len(eng.fixed))
+        app.jump_to(name)
+        await pilot.pause()
+        body = app.query_one("#overview-body")
+        console = Console(width=body.content_region.width, record=True, file=io.StringIO())
+        console.print(body.content)
+        text = console.export_text()
+        for key in eng.fixed[name].metrics["sparsity"]:
+            assert key in text

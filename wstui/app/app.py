@@ -228,6 +228,8 @@ class WstuiApp(QuantStudyActions, App[int]):
         tabs.set_class(tight, "tight")
         for tab, label in zip(TABS, labels):
             tabs.get_tab(tab).label = label
+        self._scope_dirty = True  # tables fit their name columns to the new width
+        self.call_after_refresh(self.refresh_view, tensor=False)
 
     def _after_first_paint(self) -> None:
         if self._bench_log:

@@ -84,13 +84,16 @@ def tensor_overview(
         parts.append(Text.assemble("\n", badge(result_state(result)), " no findings so far"))
     if compare is not None:
         parts.append(compare_block(compare, thresholds))
-    table = Table(box=None, expand=True, pad_edge=False, header_style="bold underline")
-    table.add_column("metric", no_wrap=True, overflow="ellipsis", ratio=3)
-    table.add_column("value", justify="right", no_wrap=True, ratio=2)
-    table.add_column("", width=1)
-    table.add_column("threshold", no_wrap=True, overflow="ellipsis", ratio=3, style="dim")
     names = [a for a in ANALYZER_ORDER if a in result.metrics] + sorted(
         a for a in result.metrics if a not in ANALYZER_ORDER)
+    # the metric names keep their whole width (three `near_zero_frac…` told nothing apart);
+    # the threshold column gives way first
+    longest = max((len(k) + 2 for a in names for k, _ in scalar_metrics(result, a)), default=8)
+    table = Table(box=None, expand=True, pad_edge=False, header_style="bold underline")
+    table.add_column("metric", no_wrap=True, min_width=longest)
+    table.add_column("value", justify="right", no_wrap=True, min_width=8)
+    table.add_column("", width=1)
+    table.add_column("threshold", no_wrap=True, overflow="ellipsis", ratio=1, style="dim")
     for analyzer in names:
         rows = scalar_metrics(result, analyzer)
         if not rows:

@@ -37,6 +37,19 @@ def _right(value: Any) -> Text:
     return Text(num(value), justify="right")
 
 
+def tail(text: str, width: int) -> str:
+    """`text` cut to `width` cells from the left, with an ellipsis: a tensor name's tail is
+    what tells it from its siblings (`…LayerNorm.weight`, `…LayerNorm.bias`)."""
+    return text if len(text) <= width else "…" + text[len(text) - width + 1:]
+
+
+def name_cells(table: DataTable, share: float, least: int = 16, most: int = 48) -> int:
+    """How wide a name column may be: `share` of the table's width, so that at 80 columns a
+    row shows what was measured, not only where."""
+    width = table.size.width or table.app.size.width // 2
+    return max(least, min(most, int(width * share)))
+
+
 #: j/k (and h/l across cells) in every table, as in the tree: README and `?` promise them.
 VIM_KEYS: list[BindingType] = [
     Binding("j", "cursor_down", "Down", show=False, id="table.down"),
@@ -58,6 +71,7 @@ class TensorTable(DataTable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="cell", zebra_stripes=True, **kwargs)
+        self.fixed_columns = 3  # badge, block, name: they stay while the metrics scroll
         self.sort_column: str | None = None
         self.sort_reverse = False
         self.names: list[str] = []
@@ -84,13 +98,14 @@ class TensorTable(DataTable):
         row, column = self.cursor_coordinate
         self.names = rows
         self.clear()
+        room = name_cells(self, 0.45)
         for n in rows:
             ref, res = refs[n], results.get(n)
             cells: list[Any] = [
                 badge(state_of(n) if state_of else result_state(res)),
                 "" if ref.block is None else str(ref.block),
                 # a str cell is parsed as markup: names from the file go in as Text
-                plain((labels or {}).get(n, ref.display_name)), plain(ref.kind),
+                plain(tail((labels or {}).get(n, ref.display_name), room)), plain(ref.kind),
                 shape_text(ref.shape),
             ]
             cells += [_right(self._value_of(n, col)) for col in COLUMNS]
@@ -152,22 +167,25 @@ class FindingsTable(DataTable):
         self.signature: tuple[Any, ...] = ()
 
     def on_mount(self) -> None:
-        for key, label in (("sev", " "), ("tensor", "tensor"), ("code", "code"),
-                           ("value", "value"), ("threshold", "threshold"),
+        # code and value before the (long) tensor name: at 80 columns a row still says what
+        # was found, not only where
+        for key, label in (("sev", " "), ("code", "code"), ("value", "value"),
+                           ("tensor", "tensor"), ("threshold", "threshold"),
                            ("message", "message")):
             self.add_column(label, key=key)
 
     def rebuild(self, pairs: list[tuple[str, Finding]], refs: Mapping[str, Any]) -> None:
-        signature = tuple((n, f.code, f.severity) for n, f in pairs)
+        room = name_cells(self, 0.5)
+        signature = (room, *((n, f.code, f.severity) for n, f in pairs))
         if signature == self.signature:
             return
         self.signature = signature
         row = self.cursor_row
         self.clear()
         for i, (name, f) in enumerate(pairs):
-            self.add_row(badge(f.severity.value), plain(refs[name].display_name), plain(f.code),
-                         _right(f.value), _right(f.threshold), plain(f.message),
-                         key=f"{i}:{name}")
+            self.add_row(badge(f.severity.value), plain(f.code), _right(f.value),
+                         plain(tail(refs[name].display_name, room)),
+                         _right(f.threshold), plain(f.message), key=f"{i}:{name}")
         if pairs:
             self.move_cursor(row=min(row, len(pairs) - 1))
 
@@ -213,11 +231,12 @@ class DiffTable(DataTable):
         row = self.cursor_row
         self.names = rows
         self.clear()
+        room = name_cells(self, 0.4)
         for n in rows:
             res = compare[n]
             m = res.metrics.get("compare", {})
             block = refs[n].block
-            cells: list[Any] = [badge(result_state(res)), plain(labels.get(n, n)),
+            cells: list[Any] = [badge(result_state(res)), plain(tail(labels.get(n, n), room)),
                                 "" if block is None else str(block)]
             if res.errors.get("compare"):
                 cells.append(plain(res.errors["compare"], style="magenta"))

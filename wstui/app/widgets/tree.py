@@ -12,6 +12,7 @@ import fnmatch
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import Tree
@@ -22,6 +23,8 @@ from wstui.render import visible
 
 #: more tensors than this: block children are built on expand
 LAZY_THRESHOLD = 300
+#: cells of tree guide per level of depth (Textual's guides at guide_depth 2)
+GUIDE_WIDTH = 2
 
 
 def walk(node: Any) -> Iterator[Any]:
@@ -143,9 +146,37 @@ class LayerTree(Tree[Any]):
 
     # --- labels ------------------------------------------------------------------------------
 
+    def render_label(self, node: UINode[Any], base_style: Style, style: Style) -> Text:
+        """The label cut to the pane's width so that it never misleads: the shape goes whole
+        or not at all (never `384` as `38`), and a long name loses its head, not its tail
+        (`…LayerNorm.weight` and `…LayerNorm.bias` stay apart)."""
+        text = super().render_label(node, base_style, style)
+        depth = 0
+        parent = node.parent
+        while parent is not None:
+            depth += 1
+            parent = parent.parent
+        room = self.scrollable_content_region.width - GUIDE_WIDTH * depth
+        if room <= 0 or text.cell_len <= room:
+            return text
+        suffix = self._suffix(node.data).cell_len if node.data is not None else 0
+        if suffix:
+            text = text[:text.cell_len - suffix]  # the shape goes whole or not at all
+        if text.cell_len <= room:
+            return text
+        head = 4 if node.allow_expand else 2  # the toggle icon and the badge stay
+        keep = max(1, room - head - 1)
+        return Text.assemble(text[:head], "…", text[text.cell_len - keep:])
+
     @staticmethod
     def _label_text(node: Any, state: str) -> Text:
         text = Text.assemble(badge(state), " ", visible(node.label))  # a Text: never markup
+        return text.append_text(LayerTree._suffix(node))
+
+    @staticmethod
+    def _suffix(node: Any) -> Text:
+        """What follows the name: a tensor's shape, the model's tensor count."""
+        text = Text()
         if node.tensor is not None:
             text.append(f"  {shape_text(node.tensor.shape)}", style="dim")
             if node.tensor.tied_to:
