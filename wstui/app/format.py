@@ -21,12 +21,16 @@ from wstui.report import fmt
 PENDING, CLEAN, ERROR = "pending", "clean", "error"
 
 #: state -> (symbol, style). Symbols differ from one another so colour is never needed.
+#: Colours are RGB, not ANSI names: Textual's ANSI theme draws red and magenta alike, and
+#: under TERM=xterm ANSI red came out magenta and yellow bright red. RGB downgrades to bright
+#: red / bright yellow / cyan at 16 colours. Critical is white on red, a block that stays
+#: brighter than its background under NO_COLOR (red text alone turned grey 237 on 235).
 BADGES: dict[str, tuple[str, str]] = {
-    Severity.CRITICAL.value: ("✖", "bold red"),
-    Severity.WARN.value: ("▲", "bold yellow"),
-    Severity.INFO.value: ("i", "cyan"),
-    ERROR: ("E", "bold magenta"),
-    CLEAN: ("✓", "green"),
+    Severity.CRITICAL.value: ("✖", "bold #ffffff on #d70000"),
+    Severity.WARN.value: ("▲", "bold #ffd700"),
+    Severity.INFO.value: ("i", "#00d7ff"),
+    ERROR: ("E", "bold #d75fff"),
+    CLEAN: ("✓", "#00d75f"),
     PENDING: ("·", "dim"),
 }
 

@@ -18,6 +18,17 @@ from analyzers.core import TensorResult
 
 DRAW_POINTS = 400
 
+#: Series colours as RGB, never ANSI names: Textual's ANSI theme draws "red" and "magenta" as
+#: one colour, and RGB downgrades predictably. Each lands on a different colour at 256 and
+#: at 16 colours (bright cyan, bright yellow, bright green, bright magenta, bright blue,
+#: white, magenta, green); red is kept for reference lines (thresholds).
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (0, 215, 255), (255, 175, 0), (0, 215, 95), (255, 0, 255), (95, 135, 255),
+    (255, 255, 255), (175, 0, 255), (0, 175, 0),
+)
+REFERENCE = (255, 0, 0)  # threshold and fit-range lines (26 dB, xmin)
+FIT = (255, 175, 0)  # the power-law fit: not the ESD's colour, not a threshold's
+
 
 @dataclass
 class Series:
@@ -25,7 +36,7 @@ class Series:
     x: list[float]
     y: list[float]
     style: str = "line"  # line | scatter | bar | vline | hline
-    color: str | None = None
+    color: str | tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -43,6 +54,8 @@ class PlotSpec:
     draw: list[Series] = field(default_factory=list)
     x_ticks: tuple[list[float], list[str]] | None = None
     y_ticks: tuple[list[float], list[str]] | None = None
+    x_range: tuple[float, float] | None = None  # of the drawn data (reference lines span it)
+    y_range: tuple[float, float] | None = None
 
     def prepare(self, max_points: int = DRAW_POINTS) -> PlotSpec:
         """Fill `draw` and the tick labels (log10 of log axes, decimated). Returns self."""
@@ -72,6 +85,8 @@ class PlotSpec:
             if s.style == "bar" and dy:
                 ys_all.append(0.0)  # bars stand on zero
             self.draw.append(Series(s.label, dx, dy, s.style, s.color))
+        self.x_range = (min(xs_all), max(xs_all)) if xs_all else None
+        self.y_range = (min(ys_all), max(ys_all)) if ys_all else None
         if xs_all:
             lo, hi = min(xs_all), max(xs_all)
             self.x_ticks = log_ticks(lo, hi) if self.x_log else linear_ticks(lo, hi, xs_all)
@@ -205,14 +220,14 @@ def spectrum_plot(result: TensorResult) -> PlotSpec:
     sp = result.data.get("spectral", {})
     sigma = _list(sp, "spectrum")
     rank = _list(sp, "spectrum_rank") or list(range(1, len(sigma) + 1))
-    series = [Series("σ", rank, sigma, "line", "cyan")]
+    series = [Series("σ", rank, sigma, "line", PALETTE[0])]
     return PlotSpec("spectrum", "singular values by rank", "rank", "σ", series,
                     x_log=True, y_log=True)
 
 
 def _ab(swap: bool) -> tuple[tuple[str, str], tuple[str, str]]:
     """(label, colour) of the base and the other checkpoint; `d` swaps which one is A."""
-    a, b = ("A", "cyan"), ("B", "orange")
+    a, b = ("A", PALETTE[0]), ("B", PALETTE[1])
     return (b, a) if swap else (a, b)
 
 
@@ -250,13 +265,13 @@ def esd_plot(result: TensorResult) -> PlotSpec:
     density = _list(esd, "density")
     centres = [math.sqrt(a * b) if a > 0 and b > 0 else (a + b) / 2
                for a, b in itertools.pairwise(edges)]
-    series = [Series("ESD", centres, density, "scatter", "cyan")]
+    series = [Series("ESD", centres, density, "scatter", PALETTE[0])]
     fit = sp.get("fit") or {}
     if _list(fit, "x"):
-        series.append(Series("power-law fit", _list(fit, "x"), _list(fit, "y"), "line", "red"))
+        series.append(Series("power-law fit", _list(fit, "x"), _list(fit, "y"), "line", FIT))
     xmin = sp.get("xmin", result.metrics.get("spectral", {}).get("xmin"))
     if xmin:
-        series.append(Series("xmin", [float(xmin)], [], "vline", "yellow"))
+        series.append(Series("xmin", [float(xmin)], [], "vline", REFERENCE))
     alpha = result.metrics.get("spectral", {}).get("alpha")
     note = f"α = {alpha:.3g}" if isinstance(alpha, (int, float)) else ""
     return PlotSpec("esd", "eigenvalue density (ESD) of WᵀW", "λ", "density", series,
@@ -269,12 +284,12 @@ def histogram_plot(result: TensorResult, log_y: bool = False) -> PlotSpec:
     edges = _list(h, "edges")
     counts = _list(h, "counts")
     centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
-    series = [Series("count", centres, counts, "bar", "cyan")]
+    series = [Series("count", centres, counts, "bar", PALETTE[0])]
     return PlotSpec("histogram", "value histogram", "value", "count", series, y_log=log_y)
 
 
 def quant_plot(result: TensorResult) -> PlotSpec:
-    colors = ["cyan", "orange", "green", "magenta", "blue", "red"]
+    colors = PALETTE
     series = []
     for i, c in enumerate(result.data.get("quantization", {}).get("curves", []) or []):
         label = f"{c.get('granularity')} {c.get('scheme')}"
@@ -292,7 +307,7 @@ def quant_plot(result: TensorResult) -> PlotSpec:
             series.append(Series(label, [p[0] for p in pts], [p[1] for p in pts], "line",
                                  colors[i % len(colors)]))
     if series:
-        series.append(Series("26 dB (int8_lossy)", [], [26.0], "hline", "red"))
+        series.append(Series("26 dB (int8_lossy)", [], [26.0], "hline", REFERENCE))
     return PlotSpec("quantization", "SQNR against bits", "bits", "SQNR dB", series)
 
 
@@ -304,7 +319,7 @@ def depth_plot(
     for kind, block, value in rows:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             by_kind.setdefault(kind, []).append((block, float(value)))
-    colors = ["cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white"]
+    colors = PALETTE
     series = []
     for i, (kind, pts) in enumerate(sorted(by_kind.items())):
         pts.sort()
