@@ -9,6 +9,8 @@ import pytest
 from app_support import make_app, wait_for
 from textual.widgets import Tab, Tabs
 
+from wstui.app.widgets.plots import PlotPanel
+
 
 def tab_geometry(app) -> tuple[list[str], bool]:
     """(labels of the shown tabs, whether each lies wholly inside the tab bar)."""
@@ -79,7 +81,9 @@ def bert_app():
         names += [(f"{p}.attention.self.query.weight", (384, 384)),
                   (f"{p}.attention.output.LayerNorm.weight", (384,)),
                   (f"{p}.attention.output.LayerNorm.bias", (384,)),
-                  (f"{p}.output.dense.weight", (384, 1536))]
+                  (f"{p}.output.dense.weight", (384, 1536)),
+                  (f"{p}.attention.self.query.bias", (384,)),
+                  (f"{p}.output.LayerNorm.weight", (384,))]
     refs = []
     for name, shape in names:
         kind, block = kind_and_block(name)
@@ -113,7 +117,7 @@ async def test_tree_at_80_columns_never_merges_names_or_cuts_shapes() -> None:
                 # the shape whole, or none of it (no `384` shown as `38`)
                 assert shape in text or not any(ch.isdigit() for ch in text.split()[-1]), text
                 shown[node.data.tensor.name] = text.lstrip("│├└ ")
-        assert len(shown) == 11
+        assert len(shown) == len(eng.fixed)
         for b in ("embeddings.", "encoder.layer.0.", "encoder.layer.1."):  # siblings
             mine = [v for k, v in shown.items() if k.startswith(b)]
             assert len(set(mine)) == len(mine), mine  # no two look the same
@@ -132,7 +136,7 @@ async def test_tables_at_80_columns_show_values_beside_names() -> None:
         await wait_for(pilot, lambda: eng.done and app.state.n_done() == len(eng.fixed))
         await pilot.press("5")
         table = app.query_one(TensorTable)
-        await wait_for(pilot, lambda: table.row_count == 11)
+        await wait_for(pilot, lambda: table.row_count == len(eng.fixed))
         assert table.fixed_columns == 3  # badge, block, name stay while metrics scroll
         widths = [c.get_render_width(table) for c in table.ordered_columns]
         assert sum(widths[:3]) < table.size.width * 0.7  # room left for the metrics
@@ -175,3 +179,20 @@ async def test_overview_metric_names_are_whole_at_80_columns() -> None:
         text = console.export_text()
         for key in eng.fixed[name].metrics["sparsity"]:
             assert key in text
+
+
+async def test_depth_has_one_point_per_block_per_line() -> None:
+    """Issue 15.6: a block's 8 biases (or 2 norms) joined into one zigzagging line."""
+    app, eng = bert_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: eng.done and app.state.n_done() == len(eng.fixed))
+        app.show_depth(0)  # std: every tensor has it
+        panel = app.query_one("#plot-depth", PlotPanel)
+        await wait_for(pilot, lambda: panel.spec is not None)
+        series = panel.spec.series
+        for s in series:
+            assert s.x == sorted(set(s.x)), (s.label, s.x)  # one point per block
+        labels = {s.label for s in series}
+        assert "attn_q" in labels  # one tensor per block: the kind names the line
+        assert "norm attention.output.LayerNorm.weight" in labels  # several: the role does
+        assert "bias attention.self.query.bias" in labels

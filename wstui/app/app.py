@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -639,8 +640,13 @@ class WstuiApp(QuantStudyActions, App[int]):
     def _depth_spec(self) -> PlotSpec:
         col = COLUMNS[self.depth_index]
         log = col.log if self.depth_log is None else self.depth_log
-        rows = [(ref.kind, ref.block, self.state.value(n, col))
-                for n, ref in self.state.refs.items() if ref.block is not None]
+        refs = {n: ref for n, ref in self.state.refs.items() if ref.block is not None}
+        # one line per kind, unless a kind has several tensors per block (biases, norms):
+        # then one per tensor role, so a line never zigzags between two tensors of a block
+        per_block = Counter((ref.kind, ref.block) for ref in refs.values())
+        shared = {kind for (kind, _), count in per_block.items() if count > 1}
+        rows = [(f"{ref.kind} {self.state.labels.get(n, n)}" if ref.kind in shared else ref.kind,
+                 ref.block, self.state.value(n, col)) for n, ref in refs.items()]
         label = f"{col.label} ({col.analyzer}.{col.metric})"
         return depth_plot(rows, label, log).prepare()
 

@@ -314,7 +314,8 @@ def quant_plot(result: TensorResult) -> PlotSpec:
 def depth_plot(
     rows: Sequence[tuple[str, int, Any]], metric_label: str, log: bool
 ) -> PlotSpec:
-    """`rows` = (kind, block, value): one series per module kind, x = block index."""
+    """`rows` = (series, block, value): one series per module kind or tensor role (the
+    caller names them; one value per block each), x = block index."""
     by_kind: dict[str, list[tuple[int, float]]] = {}
     for kind, block, value in rows:
         if isinstance(value, (int, float)) and not isinstance(value, bool):

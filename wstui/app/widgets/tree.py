@@ -148,8 +148,8 @@ class LayerTree(Tree[Any]):
 
     def render_label(self, node: UINode[Any], base_style: Style, style: Style) -> Text:
         """The label cut to the pane's width so that it never misleads: the shape goes whole
-        or not at all (never `384` as `38`), and a long name loses its head, not its tail
-        (`…LayerNorm.weight` and `…LayerNorm.bias` stay apart)."""
+        or not at all (never `384` as `38`), and a long name loses its middle, not its ends
+        (`embed…Norm.weight` and `embed…rNorm.bias` stay apart)."""
         text = super().render_label(node, base_style, style)
         depth = 0
         parent = node.parent
@@ -164,9 +164,11 @@ class LayerTree(Tree[Any]):
             text = text[:text.cell_len - suffix]  # the shape goes whole or not at all
         if text.cell_len <= room:
             return text
-        head = 4 if node.allow_expand else 2  # the toggle icon and the badge stay
-        keep = max(1, room - head - 1)
-        return Text.assemble(text[:head], "…", text[text.cell_len - keep:])
+        lead = 4 if node.allow_expand else 2  # the toggle icon and the badge stay
+        keep = max(2, room - lead - 1)
+        head = keep // 3  # a name's head and tail both tell siblings apart:
+        tail = keep - head  # `atte…orm.weight`, `outp…orm.weight`, `…Norm.bias`
+        return Text.assemble(text[:lead + head], "…", text[text.cell_len - tail:])
 
     @staticmethod
     def _label_text(node: Any, state: str) -> Text:
