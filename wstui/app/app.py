@@ -135,10 +135,15 @@ class WstuiApp(QuantStudyActions, App[int]):
         show_timings: bool = True,
         checkpoint_b: Any = None,
         diff_kw: Mapping[str, Any] | None = None,
+        keymap: Mapping[str, str] | None = None,
     ) -> None:
         """`engine_factory` builds the scan engine (called on a thread after the first paint);
-        `checkpoint_b` turns on diff mode, `diff_kw` goes to its DiffEngine (device, cache)."""
+        `checkpoint_b` turns on diff mode, `diff_kw` goes to its DiffEngine (device, cache);
+        `keymap` (binding id -> keys, the config file's [keys]) remaps bindings."""
         super().__init__()
+        self.keymap = dict(keymap or {})
+        if self.keymap:
+            self.set_keymap(self.keymap)  # Textual's own remapping, as Posting does
         self.checkpoint = checkpoint
         self.checkpoint_b = checkpoint_b
         self.diff_kw = dict(diff_kw or {})

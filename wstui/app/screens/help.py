@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from rich.table import Table
@@ -13,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from wstui.app.format import BADGES, badge
+from wstui.render import plain
 
 #: (keys, what they do), in the order of DESIGN §9
 KEYS: tuple[tuple[str, str], ...] = (
@@ -43,12 +45,19 @@ BADGE_MEANING = {
 }
 
 
-def help_renderable() -> Table:
+def help_renderable(keymap: Mapping[str, str] | None = None) -> Table:
+    """The keys (and `keymap`, what the config file's [keys] remapped), badges, glossary."""
     t = Table(title="wstui keys", box=None, title_style="bold", expand=True)
     t.add_column("key", style="bold cyan", no_wrap=True)
     t.add_column("does")
     for keys, what in KEYS:
         t.add_row(keys, what)
+    if keymap:
+        t.add_row("", "")
+        t.add_row(Text("remapped", style="bold"), "by the config file ([keys]; "
+                  "wstui --print-config shows all)")
+        for binding, keys in keymap.items():
+            t.add_row(plain(keys), plain(binding))
     t.add_row("", "")
     t.add_row(Text("badges", style="bold"), "")
     for state in BADGES:
@@ -65,5 +74,5 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-body"):
-            yield Static(help_renderable())
+            yield Static(help_renderable(getattr(self.app, "keymap", None)))
             yield Static("escape, ? or q closes this screen", classes="dim")
