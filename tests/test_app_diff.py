@@ -4,6 +4,7 @@ Diff tab ranking, export, and unmatched names listed."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -82,10 +83,12 @@ def _empty(ref):
     return TensorResult(name=ref.name, kind=ref.kind, shape=ref.shape)
 
 
-def _diff_app(tmp_path: Path) -> WstuiApp:
+def _diff_app(tmp_path: Path, result: Any = None) -> WstuiApp:
+    """Diff mode on the fixed pair; `result(ref, i)` makes the base's scan results."""
     pa, pb = write_pair(tmp_path)
     ck_a, ck_b = open_checkpoint(pa), open_checkpoint(pb)
-    eng = FakeEngine(ck_a, results={r.name: _empty(r) for r in ck_a.tensors})
+    make = result or (lambda r, i: _empty(r))
+    eng = FakeEngine(ck_a, results={r.name: make(r, i) for i, r in enumerate(ck_a.tensors)})
     return WstuiApp(ck_a, build_tree(ck_a.tensors), lambda: eng, export_dir=tmp_path,
                     checkpoint_b=ck_b, show_timings=False)
 
@@ -113,3 +116,53 @@ async def test_rel_change_reaches_table_and_depth(tmp_path: Path) -> None:
         await wait_for(pilot, lambda: panel.spec is not None)
         ys = [y for s in panel.spec.series for y in s.y]
         assert max(ys) == pytest.approx(want)
+
+
+def test_oriented_swaps_a_and_b_and_flips_signed_deltas() -> None:
+    from wstui.app.diff import oriented
+
+    m = {"alpha_a": 3.0, "alpha_b": 4.0, "delta_alpha": 1.0, "cosine": 0.9, "rel_change": 0.2}
+    assert oriented(m, False) == m
+    assert oriented(m, True) == {"alpha_a": 4.0, "alpha_b": 3.0, "delta_alpha": -1.0,
+                                 "cosine": 0.9, "rel_change": 0.2}
+
+
+async def test_swap_reaches_overview_diff_tab_and_esd(tmp_path: Path) -> None:
+    """Issue 15.8: `d` swapped the header and overlays only; the Overview's alpha_a/alpha_b/
+    delta_alpha, the Diff tab's Δα and only-in counts, and the ESD's caption now follow."""
+    import io
+
+    from app_support import fixed_result
+    from rich.console import Console
+
+    app = _diff_app(tmp_path, fixed_result)
+    big = "model.layers.1.mlp.up_proj.weight"
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: len(app.state.compare) == 4, timeout=30)
+        app.state.compare[big].metrics["compare"].update(alpha_a=3.0, alpha_b=4.5,
+                                                         delta_alpha=1.5)
+        await pilot.press("8")
+        table = app.query_one(DiffTable)
+        caption = app.query_one("#diff-caption")
+        await wait_for(pilot, lambda: table.row_count == 4)
+        assert table.get_cell(big, "delta_alpha").plain == "1.5"
+        assert "1 only in A, 0 only in B" in str(caption.content)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: table.get_cell(big, "delta_alpha").plain == "-1.5")
+        assert "0 only in A, 1 only in B" in str(caption.content)
+        app.jump_to(big)
+        await pilot.pause()
+        body = app.query_one("#overview-body")
+        console = Console(width=120, record=True, file=io.StringIO())
+        console.print(body.content)
+        text = console.export_text()
+        rows = {line.split()[0]: line.split()[1] for line in text.splitlines()
+                if line.strip().startswith(("alpha_a", "alpha_b", "delta_alpha"))}
+        assert rows == {"alpha_a": "4.5", "alpha_b": "3", "delta_alpha": "-1.5"}, rows
+        await pilot.press("2")
+        esd = app.query_one("#plot-esd", PlotPanel)
+        await wait_for(pilot, lambda: "B: the base" in str(
+            esd.query_one(".plot-caption").content))
+        await pilot.press("d")
+        await wait_for(pilot, lambda: "A: the base" in str(
+            esd.query_one(".plot-caption").content))

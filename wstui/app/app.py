@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -457,7 +458,8 @@ class WstuiApp(QuantStudyActions, App[int]):
         if node.tensor is not None:
             ref = node.tensor
             body.update(tensor_overview(ref, self.state.results.get(ref.name), self.thresholds,
-                                        compare=self._compare_of(ref.name)))
+                                        compare=self._compare_of(ref.name),
+                                        swapped=self.swapped))
         else:
             names = self.state.scope_names(node.key)
             notes = self.notes if node is self.state.root else ()
@@ -514,8 +516,13 @@ class WstuiApp(QuantStudyActions, App[int]):
             self._layout_spectrum()
             self.main_screen.query_one("#plot-spectrum", PlotPanel).show(
                 plots.get("spectrum"), self._why_missing(node, "spectral"))
+            esd = plots.get("esd")
+            if esd is not None and self.pairing is not None:  # only the base is scanned
+                which = "B: the base, after d" if self.swapped else "A: the base"
+                esd = replace(esd, note=" · ".join(
+                    p for p in (esd.note, f"of {which} (B's σ is in the plot beside)") if p))
             self.main_screen.query_one("#plot-esd", PlotPanel).show(
-                plots.get("esd"), self._why_missing(node, "spectral")
+                esd, self._why_missing(node, "spectral")
                 if "spectrum" not in plots or plots["spectrum"].empty
                 else "no power-law fit (fewer than 10 eigenvalues above 1e-5)")
         elif tab == "histogram":
@@ -682,10 +689,15 @@ class WstuiApp(QuantStudyActions, App[int]):
         table = self.main_screen.query_one(DiffTable)
         filt = self._filter_fn()
         names = [n for n in self.state.order if filt is None or filt(self.state.refs[n])]
-        table.rebuild(self.state.compare, self.state.refs, self.state.labels, names)
+        table.rebuild(self.state.compare, self.state.refs, self.state.labels, names,
+                      swapped=self.swapped)
         p = self.pairing
-        extra = [f"{len(p.only_in_a)} only in A", f"{len(p.only_in_b)} only in B",
+        only_a, only_b = (p.only_in_b, p.only_in_a) if self.swapped else (p.only_in_a,
+                                                                          p.only_in_b)
+        extra = [f"{len(only_a)} only in A", f"{len(only_b)} only in B",
                  f"{len(p.shape_mismatch)} shape mismatches"]
+        if self.swapped:
+            extra.append("d: A is the second checkpoint, Δrel of the base's norm")
         self.main_screen.query_one("#diff-caption", Static).update(
             f"{len(self.state.compare)}/{len(p.pairs)} pairs compared, most changed first · "
             + ", ".join(extra))

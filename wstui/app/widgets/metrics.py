@@ -7,6 +7,7 @@ rich renderable built from the result: no analysis happens here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -14,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from analyzers.core import Finding, TensorResult
+from wstui.app.diff import oriented
 from wstui.app.format import (
     badge,
     marks_for,
@@ -45,7 +47,7 @@ def finding_table(pairs: list[tuple[str | None, Finding]], limit: int = 50) -> T
 
 def tensor_overview(
     ref: Any, result: TensorResult | None, thresholds: Mapping[str, float], note: str = "",
-    compare: TensorResult | None = None,
+    compare: TensorResult | None = None, swapped: bool = False,
 ) -> RenderableType:
     """The Overview of one tensor."""
     head = Table.grid(padding=(0, 2))
@@ -68,7 +70,7 @@ def tensor_overview(
         parts.append(plain(note, style="italic"))
     if result is None:
         if compare is not None:
-            parts.append(compare_block(compare, thresholds))
+            parts.append(compare_block(compare, thresholds, swapped))
         parts.append(Text("\ncomputing… (moved to the front of the scan queue)", style="italic"))
         return Group(*parts)
     for analyzer, message in sorted(result.errors.items()):
@@ -83,7 +85,7 @@ def tensor_overview(
     else:
         parts.append(Text.assemble("\n", badge(result_state(result)), " no findings so far"))
     if compare is not None:
-        parts.append(compare_block(compare, thresholds))
+        parts.append(compare_block(compare, thresholds, swapped))
     names = [a for a in ANALYZER_ORDER if a in result.metrics] + sorted(
         a for a in result.metrics if a not in ANALYZER_ORDER)
     # the metric names keep their whole width (three `near_zero_frac…` told nothing apart);
@@ -107,16 +109,24 @@ def tensor_overview(
     return Group(*parts)
 
 
-def compare_block(compare: TensorResult, thresholds: Mapping[str, float]) -> RenderableType:
-    """Diff mode: how B differs from A for this tensor."""
+def compare_block(compare: TensorResult, thresholds: Mapping[str, float],
+                  swapped: bool = False) -> RenderableType:
+    """Diff mode: how B differs from A for this tensor (`swapped`: after `d`, A is the
+    second checkpoint: its values trade places, signed deltas flip)."""
     t = Table(box=None, expand=True, pad_edge=False, show_header=False)
     t.add_column(ratio=3, no_wrap=True)
     t.add_column(justify="right", ratio=2, no_wrap=True)
     t.add_column(width=1)
     t.add_column(ratio=3, style="dim", no_wrap=True)
-    t.add_row(Text("compare (B against A)", style="bold magenta"), "", "", "")
+    head = "compare (B against A)"
+    if swapped:
+        head += " · d: A is the second checkpoint; rel_change is of the base's norm"
+    t.add_row(Text(head, style="bold magenta"), "", "", "")
     for analyzer, message in compare.errors.items():
         t.add_row(plain(f"  error in {analyzer}: {message}", style="magenta"), "", "", "")
+    if swapped:
+        compare = replace(compare, metrics={**compare.metrics, "compare": oriented(
+            compare.metrics.get("compare", {}), True)})
     for key, value in scalar_metrics(compare, "compare"):
         state, rules = marks_for("compare", key, compare.findings, thresholds)
         t.add_row(f"  {key}", num(value), badge(state) if state else Text(" "),

@@ -14,6 +14,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from analyzers.core import Finding, TensorResult
+from wstui.app.diff import oriented
 from wstui.app.format import (
     COLUMN_BY_KEY,
     COLUMNS,
@@ -211,6 +212,7 @@ class DiffTable(DataTable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.names: list[str] = []
+        self.swapped = False
 
     def on_mount(self) -> None:
         self.add_column(" ", key="state")
@@ -220,21 +222,24 @@ class DiffTable(DataTable):
             self.add_column(label, key=key)
 
     def rebuild(self, compare: Mapping[str, TensorResult], refs: Mapping[str, Any],
-                labels: Mapping[str, str], names: Sequence[str]) -> None:
+                labels: Mapping[str, str], names: Sequence[str], swapped: bool = False) -> None:
+        """Rows most changed first; `swapped` (after `d`): signed deltas as the new A reads
+        them."""
         rows = [n for n in names if n in compare]
         rows.sort(key=lambda n: sort_key(compare[n].metrics.get("compare", {}).get(
             "rel_change")), reverse=True)
         rows.sort(key=lambda n: sort_key(compare[n].metrics.get("compare", {}).get(
             "rel_change"))[0])
-        if rows == self.names and self.row_count:
+        if rows == self.names and self.row_count and swapped == self.swapped:
             return
+        self.swapped = swapped
         row = self.cursor_row
         self.names = rows
         self.clear()
         room = name_cells(self, 0.4)
         for n in rows:
             res = compare[n]
-            m = res.metrics.get("compare", {})
+            m = oriented(res.metrics.get("compare", {}), swapped)
             block = refs[n].block
             cells: list[Any] = [badge(result_state(res)), plain(tail(labels.get(n, n), room)),
                                 "" if block is None else str(block)]
