@@ -196,3 +196,59 @@ async def test_depth_has_one_point_per_block_per_line() -> None:
         assert "attn_q" in labels  # one tensor per block: the kind names the line
         assert "norm attention.output.LayerNorm.weight" in labels  # several: the role does
         assert "bias attention.self.query.bias" in labels
+
+
+async def test_plots_name_their_tensor_and_say_things_once() -> None:
+    """Issue 15.10: plot captions name the tensor with its block; a block on the Spectrum
+    tab says "select a tensor" once, not twice and cut."""
+    app, eng = make_app()
+    name = "model.layers.1.mlp.down_proj.weight"
+    async with app.run_test(size=(160, 45)) as pilot:
+        await wait_for(pilot, lambda: eng.done)
+        app.jump_to(name)
+        await pilot.press("2")
+        spectrum = app.query_one("#plot-spectrum", PlotPanel)
+        await wait_for(pilot, lambda: spectrum.spec is not None)
+        for panel in ("#plot-spectrum", "#plot-esd"):
+            caption = str(app.query_one(panel).query_one(".plot-caption").content)
+            assert caption.startswith(name), caption
+        app.select_key("block:0")
+        await pilot.pause()
+        captions = [str(app.query_one(p).query_one(".plot-caption").content)
+                    for p in ("#plot-spectrum", "#plot-esd")]
+        assert captions == ["select a tensor in the tree", ""]
+
+
+async def test_gguf_findings_use_the_tree_names() -> None:
+    """Issue 15.10: a GGUF's tree shows HF names; the model Overview's findings listed the
+    GGUF names beside them. One naming: the tree's."""
+    from app_support import FakeEngine, fixed_result, llama_refs
+
+    from analyzers.core import Finding, Severity
+    from wstui.app.app import WstuiApp
+    from wstui.checkpoint.base import Checkpoint
+    from wstui.checkpoint.naming import build_tree
+
+    refs = llama_refs(1)
+    k = next(r for r in refs if r.name.endswith("k_proj.weight"))
+    k.name = "blk.0.attn_k.weight"  # a GGUF's own name; hf_name stays the HF one
+    ckpt = Checkpoint(path=Path("/fixture/tiny.gguf"), format="gguf",
+                      files=[Path("/fixture/tiny.gguf")], tensors=refs)
+    results = {r.name: fixed_result(r, i) for i, r in enumerate(refs)}
+    results[k.name].findings.append(Finding("spectral", "ill_conditioned", Severity.CRITICAL,
+                                            3e8, 1e8, "condition number 3e8 > 1e8"))
+    eng = FakeEngine(ckpt, results=results)
+    app = WstuiApp(ckpt, build_tree(refs), lambda: eng, show_timings=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: eng.done and app.state.n_done() == len(refs))
+        app.refresh_view()
+        await pilot.pause()
+        import io
+
+        from rich.console import Console
+
+        console = Console(width=100, record=True, file=io.StringIO())
+        console.print(app.query_one("#overview-body").content)
+        text = console.export_text()
+        assert "model.layers.0.self_attn.k_proj.weight" in text
+        assert "blk.0.attn_k.weight" not in text

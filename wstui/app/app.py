@@ -468,7 +468,7 @@ class WstuiApp(QuantStudyActions, App[int]):
 
     def _why_missing(self, node: Any, analyzer: str) -> str:
         if node.tensor is None:
-            return "select a tensor in the tree (this view shows one tensor)"
+            return "select a tensor in the tree"
         result = self.state.results.get(node.tensor.name)
         if result is None:
             return "computing… (moved to the front of the scan queue)"
@@ -512,22 +512,26 @@ class WstuiApp(QuantStudyActions, App[int]):
         overlay = self._overlay(node)
         if "spectrum" in overlay:
             plots["spectrum"] = overlay["spectrum"]
+        subject = node.tensor.display_name if node.tensor is not None else ""
         if tab == "spectrum":
             self._layout_spectrum()
             self.main_screen.query_one("#plot-spectrum", PlotPanel).show(
-                plots.get("spectrum"), self._why_missing(node, "spectral"))
+                plots.get("spectrum"), self._why_missing(node, "spectral"), subject)
             esd = plots.get("esd")
             if esd is not None and self.pairing is not None:  # only the base is scanned
                 which = "B: the base, after d" if self.swapped else "A: the base"
                 esd = replace(esd, note=" · ".join(
                     p for p in (esd.note, f"of {which} (B's σ is in the plot beside)") if p))
-            self.main_screen.query_one("#plot-esd", PlotPanel).show(
-                esd, self._why_missing(node, "spectral")
-                if "spectrum" not in plots or plots["spectrum"].empty
-                else "no power-law fit (fewer than 10 eigenvalues above 1e-5)")
+            if node.tensor is None:
+                why_esd = ""  # said once, in the panel beside
+            elif "spectrum" not in plots or plots["spectrum"].empty:
+                why_esd = self._why_missing(node, "spectral")
+            else:
+                why_esd = "no power-law fit (fewer than 10 eigenvalues above 1e-5)"
+            self.main_screen.query_one("#plot-esd", PlotPanel).show(esd, why_esd, subject)
         elif tab == "histogram":
             self.main_screen.query_one("#plot-histogram", PlotPanel).show(
-                self._histogram_spec(node), self._why_missing(node, "stats"))
+                self._histogram_spec(node), self._why_missing(node, "stats"), subject)
         elif tab == "quantization":
             self._show_quant(node, plots.get("quantization"))
 
@@ -583,7 +587,7 @@ class WstuiApp(QuantStudyActions, App[int]):
         if (note := self.quant_study_note(ref)) is not None:
             lines.append("\n").append_text(note)
         info.update(lines)
-        panel.show(spec, self._why_missing(node, "quantization"))
+        panel.show(spec, self._why_missing(node, "quantization"), ref.display_name)
 
     def _request(self, name: str, methods: tuple[str, ...]) -> str:
         """Ask the engine for extra analyzers on one tensor, off the event loop (a request may

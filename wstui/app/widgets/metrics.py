@@ -165,7 +165,9 @@ def scope_overview(
     parts: list[RenderableType] = [head]
     if findings:
         parts.append(Text(f"\n{len(findings)} findings, worst first", style="bold underline"))
-        parts.append(finding_table(findings, limit=30))
+        # the names the tree shows (a GGUF's HF names, not its own beside them)
+        parts.append(finding_table([(refs[n].display_name if n in refs else n, f)
+                                    for n, f in findings], limit=30))
     else:
         parts.append(Text("\nno findings so far", style="dim"))
     parts.append(Text("\n5: table of these tensors · 6: metrics by depth", style="dim"))

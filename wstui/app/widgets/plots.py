@@ -35,8 +35,10 @@ class PlotPanel(Vertical):
         yield Static("", classes="plot-caption")
         yield PlotextPlot()
 
-    def show(self, spec: PlotSpec | None, message: str = "") -> None:
-        """Draw `spec` (prepared), or clear the plot and show `message` instead."""
+    def show(self, spec: PlotSpec | None, message: str = "", subject: str = "") -> None:
+        """Draw `spec` (prepared), or clear the plot and show `message` instead; `subject`
+        (the tensor's full name, block included) heads the caption: the tree shows names
+        relative to their block, so the plot says which block it is of."""
         self.spec = spec if spec is not None and not spec.empty else None
         caption = self.query_one(".plot-caption", Static)
         plot = self.query_one(PlotextPlot)
@@ -47,7 +49,7 @@ class PlotPanel(Vertical):
             plot.display = False
             return
         s = self.spec
-        caption.update(plain(" · ".join(p for p in (s.title, s.note) if p)))
+        caption.update(plain(" · ".join(p for p in (subject, s.title, s.note) if p)))
         plot.display = True
         if not s.draw:
             s.prepare()
