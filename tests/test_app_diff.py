@@ -166,3 +166,31 @@ async def test_swap_reaches_overview_diff_tab_and_esd(tmp_path: Path) -> None:
         await pilot.press("d")
         await wait_for(pilot, lambda: "A: the base" in str(
             esd.query_one(".plot-caption").content))
+
+
+async def test_exports_in_diff_mode_name_checkpoints_and_write_the_diff(
+        tmp_path: Path, monkeypatch) -> None:
+    """Issue 15.11: `E` wrote only the base scan; `e` files did not say which checkpoint;
+    notifications showed a relative path."""
+    monkeypatch.chdir(tmp_path)
+    app = _diff_app(tmp_path)
+    app.export_dir = Path("out")  # relative, as `--export-dir out` gives it
+    out = tmp_path / "out"
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: len(app.state.compare) == 4 and app.diff_runner.done,
+                       timeout=30)
+        await pilot.press("8", "e")
+        await wait_for(pilot, lambda: list(out.glob("wstui-view-diff-*.json")))
+        doc = loads_strict(next(out.glob("wstui-view-diff-*.json")).read_text())
+        assert doc["checkpoint"] == str(tmp_path / "a.safetensors")
+        assert doc["checkpoint_b"] == str(tmp_path / "b.safetensors")
+        await pilot.press("E")
+        await wait_for(pilot, lambda: list(out.glob("wstui-diff-*.json")), timeout=10)
+        diff = loads_strict(next(out.glob("wstui-diff-*.json")).read_text())
+        assert diff["schema"] == "wstui.diff/1"
+        assert "large_change" in str(diff)  # the diff's findings travel with it
+        assert list(out.glob("wstui-scan-*.json"))
+        messages = [n.message for n in app._notifications]
+        assert any(str(out / "wstui-view-diff") in m for m in messages), messages
+        assert any(f"diff written to {out}" in m and f"scan written to {out}" in m
+                   for m in messages), messages

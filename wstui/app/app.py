@@ -848,7 +848,8 @@ class WstuiApp(QuantStudyActions, App[int]):
         except OSError as exc:
             self.notify(visible(f"export failed: {exc}"), severity="error", markup=False)
             return
-        self.notify(visible(f"view written to {path}"), title="export", markup=False)
+        self.notify(visible(f"view written to {path.resolve()}"), title="export",
+                    markup=False)
 
     def action_export_scan(self) -> None:
         engine = self.engine
@@ -859,19 +860,40 @@ class WstuiApp(QuantStudyActions, App[int]):
 
     @work(thread=True, exit_on_error=False, group="export")
     def _export_scan_worker(self, engine: Any) -> None:
+        """`E`: the scan as `wstui.scan/1`; in diff mode the diff too, as `wstui.diff/1` (the
+        compare metrics and `large_change` findings), or a word that it was left out."""
         try:
             report = engine.report()
             name = slug(Path(str(getattr(self.checkpoint, "path", "model"))).name)
             path = report.to_json(unique_path(self.export_dir, f"wstui-scan-{name}"))
+            lines = [f"scan written to {Path(path).resolve()}"]
+            if self.diff_runner is not None:
+                diff = self.diff_runner.report()
+                if diff is None:
+                    lines.append("diff left out: the comparison has not started yet")
+                else:
+                    b = slug(Path(str(getattr(self.checkpoint_b, "path", "B"))).name)
+                    dpath = diff.to_json(unique_path(self.export_dir, f"wstui-diff-{name}-{b}"))
+                    done = "" if diff.complete else " (so far: the diff is still running)"
+                    lines.append(f"diff written to {Path(dpath).resolve()}{done}")
         except Exception as exc:
             self.call_from_thread(self.notify, visible(f"export failed: {exc}"),
                                   severity="error", markup=False)
             return
-        self.call_from_thread(self.notify, visible(f"scan written to {path}"), title="export",
+        self.call_from_thread(self.notify, visible("\n".join(lines)), title="export",
                               markup=False)
 
     def view_document(self) -> dict[str, Any]:
-        """The current view as `wstui.view/1` (what `e` writes)."""
+        """The current view as `wstui.view/1` (what `e` writes), naming the checkpoint(s) it
+        came from: a file in a folder of exports must say which model it is of."""
+        doc = self._view_document()
+        doc["checkpoint"] = str(Path(str(getattr(self.checkpoint, "path", ""))).resolve())
+        if self.checkpoint_b is not None:
+            doc["checkpoint_b"] = str(Path(str(getattr(self.checkpoint_b, "path", ""))
+                                           ).resolve())
+        return doc
+
+    def _view_document(self) -> dict[str, Any]:
         tab = self.active_tab
         node = self.state.node_by_key.get(self.selected_key, self.state.root)
         if tab in ("overview", "spectrum", "histogram", "quantization") and node.tensor is not None:

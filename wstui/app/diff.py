@@ -101,6 +101,13 @@ class DiffRunner:
         if engine is not None:
             engine.prioritize(name)
 
+    def report(self) -> Any:
+        """The diff so far as a `DiffReport` (what `E` writes beside the scan), or None
+        before the engine is built."""
+        with self._lock:
+            engine = self._engine
+        return engine.report() if engine is not None else None
+
     def cancel(self) -> None:
         with self._lock:
             self._cancelled.set()
