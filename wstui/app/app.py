@@ -62,6 +62,8 @@ SHORT_TABS = ("1 Info", "2 Spec", "3 Hist", "4 Quant", "5 Table", "6 Depth", "7 
 FLUSH_S = 0.1
 SCOPE_REFRESH_S = 1.0  # tables and depth plots redraw at most this often while results stream
 FULL_QUANT = ("quantization_full", "quant_alpha")
+#: the engine's phase names as a user reads them: the quick analyzers, then the spectra
+PHASES = {"cheap": "quick pass", "heavy": "spectra pass"}
 
 EngineFactory = Callable[[], Any]
 
@@ -94,6 +96,8 @@ class WstuiApp(QuantStudyActions, App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit_now", "Quit", id="app.quit", tooltip="quit, cancelling the scan"),
         Binding("ctrl+q", "quit_now", "Quit", show=False, priority=True, id="app.quit_ctrl"),
+        Binding("ctrl+c", "quit_now", "Quit", show=False, priority=True,
+                id="app.quit_interrupt", tooltip="quit, as in htop (ctrl+c did nothing)"),
         Binding("question_mark", "help", "Help", id="app.help", tooltip="every key"),
         Binding("slash", "filter", "Filter", id="app.filter",
                 tooltip="filter tensors by name or glob"),
@@ -343,7 +347,8 @@ class WstuiApp(QuantStudyActions, App[int]):
             text.append(f"scan cancelled {done}/{n}", style="bold yellow")
         elif p is not None:
             pct = 100 * p.done // max(p.total, 1)
-            text.append(f"scan {p.phase} {pct}%", style="bold yellow")
+            phase = PHASES.get(p.phase, p.phase)
+            text.append(f"scan: {phase} {pct}%", style="bold yellow")
             if self.show_timings and p.eta_s is not None:
                 text.append(f" eta {p.eta_s:.0f}s", style="yellow")
         else:
@@ -357,8 +362,9 @@ class WstuiApp(QuantStudyActions, App[int]):
             text.append(f" · {human_count(int(n_params))} params")
         if self.diff_runner is not None:
             r = self.diff_runner
-            b = visible(Path(str(getattr(self.checkpoint_b, "path", "B"))).name)
-            a_name, b_name = (b, self.sub_title) if self.swapped else (self.sub_title, b)
+            a_name, b_name = self._ab_names()
+            if self.swapped:
+                a_name, b_name = b_name, a_name
             text.append(f" │ diff {len(self.state.compare)}/{r.total} A={a_name} B={b_name}",
                         style="magenta")
         device = getattr(self.engine, "device", None)
@@ -367,6 +373,18 @@ class WstuiApp(QuantStudyActions, App[int]):
         text.no_wrap = True
         text.overflow = "ellipsis"
         return text
+
+    def _ab_names(self) -> tuple[str, str]:
+        """Short names of A and B: their file or folder names, with as much of the path
+        as tells them apart (`model` and `model` say nothing)."""
+        pa = Path(str(getattr(self.checkpoint, "path", "A")))
+        pb = Path(str(getattr(self.checkpoint_b, "path", "B")))
+        a, b = pa.name, pb.name
+        depth = 1
+        while a == b and depth < max(len(pa.parts), len(pb.parts)):
+            depth += 1
+            a, b = "/".join(pa.parts[-depth:]), "/".join(pb.parts[-depth:])
+        return visible(a), visible(b)
 
     # --- selection and views -----------------------------------------------------------------
 
@@ -464,7 +482,7 @@ class WstuiApp(QuantStudyActions, App[int]):
             names = self.state.scope_names(node.key)
             notes = self.notes if node is self.state.root else ()
             body.update(scope_overview(node, names, self.state, self.state.findings(names),
-                                       notes=notes))
+                                       notes=notes, done=self.scan_complete))
 
     def _why_missing(self, node: Any, analyzer: str) -> str:
         if node.tensor is None:
@@ -582,6 +600,10 @@ class WstuiApp(QuantStudyActions, App[int]):
             if value is not None:
                 lines.append(f"{label}: ", style="bold")
                 lines.append(f"{num(value)}   ")
+        if status == "full sweep done" and q.get("alpha_shift") is None:
+            reason = (result.metrics.get("quant_alpha", {}).get("no_fit_reason")
+                      or result.metrics.get("spectral", {}).get("no_fit_reason"))
+            status += f"; no α shift: {reason}" if reason else "; no α shift"
         if status:
             lines.append(f"\n{visible(status)}", style="italic")
         if (note := self.quant_study_note(ref)) is not None:
@@ -682,9 +704,13 @@ class WstuiApp(QuantStudyActions, App[int]):
         return self.diff_runner is not None and len(self.state.compare) >= self.diff_runner.total
 
     def _show_findings(self) -> None:
-        pairs = self.state.findings()
-        self.main_screen.query_one("#findings-caption", Static).update(
-            f"{len(pairs)} findings, worst first · enter: go to tensor")
+        filt = self._filter_fn()
+        names = [n for n in self.state.order if filt is None or filt(self.state.refs[n])]
+        pairs = self.state.findings(names)
+        text = self.main_screen.query_one(LayerTree).filter_text
+        self.main_screen.query_one("#findings-caption", Static).update(plain(
+            f"{len(pairs)} finding{'' if len(pairs) == 1 else 's'}, worst first"
+            + (f" · filter '{text}'" if text else "") + " · enter: go to tensor"))
         self.main_screen.query_one(FindingsTable).rebuild(pairs, self.state.refs)
 
     def _show_diff(self) -> None:
@@ -700,11 +726,14 @@ class WstuiApp(QuantStudyActions, App[int]):
                                                                           p.only_in_b)
         extra = [f"{len(only_a)} only in A", f"{len(only_b)} only in B",
                  f"{len(p.shape_mismatch)} shape mismatches"]
+        for side, names in (("A", only_a), ("B", only_b)):
+            if 0 < len(names) <= 2:  # a rename shows as one of each: name them
+                extra.append(f"only in {side}: {', '.join(names)}")
         if self.swapped:
             extra.append("d: A is the second checkpoint, Δrel of the base's norm")
-        self.main_screen.query_one("#diff-caption", Static).update(
+        self.main_screen.query_one("#diff-caption", Static).update(plain(
             f"{len(self.state.compare)}/{len(p.pairs)} pairs compared, most changed first · "
-            + ", ".join(extra))
+            + ", ".join(extra)))  # names from the files: never markup
 
     # --- jumps -------------------------------------------------------------------------------
 
@@ -791,6 +820,17 @@ class WstuiApp(QuantStudyActions, App[int]):
             self.notify("no findings yet")
             return
         node = self.state.node_by_key.get(self.selected_key)
+        if node is not None and node.tensor is None and node is not self.state.root:
+            inside = set(self.state.scope_names(node.key))  # a block: its own findings
+            names = [n for n in names if n in inside]
+            if not names:
+                self.notify(plain(f"no findings in {node.label}"))
+                return
+            tab = self.active_tab
+            self.jump_to(names[0] if step > 0 else names[-1])
+            if tab not in ("table", "depth", "findings"):
+                self.main_screen.query_one(TabbedContent).active = tab
+            return
         here = node.tensor.name if node is not None and node.tensor is not None else None
         order = self.state.order
         pos = order.index(here) if here in order else -1

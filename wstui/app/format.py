@@ -18,7 +18,7 @@ from analyzers.core import LOWER_IS_WORSE, Finding, Severity, TensorResult
 from wstui.report import fmt
 
 #: Badge states beyond the three severities.
-PENDING, CLEAN, ERROR = "pending", "clean", "error"
+PENDING, CLEAN, ERROR, SKIPPED = "pending", "clean", "error", "skipped"
 
 #: state -> (symbol, style). Symbols differ from one another so colour is never needed.
 #: Colours are RGB, not ANSI names: Textual's ANSI theme draws red and magenta alike, and
@@ -31,10 +31,12 @@ BADGES: dict[str, tuple[str, str]] = {
     Severity.INFO.value: ("i", "#00d7ff"),
     ERROR: ("E", "bold #d75fff"),
     CLEAN: ("✓", "#00d75f"),
+    SKIPPED: ("–", "#8a8a8a"),  # listed, not analyzed: a ✓ would claim it was checked
     PENDING: ("·", "dim"),
 }
 
-STATE_RANK = {PENDING: -2, CLEAN: -1, "info": 0, "warn": 1, ERROR: 1.5, "critical": 2}
+STATE_RANK = {PENDING: -2, SKIPPED: -1.5, CLEAN: -1, "info": 0, "warn": 1, ERROR: 1.5,
+              "critical": 2}
 
 
 def badge(state: str) -> Text:
@@ -51,6 +53,8 @@ def result_state(result: TensorResult | None) -> str:
         return ERROR
     if worst is not None:
         return worst.value
+    if not result.metrics and result.skipped and not result.errors:
+        return SKIPPED
     return CLEAN
 
 
@@ -155,6 +159,10 @@ RULES: dict[str, tuple[str, str]] = {
 }
 
 
+#: codes whose critical threshold is a share of the rows while the value shown is a count
+SHARE_OF_ROWS = ("dead_units",)
+
+
 def rule_text(code: str, thresholds: Mapping[str, float]) -> str:
     """The rule of a finding code as a user reads it, e.g. `> 1e+05 ▲ > 1e+08 ✖`."""
     if code not in thresholds:
@@ -164,7 +172,9 @@ def rule_text(code: str, thresholds: Mapping[str, float]) -> str:
     text = f"{op} {num(thresholds[code])} {sev}"
     crit = thresholds.get(f"{code}.critical")
     if crit is not None:
-        text += f"  {op} {num(crit)} ✖"
+        # dead_rows is a count; its critical threshold a share of the rows: say so
+        of_rows = f"{crit:.0%} of rows" if code in SHARE_OF_ROWS else num(crit)
+        text += f"  {op} {of_rows} ✖"
     return text
 
 

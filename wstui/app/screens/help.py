@@ -39,9 +39,26 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("q", "quit (cancels the scan)"),
 )
 
+#: the Table's short column labels (docs/metrics.md has the full guide and this glossary)
+GLOSSARY: tuple[tuple[str, str], ...] = (
+    ("std / kurt", "standard deviation; excess kurtosis (0 for a Gaussian, large: heavy tails)"),
+    ("|max| / crest", "largest |value|; crest factor |max| / rms"),
+    ("SQNR8", "signal-to-quantization-noise ratio in dB at 8 bits, per tensor, symmetric"),
+    ("outl%", "share of values beyond 1.5·IQR outside the quartiles"),
+    ("cond", "condition number σ_max / σ_min"),
+    ("srank", "stable rank Σσ² / σ_max²: how many directions carry the energy"),
+    ("erank", "effective rank exp(entropy of σ / Σσ): a smooth count of used dimensions"),
+    ("util", "rank utilization: energy rank 90% / design rank"),
+    ("α / KS", "power-law exponent of the eigenvalue tail; KS distance of that fit"),
+    ("dead", "rows whose every |w| ≤ 1e-6"),
+    ("Δrel", "diff mode: ‖B-A‖ / ‖A‖ (A: the base)"),
+)
+METRICS_GUIDE = "docs/metrics.md (every metric, how it is computed, its glossary)"
+
 BADGE_MEANING = {
     "critical": "critical finding below", "warn": "warning below", "info": "info below",
-    "error": "an analyzer failed", "clean": "scanned, no findings", "pending": "not scanned yet",
+    "error": "an analyzer failed", "clean": "scanned, no findings",
+    "skipped": "listed, not analyzed (e.g. integer tensors)", "pending": "not scanned yet",
 }
 
 
@@ -62,6 +79,10 @@ def help_renderable(keymap: Mapping[str, str] | None = None) -> Table:
     t.add_row(Text("badges", style="bold"), "")
     for state in BADGES:
         t.add_row(badge(state), BADGE_MEANING[state])
+    t.add_row("", "")
+    t.add_row(Text("glossary", style="bold"), Text(f"more: {METRICS_GUIDE}", style="dim"))
+    for label, meaning in GLOSSARY:
+        t.add_row(label, meaning)
     return t
 
 

@@ -75,15 +75,18 @@ def tensor_overview(
         return Group(*parts)
     for analyzer, message in sorted(result.errors.items()):
         parts.append(plain(f"error in {analyzer}: {message}", style="bold magenta"))
+    by_reason: dict[str, list[str]] = {}  # one line per reason, not one per analyzer
     for analyzer, reason in sorted(result.skipped.items()):
         if analyzer == "embedding" and ref.kind not in ("embedding", "lm_head"):
             continue  # never applies to other kinds: not worth a line
-        parts.append(plain(f"{analyzer} skipped: {reason}", style="dim"))
+        by_reason.setdefault(reason, []).append(analyzer)
+    for reason, analyzers in by_reason.items():
+        parts.append(plain(f"{', '.join(analyzers)} skipped: {reason}", style="dim"))
     if result.findings:
         parts.append(Text("\nfindings", style="bold underline"))
         parts.append(finding_table([(None, f) for f in result.findings]))
     else:
-        parts.append(Text.assemble("\n", badge(result_state(result)), " no findings so far"))
+        parts.append(Text.assemble("\n", badge(result_state(result)), " no findings"))
     if compare is not None:
         parts.append(compare_block(compare, thresholds, swapped))
     names = [a for a in ANALYZER_ORDER if a in result.metrics] + sorted(
@@ -136,7 +139,7 @@ def compare_block(compare: TensorResult, thresholds: Mapping[str, float],
 
 def scope_overview(
     node: Any, names: list[str], state: Any, findings: list[tuple[str, Finding]],
-    notes: Sequence[str] = (),
+    notes: Sequence[str] = (), done: bool = False,
 ) -> RenderableType:
     """The Overview of a block or the whole model (`state`: the app's ScanState); `notes`:
     what the checkpoint readers noted, shown on the model's Overview."""
@@ -155,7 +158,7 @@ def scope_overview(
     done = sum(1 for n in names if n in results)
     head.add_row("scanned", f"{done} of {len(names)}")
     states = Text()
-    for s in ("critical", "warn", "info", "error", "clean", "pending"):
+    for s in ("critical", "warn", "info", "error", "clean", "skipped", "pending"):
         if counts.get(s):
             states.append_text(badge(s))
             states.append(f" {s} {counts[s]}   ")
@@ -169,6 +172,6 @@ def scope_overview(
         parts.append(finding_table([(refs[n].display_name if n in refs else n, f)
                                     for n, f in findings], limit=30))
     else:
-        parts.append(Text("\nno findings so far", style="dim"))
+        parts.append(Text("\nno findings" if done else "\nno findings so far", style="dim"))
     parts.append(Text("\n5: table of these tensors · 6: metrics by depth", style="dim"))
     return Group(*parts)

@@ -74,7 +74,9 @@ class LayerTree(Tree[Any]):
         self.root.data = self.model_root
         self.root.set_label(self._label_text(self.model_root, self.state_of(self.model_root.key)))
         if self.filter_text:
-            self._add_filtered(self.root, self.model_root)
+            if not self._add_filtered(self.root, self.model_root):  # say so, not an empty tree
+                self.root.set_label(self.root.label.copy().append(
+                    f"  no tensor matches {self.filter_text!r}", style="italic"))
             self.root.expand_all()
         else:
             self._add_children(self.root, self.model_root)
