@@ -122,3 +122,18 @@ async def test_quant_tab_says_why_there_is_no_alpha_shift() -> None:
         info = app.query_one("#quant-info")
         await wait_for(pilot, lambda: "no α shift: too few eigenvalues" in text_of(
             info.content))
+
+
+async def test_block_quantization_tab_says_the_study_is_of_the_whole_model() -> None:
+    app, eng = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: eng.done)
+        app.select_key("block:1")
+        await pilot.press("4")
+        await wait_for(pilot, lambda: bool(app.query("#qs-status")))
+        status = app.query_one("#qs-status")
+        await wait_for(pilot, lambda: "covers the whole model, not only block 1" in text_of(
+            status.content))
+        app.select_key(app.state.root.key)
+        await pilot.pause()
+        assert "covers the whole model" not in text_of(status.content)
