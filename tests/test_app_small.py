@@ -137,3 +137,17 @@ async def test_block_quantization_tab_says_the_study_is_of_the_whole_model() -> 
         app.select_key(app.state.root.key)
         await pilot.pause()
         assert "covers the whole model" not in text_of(status.content)
+
+
+async def test_findings_cursor_stays_after_a_jump_and_back() -> None:
+    app, eng = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: eng.done and app.state.n_done() == len(eng.fixed))
+        await pilot.press("7")
+        table = app.query_one(FindingsTable)
+        await wait_for(pilot, lambda: app.focused is table and table.row_count == 3)
+        await pilot.press("j", "j", "enter")
+        await wait_for(pilot, lambda: app.active_tab == "overview")
+        await pilot.press("7")
+        await wait_for(pilot, lambda: app.focused is table)
+        assert table.cursor_row == 2
