@@ -151,3 +151,23 @@ async def test_findings_cursor_stays_after_a_jump_and_back() -> None:
         await pilot.press("7")
         await wait_for(pilot, lambda: app.focused is table)
         assert table.cursor_row == 2
+
+
+def test_counts_are_singular_when_one() -> None:
+    from wstui.app.format import plural
+
+    assert plural(1, "tensor") == "1 tensor" and plural(2, "tensor") == "2 tensors"
+
+
+async def test_table_caption_of_a_one_tensor_scope_says_tensor() -> None:
+    app, eng = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: eng.done)
+        app.select_key("head")
+        await pilot.press("5")
+        await wait_for(pilot, lambda: bool(app.query("#table-caption")))
+        await wait_for(pilot, lambda: "2 tensors" in str(
+            app.query_one("#table-caption").content))
+        await pilot.press("slash", *"lm_head", "enter", "5")
+        await wait_for(pilot, lambda: "1 tensor ·" in str(
+            app.query_one("#table-caption").content))

@@ -35,7 +35,7 @@ from textual.widgets import (
 
 from analyzers.core import DEFAULT_THRESHOLDS
 from wstui.app.diff import DiffRunner, match
-from wstui.app.format import COLUMNS, num
+from wstui.app.format import COLUMNS, num, plural
 from wstui.app.messages import JumpToTensor, SortChanged
 from wstui.app.palette import WstuiCommands
 from wstui.app.plotdata import PlotSpec, depth_plot, histogram_plot, overlay_plots
@@ -357,7 +357,7 @@ class WstuiApp(QuantStudyActions, App[int]):
         text.append(self.sub_title, style="bold cyan")
         fmt = getattr(ck, "format", "")
         n_params = getattr(ck, "n_params", None)
-        text.append(f" · {fmt} · {n} tensors")
+        text.append(f" · {fmt} · {plural(n, 'tensor')}")
         if n_params:
             text.append(f" · {human_count(int(n_params))} params")
         if self.diff_runner is not None:
@@ -671,7 +671,7 @@ class WstuiApp(QuantStudyActions, App[int]):
             order = f" · sorted by {table.sort_column} {'↓' if table.sort_reverse else '↑'}"
         filt = self.main_screen.query_one(LayerTree).filter_text
         self.main_screen.query_one("#table-caption", Static).update(plain(
-            f"{node.label}: {len(table.names)} tensors{order}"
+            f"{node.label}: {plural(len(table.names), 'tensor')}{order}"
             + (f" · filter '{filt}'" if filt else "")
             + " · s: sort by column · enter: open"))  # the filter as typed: never markup
 

@@ -74,6 +74,11 @@ def num(value: Any) -> str:
     return fmt(value)
 
 
+def plural(n: int, word: str) -> str:
+    """`1 tensor`, `2 tensors` (a user reads "1 rows" as a bug)."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
     return "×".join(str(s) for s in shape) if shape else "scalar"
 

@@ -18,7 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode as UINode
 
-from wstui.app.format import PENDING, badge, shape_text
+from wstui.app.format import PENDING, badge, plural, shape_text
 from wstui.render import visible
 
 #: more tensors than this: block children are built on expand
@@ -186,7 +186,7 @@ class LayerTree(Tree[Any]):
             if node.tensor.tied_to:
                 text.append(" (tied)", style="dim italic")
         elif node.group == "model":
-            text.append(f"  {node.n_tensors} tensors", style="dim")
+            text.append(f"  {plural(node.n_tensors, 'tensor')}", style="dim")
         return text
 
     def set_state(self, key: str, state: str) -> None:
