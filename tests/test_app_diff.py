@@ -125,6 +125,9 @@ def test_oriented_swaps_a_and_b_and_flips_signed_deltas() -> None:
     assert oriented(m, False) == m
     assert oriented(m, True) == {"alpha_a": 4.0, "alpha_b": 3.0, "delta_alpha": -1.0,
                                  "cosine": 0.9, "rel_change": 0.2}
+    from wstui.app.format import num
+
+    assert num(oriented({"delta_alpha": 0.0}, True)["delta_alpha"]) == "0"  # never "-0"
 
 
 async def test_swap_reaches_overview_diff_tab_and_esd(tmp_path: Path) -> None:

@@ -132,5 +132,5 @@ def oriented(metrics: Mapping[str, Any], swapped: bool) -> dict[str, Any]:
             out[key], out[f"{key[:-2]}_b"] = metrics[f"{key[:-2]}_b"], metrics[key]
     for key in SIGNED:
         if isinstance(out.get(key), (int, float)):
-            out[key] = -out[key]
+            out[key] = 0.0 - out[key]  # not -x: -0.0 would show as "-0"
     return out

@@ -121,10 +121,10 @@ def compare_block(compare: TensorResult, thresholds: Mapping[str, float],
     t.add_column(justify="right", ratio=2, no_wrap=True)
     t.add_column(width=1)
     t.add_column(ratio=3, style="dim", no_wrap=True)
-    head = "compare (B against A)"
-    if swapped:
-        head += " · d: A is the second checkpoint; rel_change is of the base's norm"
-    t.add_row(Text(head, style="bold magenta"), "", "", "")
+    head = Text("compare (B against A)", style="bold magenta")
+    if swapped:  # outside the table: its first column is too narrow to carry it
+        head.append("\n  d: A is the second checkpoint; rel_change is of the base's norm",
+                    style="italic")
     for analyzer, message in compare.errors.items():
         t.add_row(plain(f"  error in {analyzer}: {message}", style="magenta"), "", "", "")
     if swapped:
@@ -134,7 +134,7 @@ def compare_block(compare: TensorResult, thresholds: Mapping[str, float],
         state, rules = marks_for("compare", key, compare.findings, thresholds)
         t.add_row(f"  {key}", num(value), badge(state) if state else Text(" "),
                   "  ".join(rules))
-    return t
+    return Group(head, t)
 
 
 def scope_overview(
