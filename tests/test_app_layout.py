@@ -148,8 +148,10 @@ async def test_tables_at_80_columns_show_values_beside_names() -> None:
         keys = [c.key.value for c in findings.ordered_columns]
         widths = [c.get_render_width(findings) for c in findings.ordered_columns]
         before_tensor = sum(widths[:keys.index("tensor") + 1])
-        assert keys[:3] == ["sev", "code", "value"]
-        assert before_tensor <= findings.size.width  # code, value and name all in view
+        assert keys[:5] == ["sev", "code", "value", "block", "tensor"]
+        assert before_tensor <= findings.size.width  # code, value, block and name in view
+        row = findings.get_row_at(0)
+        assert row[3] == "1" and row[4].plain.startswith("output.dense")  # whole: it fits
 
 
 def app_findings():

@@ -711,7 +711,8 @@ class WstuiApp(QuantStudyActions, App[int]):
         self.main_screen.query_one("#findings-caption", Static).update(plain(
             f"{len(pairs)} finding{'' if len(pairs) == 1 else 's'}, worst first"
             + (f" · filter '{text}'" if text else "") + " · enter: go to tensor"))
-        self.main_screen.query_one(FindingsTable).rebuild(pairs, self.state.refs)
+        self.main_screen.query_one(FindingsTable).rebuild(pairs, self.state.refs,
+                                                          self.state.labels)
 
     def _show_diff(self) -> None:
         if self.pairing is None:

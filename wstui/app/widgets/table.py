@@ -171,12 +171,19 @@ class FindingsTable(DataTable):
         # code and value before the (long) tensor name: at 80 columns a row still says what
         # was found, not only where
         for key, label in (("sev", " "), ("code", "code"), ("value", "value"),
-                           ("tensor", "tensor"), ("threshold", "threshold"),
+                           ("block", "blk"), ("tensor", "tensor"), ("threshold", "threshold"),
                            ("message", "message")):
             self.add_column(label, key=key)
 
-    def rebuild(self, pairs: list[tuple[str, Finding]], refs: Mapping[str, Any]) -> None:
-        room = name_cells(self, 0.5)
+    def rebuild(self, pairs: list[tuple[str, Finding]], refs: Mapping[str, Any],
+                labels: Mapping[str, str] | None = None) -> None:
+        """`labels`: the tree's names (relative to the block, which has its own column)."""
+        width = self.scrollable_content_region.width or self.app.size.width // 2
+        # what the badge, code, value and block columns leave (each cell has 2 of padding,
+        # the name's own included)
+        used = 3 + 5 + 3 + max((len(f.code) + 2 for _, f in pairs), default=6) + max(
+            (len(num(f.value)) + 2 for _, f in pairs), default=7)
+        room = max(10, width - used)
         signature = (room, *((n, f.code, f.severity) for n, f in pairs))
         if signature == self.signature:
             return
@@ -184,8 +191,12 @@ class FindingsTable(DataTable):
         row = self.cursor_row
         self.clear()
         for i, (name, f) in enumerate(pairs):
+            block = refs[name].block
+            label = (labels or {}).get(name, refs[name].display_name)
+            if len(label) > room and label.endswith(".weight"):
+                label = label[:-len(".weight")]  # tight: the module says more than `.weight`
             self.add_row(badge(f.severity.value), plain(f.code), _right(f.value),
-                         plain(tail(refs[name].display_name, room)),
+                         "" if block is None else str(block), plain(tail(label, room)),
                          _right(f.threshold), plain(f.message), key=f"{i}:{name}")
         if pairs:
             self.move_cursor(row=min(row, len(pairs) - 1))
