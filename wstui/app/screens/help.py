@@ -19,7 +19,7 @@ from wstui.render import plain
 #: (keys, what they do), in the order of DESIGN §9
 KEYS: tuple[tuple[str, str], ...] = (
     ("j / k, ↓ / ↑", "move in the tree or a table"),
-    ("h / l, ← / →", "collapse / expand a tree node"),
+    ("h / l, ← / →", "collapse / expand a tree node; in the Table, across columns"),
     ("enter", "select: open a tree node, jump to a table or findings row's tensor"),
     ("tab / shift+tab", "next / previous pane"),
     ("1 … 8", "tabs: overview, spectrum, histogram, quantization, table, depth, findings,"
@@ -31,12 +31,12 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("m", "depth view: next metric"),
     ("r / g / a", "quantization tab of the model or a block: run the study; next granularity;"
                   " free-refit or fixed-xmin α"),
-    ("d", "diff mode: swap which checkpoint is A"),
+    ("d", "diff mode: swap which checkpoint is A (header, plots, Overview, Diff tab)"),
     ("e", "export the current view to JSON (wstui.view/1)"),
-    ("E", "export the whole scan to JSON (wstui.scan/1)"),
+    ("E", "export the whole scan to JSON (wstui.scan/1; diff mode: and wstui.diff/1)"),
     ("ctrl+p", "command palette: go to tensor, sort table by, export"),
     ("?", "this help"),
-    ("q", "quit (cancels the scan)"),
+    ("q / ctrl+c", "quit (cancels the scan)"),
 )
 
 #: the Table's short column labels (docs/metrics.md has the full guide and this glossary)
