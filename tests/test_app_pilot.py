@@ -357,3 +357,50 @@ async def test_header_says_done_when_the_engine_is_done() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: eng.done)
         await wait_for(pilot, lambda: "scan done 21/21" in plain(app.query_one("#header")))
+
+
+async def test_switching_tabs_keeps_focus_visible() -> None:
+    """Issue 15.3: `5` then `1` left focus on the hidden table, so j/k moved nothing."""
+    app, eng = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: eng.done)
+        tree = app.query_one(LayerTree)
+        for table_tab, cls in (("5", TensorTable), ("7", FindingsTable)):
+            for other in ("1", "2", "3", "4", "6"):
+                await pilot.press(table_tab)
+                await wait_for(pilot, lambda cls=cls: isinstance(app.focused, cls))
+                await pilot.press(other)
+                await wait_for(pilot, lambda: app.focused is tree)
+        before = tree.cursor_line
+        await pilot.press("j", "j")
+        assert tree.cursor_line == before + 2
+
+
+async def test_vim_keys_move_in_every_table() -> None:
+    """Issue 15.2: j/k (and h/l across the Table's cells) move the cursor as arrows do."""
+    app, eng = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: eng.done and app.state.n_done() == len(eng.fixed))
+        await pilot.press("5")
+        table = app.query_one(TensorTable)
+        await wait_for(pilot, lambda: app.focused is table and table.row_count > 3)
+        await pilot.press("j", "j", "k", "l", "l", "h")
+        assert table.cursor_coordinate == (1, 1)
+        await pilot.press("7")
+        findings = app.query_one(FindingsTable)
+        await wait_for(pilot, lambda: app.focused is findings and findings.row_count >= 3)
+        await pilot.press("j", "j", "k")
+        assert findings.cursor_row == 1
+
+
+async def test_depth_of_rel_change_without_diff_says_why() -> None:
+    """Issue 15.4: Depth of Δrel said "computing…" forever on a single checkpoint."""
+    from wstui.app.format import COLUMNS
+
+    app, eng = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: eng.done)
+        app.show_depth(next(i for i, c in enumerate(COLUMNS) if c.key == "rel_change"))
+        panel = app.query_one("#plot-depth", PlotPanel)
+        await wait_for(pilot, lambda: "--diff" in str(panel.query_one(".plot-caption").content))
+        assert panel.spec is None

@@ -41,3 +41,31 @@ def test_tensor_plots_export_real_units_and_draw_log10() -> None:
     esd = plots["esd"]
     assert any(s.style == "vline" and s.x == [0.1] for s in esd.series)  # xmin marked
     assert {s.label for s in plots["quantization"].series} >= {"tensor sym", "channel sym"}
+
+
+def test_log_histogram_keeps_bins_of_count_one() -> None:
+    """Issue 15.1: `L` drew a bin of count 1 at log10(1) = 0, which plotext leaves blank."""
+    import plotext as plt
+
+    from analyzers.core import TensorResult
+    from wstui.app.plotdata import histogram_plot
+
+    r = TensorResult(name="w", kind="mlp", shape=(4, 4))
+    counts = [0] * 40
+    counts[5], counts[6], counts[35], counts[39] = 5000, 30, 1, 1  # two outlier bins
+    r.data["stats"] = {"histogram": {"edges": [k / 10 for k in range(41)], "counts": counts}}
+    spec = histogram_plot(r, log_y=True).prepare()
+    bars = spec.draw[0]
+    drawn = dict(zip(bars.x, bars.y))
+    assert drawn[3.55] > 0 and drawn[3.95] > 0  # count 1: a bar of its own
+    assert drawn[0.05] == 0  # an empty bin stays empty
+    assert spec.to_dict()["series"][0]["y"] == counts  # exported as counted
+    ticks, labels = spec.y_ticks
+    assert labels == ["0", "1", "10", "1e2", "1e3", "1e4"]  # ticks read as counts
+    assert ticks[1] == math.log10(2)
+    plt.clear_figure()
+    plt.plotsize(60, 12)
+    plt.theme("clear")
+    plt.bar(bars.x, bars.y, width=0.9)
+    rows = plt.build().splitlines()
+    assert any("█" in row[48:58] for row in rows)  # the outliers on the right are drawn

@@ -46,6 +46,12 @@ class Scope:
         self.workers = workers
         self.use_cache = use_cache
         self.options = dict(options or {})
+        from wstui.config import load_config, merged_thresholds
+
+        # the config file's [thresholds] as the CLI reads them; `options` overrides them
+        thresholds = merged_thresholds(load_config(), self.options.get("thresholds"))
+        if thresholds:
+            self.options["thresholds"] = thresholds
         self.checkpoint: Checkpoint = open_checkpoint(path)
         self.last_report: ScanReport | None = None
 

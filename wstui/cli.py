@@ -140,8 +140,11 @@ def build_app_parser() -> argparse.ArgumentParser:
         + ", ".join(SUBCOMMANDS) + " (see `wstui SUBCOMMAND --help`).",
     )
     p.add_argument("--version", action="version", version=f"wstui {__version__}")
-    p.add_argument("path", type=_path, help="checkpoint file, folder, or HF repo id "
-                   "org/name[@rev] (fetched from the Hub when not cached)")
+    p.add_argument("path", type=_path, nargs="?", help="checkpoint file, folder, or HF repo "
+                   "id org/name[@rev] (fetched from the Hub when not cached)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration (thresholds, keys, which file) "
+                   "and exit")
     p.add_argument("--diff", metavar="PATH_B", type=_path, default=None,
                    help="compare with a second checkpoint")
     p.add_argument("--export-dir", default=".", help="where `e`/`E` write JSON")
@@ -258,7 +261,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     argv = list(argv)
     if argv and argv[0] in SUBCOMMANDS:
         return build_sub_parser(argv[0]).parse_args(argv[1:])
-    return build_app_parser().parse_args(argv)
+    parser = build_app_parser()
+    args = parser.parse_args(argv)
+    if args.path is None and not args.print_config:  # optional only for --print-config
+        parser.error("the following arguments are required: path")
+    return args
 
 
 def _say(message: str) -> None:

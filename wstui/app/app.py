@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -33,7 +35,7 @@ from textual.widgets import (
 
 from analyzers.core import DEFAULT_THRESHOLDS
 from wstui.app.diff import DiffRunner, match
-from wstui.app.format import COLUMNS, column_value, num
+from wstui.app.format import COLUMNS, num, plural
 from wstui.app.messages import JumpToTensor, SortChanged
 from wstui.app.palette import WstuiCommands
 from wstui.app.plotdata import PlotSpec, depth_plot, histogram_plot, overlay_plots
@@ -54,12 +56,33 @@ TABS = ("overview", "spectrum", "histogram", "quantization", "table", "depth", "
         "diff")
 LONG_TABS = ("1 Overview", "2 Spectrum", "3 Histogram", "4 Quantization", "5 Table",
              "6 Depth", "7 Findings", "8 Diff")
-SHORT_TABS = ("Info", "Spec", "Hist", "Quant", "Table", "Depth", "Finds", "Diff")
+#: the digits stay: they are the keys that switch tabs
+SHORT_TABS = ("1 Info", "2 Spec", "3 Hist", "4 Quant", "5 Table", "6 Depth", "7 Find",
+              "8 Diff")
 FLUSH_S = 0.1
 SCOPE_REFRESH_S = 1.0  # tables and depth plots redraw at most this often while results stream
 FULL_QUANT = ("quantization_full", "quant_alpha")
+#: the engine's phase names as a user reads them: the quick analyzers, then the spectra
+PHASES = {"cheap": "quick pass", "heavy": "spectra pass"}
 
 EngineFactory = Callable[[], Any]
+
+
+def left_width(width: int) -> int:
+    """The tree pane's width at a screen width: `#left` in wstui.tcss (36%, 26 to 64)."""
+    return min(64, max(26, int(width * 0.36)))
+
+
+def tab_labels(width: int, *, with_diff: bool) -> tuple[tuple[str, ...], bool]:
+    """(labels, tight) that fit the tab bar at this screen width: long labels where they
+    fit, short ones with their digits otherwise; `tight` drops a tab's right padding."""
+    room = width - left_width(width)
+    n = len(TABS) if with_diff else len(TABS) - 1
+    for labels, pad, tight in ((LONG_TABS, 2, False), (SHORT_TABS, 2, False),
+                               (SHORT_TABS, 1, True)):
+        if sum(len(label) + pad for label in labels[:n]) <= room:
+            return labels, tight
+    return SHORT_TABS, True  # narrower still: the bar scrolls to the active tab
 
 
 class WstuiApp(QuantStudyActions, App[int]):
@@ -73,6 +96,8 @@ class WstuiApp(QuantStudyActions, App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit_now", "Quit", id="app.quit", tooltip="quit, cancelling the scan"),
         Binding("ctrl+q", "quit_now", "Quit", show=False, priority=True, id="app.quit_ctrl"),
+        Binding("ctrl+c", "quit_now", "Quit", show=False, priority=True,
+                id="app.quit_interrupt", tooltip="quit, as in htop (ctrl+c did nothing)"),
         Binding("question_mark", "help", "Help", id="app.help", tooltip="every key"),
         Binding("slash", "filter", "Filter", id="app.filter",
                 tooltip="filter tensors by name or glob"),
@@ -115,10 +140,15 @@ class WstuiApp(QuantStudyActions, App[int]):
         show_timings: bool = True,
         checkpoint_b: Any = None,
         diff_kw: Mapping[str, Any] | None = None,
+        keymap: Mapping[str, str] | None = None,
     ) -> None:
         """`engine_factory` builds the scan engine (called on a thread after the first paint);
-        `checkpoint_b` turns on diff mode, `diff_kw` goes to its DiffEngine (device, cache)."""
+        `checkpoint_b` turns on diff mode, `diff_kw` goes to its DiffEngine (device, cache);
+        `keymap` (binding id -> keys, the config file's [keys]) remaps bindings."""
         super().__init__()
+        self.keymap = dict(keymap or {})
+        if self.keymap:
+            self.set_keymap(self.keymap)  # Textual's own remapping, as Posting does
         self.checkpoint = checkpoint
         self.checkpoint_b = checkpoint_b
         self.diff_kw = dict(diff_kw or {})
@@ -200,13 +230,17 @@ class WstuiApp(QuantStudyActions, App[int]):
         self.refresh_view()
         self.call_after_refresh(self._after_first_paint)
 
-    def on_resize(self) -> None:
-        width = self.size.width
-        self._layout_spectrum()
-        labels = LONG_TABS if width >= 110 else SHORT_TABS
+    def on_resize(self, event: events.Resize) -> None:
+        """Relayout for the new size (the event's: `self.size` may still be the old one)."""
+        width = event.size.width
+        self._layout_spectrum(width)
+        labels, tight = tab_labels(width, with_diff=self.pairing is not None)
         tabs = self.main_screen.query_one(TabbedContent)
+        tabs.set_class(tight, "tight")
         for tab, label in zip(TABS, labels):
             tabs.get_tab(tab).label = label
+        self._scope_dirty = True  # tables fit their name columns to the new width
+        self.call_after_refresh(self.refresh_view, tensor=False)
 
     def _after_first_paint(self) -> None:
         if self._bench_log:
@@ -313,7 +347,8 @@ class WstuiApp(QuantStudyActions, App[int]):
             text.append(f"scan cancelled {done}/{n}", style="bold yellow")
         elif p is not None:
             pct = 100 * p.done // max(p.total, 1)
-            text.append(f"scan {p.phase} {pct}%", style="bold yellow")
+            phase = PHASES.get(p.phase, p.phase)
+            text.append(f"scan: {phase} {pct}%", style="bold yellow")
             if self.show_timings and p.eta_s is not None:
                 text.append(f" eta {p.eta_s:.0f}s", style="yellow")
         else:
@@ -322,13 +357,14 @@ class WstuiApp(QuantStudyActions, App[int]):
         text.append(self.sub_title, style="bold cyan")
         fmt = getattr(ck, "format", "")
         n_params = getattr(ck, "n_params", None)
-        text.append(f" · {fmt} · {n} tensors")
+        text.append(f" · {fmt} · {plural(n, 'tensor')}")
         if n_params:
             text.append(f" · {human_count(int(n_params))} params")
         if self.diff_runner is not None:
             r = self.diff_runner
-            b = visible(Path(str(getattr(self.checkpoint_b, "path", "B"))).name)
-            a_name, b_name = (b, self.sub_title) if self.swapped else (self.sub_title, b)
+            a_name, b_name = self._ab_names()
+            if self.swapped:
+                a_name, b_name = b_name, a_name
             text.append(f" │ diff {len(self.state.compare)}/{r.total} A={a_name} B={b_name}",
                         style="magenta")
         device = getattr(self.engine, "device", None)
@@ -337,6 +373,18 @@ class WstuiApp(QuantStudyActions, App[int]):
         text.no_wrap = True
         text.overflow = "ellipsis"
         return text
+
+    def _ab_names(self) -> tuple[str, str]:
+        """Short names of A and B: their file or folder names, with as much of the path
+        as tells them apart (`model` and `model` say nothing)."""
+        pa = Path(str(getattr(self.checkpoint, "path", "A")))
+        pb = Path(str(getattr(self.checkpoint_b, "path", "B")))
+        a, b = pa.name, pb.name
+        depth = 1
+        while a == b and depth < max(len(pa.parts), len(pb.parts)):
+            depth += 1
+            a, b = "/".join(pa.parts[-depth:]), "/".join(pb.parts[-depth:])
+        return visible(a), visible(b)
 
     # --- selection and views -----------------------------------------------------------------
 
@@ -379,6 +427,24 @@ class WstuiApp(QuantStudyActions, App[int]):
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
         self._scope_dirty = True
         self.refresh_view()
+        self.call_after_refresh(self._focus_visible)
+
+    def _focus_visible(self) -> None:
+        """Keep focus where the user can see it: a table tab focuses its table; otherwise
+        focus that sat in a now hidden pane goes back to the tree (j/k must keep moving)."""
+        tab = self.active_tab
+        cls = {"table": TensorTable, "findings": FindingsTable, "diff": DiffTable}.get(tab)
+        if cls is not None:
+            for widget in self.main_screen.query(f"#{tab} {cls.__name__}"):
+                widget.focus()
+                return
+            self.call_after_refresh(self._focus_visible)  # Lazy: not mounted yet
+            return
+        focused = self.main_screen.focused
+        hidden = focused is not None and any(
+            isinstance(w, TabPane) and w.id != tab for w in focused.ancestors)
+        if focused is None or hidden:
+            self.main_screen.query_one(LayerTree).focus()
 
     def refresh_view(self, *, tensor: bool = True, scope: bool = True) -> None:
         """Redraw the active tab (`tensor`: views of the selected tensor; `scope`: tables)."""
@@ -410,16 +476,17 @@ class WstuiApp(QuantStudyActions, App[int]):
         if node.tensor is not None:
             ref = node.tensor
             body.update(tensor_overview(ref, self.state.results.get(ref.name), self.thresholds,
-                                        compare=self._compare_of(ref.name)))
+                                        compare=self._compare_of(ref.name),
+                                        swapped=self.swapped))
         else:
             names = self.state.scope_names(node.key)
             notes = self.notes if node is self.state.root else ()
             body.update(scope_overview(node, names, self.state, self.state.findings(names),
-                                       notes=notes))
+                                       notes=notes, done=self.scan_complete))
 
     def _why_missing(self, node: Any, analyzer: str) -> str:
         if node.tensor is None:
-            return "select a tensor in the tree (this view shows one tensor)"
+            return "select a tensor in the tree"
         result = self.state.results.get(node.tensor.name)
         if result is None:
             return "computing… (moved to the front of the scan queue)"
@@ -452,27 +519,37 @@ class WstuiApp(QuantStudyActions, App[int]):
             return self.state.compare_plots.get(node.tensor.name, {})
         return overlay_plots(cmp, swap=self.swapped, log_y=self.log_y)
 
-    def _layout_spectrum(self) -> None:
+    def _layout_spectrum(self, width: int | None = None) -> None:
         """The two spectrum plots side by side only when both get a useful width."""
+        width = self.size.width if width is None else width
         for plots in self.main_screen.query("#spectrum-plots"):  # absent until lazily mounted
-            plots.set_class(self.size.width < 150, "stacked")
+            plots.set_class(width < 150, "stacked")
 
     def _show_tensor_plots(self, tab: str, node: Any) -> None:
         plots = {**self._tensor_plots(node)}
         overlay = self._overlay(node)
         if "spectrum" in overlay:
             plots["spectrum"] = overlay["spectrum"]
+        subject = node.tensor.display_name if node.tensor is not None else ""
         if tab == "spectrum":
             self._layout_spectrum()
             self.main_screen.query_one("#plot-spectrum", PlotPanel).show(
-                plots.get("spectrum"), self._why_missing(node, "spectral"))
-            self.main_screen.query_one("#plot-esd", PlotPanel).show(
-                plots.get("esd"), self._why_missing(node, "spectral")
-                if "spectrum" not in plots or plots["spectrum"].empty
-                else "no power-law fit (fewer than 10 eigenvalues above 1e-5)")
+                plots.get("spectrum"), self._why_missing(node, "spectral"), subject)
+            esd = plots.get("esd")
+            if esd is not None and self.pairing is not None:  # only the base is scanned
+                which = "B: the base, after d" if self.swapped else "A: the base"
+                esd = replace(esd, note=" · ".join(
+                    p for p in (esd.note, f"of {which} (B's σ is in the plot beside)") if p))
+            if node.tensor is None:
+                why_esd = ""  # said once, in the panel beside
+            elif "spectrum" not in plots or plots["spectrum"].empty:
+                why_esd = self._why_missing(node, "spectral")
+            else:
+                why_esd = "no power-law fit (fewer than 10 eigenvalues above 1e-5)"
+            self.main_screen.query_one("#plot-esd", PlotPanel).show(esd, why_esd, subject)
         elif tab == "histogram":
             self.main_screen.query_one("#plot-histogram", PlotPanel).show(
-                self._histogram_spec(node), self._why_missing(node, "stats"))
+                self._histogram_spec(node), self._why_missing(node, "stats"), subject)
         elif tab == "quantization":
             self._show_quant(node, plots.get("quantization"))
 
@@ -523,12 +600,16 @@ class WstuiApp(QuantStudyActions, App[int]):
             if value is not None:
                 lines.append(f"{label}: ", style="bold")
                 lines.append(f"{num(value)}   ")
+        if status == "full sweep done" and q.get("alpha_shift") is None:
+            reason = (result.metrics.get("quant_alpha", {}).get("no_fit_reason")
+                      or result.metrics.get("spectral", {}).get("no_fit_reason"))
+            status += f"; no α shift: {reason}" if reason else "; no α shift"
         if status:
             lines.append(f"\n{visible(status)}", style="italic")
         if (note := self.quant_study_note(ref)) is not None:
             lines.append("\n").append_text(note)
         info.update(lines)
-        panel.show(spec, self._why_missing(node, "quantization"))
+        panel.show(spec, self._why_missing(node, "quantization"), ref.display_name)
 
     def _request(self, name: str, methods: tuple[str, ...]) -> str:
         """Ask the engine for extra analyzers on one tensor, off the event loop (a request may
@@ -584,21 +665,26 @@ class WstuiApp(QuantStudyActions, App[int]):
         table = self.main_screen.query_one(TensorTable)
         table.rebuild(self.state.scope_names(key), self.state.results, self.state.refs,
                       self._filter_fn(), labels=self.state.labels,
-                      state_of=self.state.tensor_state)
+                      state_of=self.state.tensor_state, value_of=self.state.value)
         order = ""
         if table.sort_column:
             order = f" · sorted by {table.sort_column} {'↓' if table.sort_reverse else '↑'}"
         filt = self.main_screen.query_one(LayerTree).filter_text
         self.main_screen.query_one("#table-caption", Static).update(plain(
-            f"{node.label}: {len(table.names)} tensors{order}"
+            f"{node.label}: {plural(len(table.names), 'tensor')}{order}"
             + (f" · filter '{filt}'" if filt else "")
             + " · s: sort by column · enter: open"))  # the filter as typed: never markup
 
     def _depth_spec(self) -> PlotSpec:
         col = COLUMNS[self.depth_index]
         log = col.log if self.depth_log is None else self.depth_log
-        rows = [(ref.kind, ref.block, column_value(self.state.results.get(n), col))
-                for n, ref in self.state.refs.items() if ref.block is not None]
+        refs = {n: ref for n, ref in self.state.refs.items() if ref.block is not None}
+        # one line per kind, unless a kind has several tensors per block (biases, norms):
+        # then one per tensor role, so a line never zigzags between two tensors of a block
+        per_block = Counter((ref.kind, ref.block) for ref in refs.values())
+        shared = {kind for (kind, _), count in per_block.items() if count > 1}
+        rows = [(f"{ref.kind} {self.state.labels.get(n, n)}" if ref.kind in shared else ref.kind,
+                 ref.block, self.state.value(n, col)) for n, ref in refs.items()]
         label = f"{col.label} ({col.analyzer}.{col.metric})"
         return depth_plot(rows, label, log).prepare()
 
@@ -606,14 +692,27 @@ class WstuiApp(QuantStudyActions, App[int]):
         col = COLUMNS[self.depth_index]
         self.main_screen.query_one("#depth-caption", Static).update(
             f"{col.analyzer}.{col.metric} against block index · m: next metric · L: log scale")
-        self.main_screen.query_one("#plot-depth", PlotPanel).show(
-            self._depth_spec(), "no values yet for this metric (computing…)")
+        if col.analyzer == "compare" and self.pairing is None:
+            why = f"{col.label} compares two checkpoints: wstui PATH --diff PATH_B"
+        elif self.scan_complete and (col.analyzer != "compare" or self._diff_done()):
+            why = f"no tensor has {col.analyzer}.{col.metric} in this scan"
+        else:
+            why = "no values yet for this metric (computing…)"
+        self.main_screen.query_one("#plot-depth", PlotPanel).show(self._depth_spec(), why)
+
+    def _diff_done(self) -> bool:
+        return self.diff_runner is not None and len(self.state.compare) >= self.diff_runner.total
 
     def _show_findings(self) -> None:
-        pairs = self.state.findings()
-        self.main_screen.query_one("#findings-caption", Static).update(
-            f"{len(pairs)} findings, worst first · enter: go to tensor")
-        self.main_screen.query_one(FindingsTable).rebuild(pairs, self.state.refs)
+        filt = self._filter_fn()
+        names = [n for n in self.state.order if filt is None or filt(self.state.refs[n])]
+        pairs = self.state.findings(names)
+        text = self.main_screen.query_one(LayerTree).filter_text
+        self.main_screen.query_one("#findings-caption", Static).update(plain(
+            f"{len(pairs)} finding{'' if len(pairs) == 1 else 's'}, worst first"
+            + (f" · filter '{text}'" if text else "") + " · enter: go to tensor"))
+        self.main_screen.query_one(FindingsTable).rebuild(pairs, self.state.refs,
+                                                          self.state.labels)
 
     def _show_diff(self) -> None:
         if self.pairing is None:
@@ -621,13 +720,21 @@ class WstuiApp(QuantStudyActions, App[int]):
         table = self.main_screen.query_one(DiffTable)
         filt = self._filter_fn()
         names = [n for n in self.state.order if filt is None or filt(self.state.refs[n])]
-        table.rebuild(self.state.compare, self.state.refs, self.state.labels, names)
+        table.rebuild(self.state.compare, self.state.refs, self.state.labels, names,
+                      swapped=self.swapped)
         p = self.pairing
-        extra = [f"{len(p.only_in_a)} only in A", f"{len(p.only_in_b)} only in B",
+        only_a, only_b = (p.only_in_b, p.only_in_a) if self.swapped else (p.only_in_a,
+                                                                          p.only_in_b)
+        extra = [f"{len(only_a)} only in A", f"{len(only_b)} only in B",
                  f"{len(p.shape_mismatch)} shape mismatches"]
-        self.main_screen.query_one("#diff-caption", Static).update(
+        for side, names in (("A", only_a), ("B", only_b)):
+            if 0 < len(names) <= 2:  # a rename shows as one of each: name them
+                extra.append(f"only in {side}: {', '.join(names)}")
+        if self.swapped:
+            extra.append("d: A is the second checkpoint, Δrel of the base's norm")
+        self.main_screen.query_one("#diff-caption", Static).update(plain(
             f"{len(self.state.compare)}/{len(p.pairs)} pairs compared, most changed first · "
-            + ", ".join(extra))
+            + ", ".join(extra)))  # names from the files: never markup
 
     # --- jumps -------------------------------------------------------------------------------
 
@@ -665,14 +772,7 @@ class WstuiApp(QuantStudyActions, App[int]):
             self.notify("the Diff tab needs a second checkpoint: wstui PATH --diff PATH_B")
             return
         self.main_screen.query_one(TabbedContent).active = tab
-        if tab in ("table", "findings", "diff"):
-            cls = {"table": TensorTable, "findings": FindingsTable, "diff": DiffTable}[tab]
-
-            def focus() -> None:  # the tab is Lazy: its table may not be mounted yet
-                for widget in self.main_screen.query(cls):
-                    widget.focus()
-
-            self.call_after_refresh(focus)
+        self.call_after_refresh(self._focus_visible)  # the same tab again: no TabActivated
 
     def action_quit_now(self) -> None:
         """Quit at once: cancel the scan, never wait for a running analyzer."""
@@ -721,6 +821,17 @@ class WstuiApp(QuantStudyActions, App[int]):
             self.notify("no findings yet")
             return
         node = self.state.node_by_key.get(self.selected_key)
+        if node is not None and node.tensor is None and node is not self.state.root:
+            inside = set(self.state.scope_names(node.key))  # a block: its own findings
+            names = [n for n in names if n in inside]
+            if not names:
+                self.notify(plain(f"no findings in {node.label}"))
+                return
+            tab = self.active_tab
+            self.jump_to(names[0] if step > 0 else names[-1])
+            if tab not in ("table", "depth", "findings"):
+                self.main_screen.query_one(TabbedContent).active = tab
+            return
         here = node.tensor.name if node is not None and node.tensor is not None else None
         order = self.state.order
         pos = order.index(here) if here in order else -1
@@ -778,7 +889,8 @@ class WstuiApp(QuantStudyActions, App[int]):
         except OSError as exc:
             self.notify(visible(f"export failed: {exc}"), severity="error", markup=False)
             return
-        self.notify(visible(f"view written to {path}"), title="export", markup=False)
+        self.notify(visible(f"view written to {path.resolve()}"), title="export",
+                    markup=False)
 
     def action_export_scan(self) -> None:
         engine = self.engine
@@ -789,19 +901,40 @@ class WstuiApp(QuantStudyActions, App[int]):
 
     @work(thread=True, exit_on_error=False, group="export")
     def _export_scan_worker(self, engine: Any) -> None:
+        """`E`: the scan as `wstui.scan/1`; in diff mode the diff too, as `wstui.diff/1` (the
+        compare metrics and `large_change` findings), or a word that it was left out."""
         try:
             report = engine.report()
             name = slug(Path(str(getattr(self.checkpoint, "path", "model"))).name)
             path = report.to_json(unique_path(self.export_dir, f"wstui-scan-{name}"))
+            lines = [f"scan written to {Path(path).resolve()}"]
+            if self.diff_runner is not None:
+                diff = self.diff_runner.report()
+                if diff is None:
+                    lines.append("diff left out: the comparison has not started yet")
+                else:
+                    b = slug(Path(str(getattr(self.checkpoint_b, "path", "B"))).name)
+                    dpath = diff.to_json(unique_path(self.export_dir, f"wstui-diff-{name}-{b}"))
+                    done = "" if diff.complete else " (so far: the diff is still running)"
+                    lines.append(f"diff written to {Path(dpath).resolve()}{done}")
         except Exception as exc:
             self.call_from_thread(self.notify, visible(f"export failed: {exc}"),
                                   severity="error", markup=False)
             return
-        self.call_from_thread(self.notify, visible(f"scan written to {path}"), title="export",
+        self.call_from_thread(self.notify, visible("\n".join(lines)), title="export",
                               markup=False)
 
     def view_document(self) -> dict[str, Any]:
-        """The current view as `wstui.view/1` (what `e` writes)."""
+        """The current view as `wstui.view/1` (what `e` writes), naming the checkpoint(s) it
+        came from: a file in a folder of exports must say which model it is of."""
+        doc = self._view_document()
+        doc["checkpoint"] = str(Path(str(getattr(self.checkpoint, "path", ""))).resolve())
+        if self.checkpoint_b is not None:
+            doc["checkpoint_b"] = str(Path(str(getattr(self.checkpoint_b, "path", ""))
+                                           ).resolve())
+        return doc
+
+    def _view_document(self) -> dict[str, Any]:
         tab = self.active_tab
         node = self.state.node_by_key.get(self.selected_key, self.state.root)
         if tab in ("overview", "spectrum", "histogram", "quantization") and node.tensor is not None:
@@ -830,7 +963,7 @@ class WstuiApp(QuantStudyActions, App[int]):
             table = self.main_screen.query_one(TensorTable)
             refs = self.state.refs
             rows = [{"name": n, "kind": refs[n].kind, "block": refs[n].block,
-                     **{c.key: column_value(self.state.results.get(n), c) for c in COLUMNS}}
+                     **{c.key: self.state.value(n, c) for c in COLUMNS}}
                     for n in table.names]
             return view_document("table", selection=selection,
                                  metrics={"columns": [c.key for c in COLUMNS], "rows": rows},

@@ -101,9 +101,36 @@ class DiffRunner:
         if engine is not None:
             engine.prioritize(name)
 
+    def report(self) -> Any:
+        """The diff so far as a `DiffReport` (what `E` writes beside the scan), or None
+        before the engine is built."""
+        with self._lock:
+            engine = self._engine
+        return engine.report() if engine is not None else None
+
     def cancel(self) -> None:
         with self._lock:
             self._cancelled.set()
             engine = self._engine
         if engine is not None:
             engine.cancel()
+
+
+#: compare metrics whose sign says which way B moved from A: `d` flips them
+SIGNED = ("delta_alpha",)
+
+
+def oriented(metrics: Mapping[str, Any], swapped: bool) -> dict[str, Any]:
+    """`metrics["compare"]` as the user's A and B read them after `d`: `x_a`/`x_b` trade
+    places and signed deltas flip. Symmetric ones (‖B-A‖, cosine, ΔW ranks) stay; `rel_change`
+    stays relative to the base's norm (the other norm is never computed), as its label says."""
+    out = dict(metrics)
+    if not swapped:
+        return out
+    for key in metrics:
+        if key.endswith("_a") and f"{key[:-2]}_b" in metrics:
+            out[key], out[f"{key[:-2]}_b"] = metrics[f"{key[:-2]}_b"], metrics[key]
+    for key in SIGNED:
+        if isinstance(out.get(key), (int, float)):
+            out[key] = 0.0 - out[key]  # not -x: -0.0 would show as "-0"
+    return out

@@ -18,19 +18,25 @@ from analyzers.core import LOWER_IS_WORSE, Finding, Severity, TensorResult
 from wstui.report import fmt
 
 #: Badge states beyond the three severities.
-PENDING, CLEAN, ERROR = "pending", "clean", "error"
+PENDING, CLEAN, ERROR, SKIPPED = "pending", "clean", "error", "skipped"
 
 #: state -> (symbol, style). Symbols differ from one another so colour is never needed.
+#: Colours are RGB, not ANSI names: Textual's ANSI theme draws red and magenta alike, and
+#: under TERM=xterm ANSI red came out magenta and yellow bright red. RGB downgrades to bright
+#: red / bright yellow / cyan at 16 colours. Critical is white on red, a block that stays
+#: brighter than its background under NO_COLOR (red text alone turned grey 237 on 235).
 BADGES: dict[str, tuple[str, str]] = {
-    Severity.CRITICAL.value: ("✖", "bold red"),
-    Severity.WARN.value: ("▲", "bold yellow"),
-    Severity.INFO.value: ("i", "cyan"),
-    ERROR: ("E", "bold magenta"),
-    CLEAN: ("✓", "green"),
+    Severity.CRITICAL.value: ("✖", "bold #ffffff on #d70000"),
+    Severity.WARN.value: ("▲", "bold #ffd700"),
+    Severity.INFO.value: ("i", "#00d7ff"),
+    ERROR: ("E", "bold #d75fff"),
+    CLEAN: ("✓", "#00d75f"),
+    SKIPPED: ("–", "#8a8a8a"),  # listed, not analyzed: a ✓ would claim it was checked
     PENDING: ("·", "dim"),
 }
 
-STATE_RANK = {PENDING: -2, CLEAN: -1, "info": 0, "warn": 1, ERROR: 1.5, "critical": 2}
+STATE_RANK = {PENDING: -2, SKIPPED: -1.5, CLEAN: -1, "info": 0, "warn": 1, ERROR: 1.5,
+              "critical": 2}
 
 
 def badge(state: str) -> Text:
@@ -47,6 +53,8 @@ def result_state(result: TensorResult | None) -> str:
         return ERROR
     if worst is not None:
         return worst.value
+    if not result.metrics and result.skipped and not result.errors:
+        return SKIPPED
     return CLEAN
 
 
@@ -64,6 +72,11 @@ def num(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return f"[{len(value)} values]"
     return fmt(value)
+
+
+def plural(n: int, word: str) -> str:
+    """`1 tensor`, `2 tensors` (a user reads "1 rows" as a bug)."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
@@ -151,6 +164,10 @@ RULES: dict[str, tuple[str, str]] = {
 }
 
 
+#: codes whose critical threshold is a share of the rows while the value shown is a count
+SHARE_OF_ROWS = ("dead_units",)
+
+
 def rule_text(code: str, thresholds: Mapping[str, float]) -> str:
     """The rule of a finding code as a user reads it, e.g. `> 1e+05 ▲ > 1e+08 ✖`."""
     if code not in thresholds:
@@ -160,7 +177,9 @@ def rule_text(code: str, thresholds: Mapping[str, float]) -> str:
     text = f"{op} {num(thresholds[code])} {sev}"
     crit = thresholds.get(f"{code}.critical")
     if crit is not None:
-        text += f"  {op} {num(crit)} ✖"
+        # dead_rows is a count; its critical threshold a share of the rows: say so
+        of_rows = f"{crit:.0%} of rows" if code in SHARE_OF_ROWS else num(crit)
+        text += f"  {op} {of_rows} ✖"
     return text
 
 

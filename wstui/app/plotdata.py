@@ -18,6 +18,17 @@ from analyzers.core import TensorResult
 
 DRAW_POINTS = 400
 
+#: Series colours as RGB, never ANSI names: Textual's ANSI theme draws "red" and "magenta" as
+#: one colour, and RGB downgrades predictably. Each lands on a different colour at 256 and
+#: at 16 colours (bright cyan, bright yellow, bright green, bright magenta, bright blue,
+#: white, magenta, green); red is kept for reference lines (thresholds).
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (0, 215, 255), (255, 175, 0), (0, 215, 95), (255, 0, 255), (95, 135, 255),
+    (255, 255, 255), (175, 0, 255), (0, 175, 0),
+)
+REFERENCE = (255, 0, 0)  # threshold and fit-range lines (26 dB, xmin)
+FIT = (255, 175, 0)  # the power-law fit: not the ESD's colour, not a threshold's
+
 
 @dataclass
 class Series:
@@ -25,7 +36,7 @@ class Series:
     x: list[float]
     y: list[float]
     style: str = "line"  # line | scatter | bar | vline | hline
-    color: str | None = None
+    color: str | tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -43,15 +54,24 @@ class PlotSpec:
     draw: list[Series] = field(default_factory=list)
     x_ticks: tuple[list[float], list[str]] | None = None
     y_ticks: tuple[list[float], list[str]] | None = None
+    x_range: tuple[float, float] | None = None  # of the drawn data (reference lines span it)
+    y_range: tuple[float, float] | None = None
 
     def prepare(self, max_points: int = DRAW_POINTS) -> PlotSpec:
         """Fill `draw` and the tick labels (log10 of log axes, decimated). Returns self."""
         self.draw = []
         xs_all: list[float] = []
         ys_all: list[float] = []
+        log_bars = False
         for s in self.series:
             x = _axis(s.x, self.x_log)
-            y = _axis(s.y, self.y_log)
+            if self.y_log and s.style == "bar":
+                # counts drawn at log10(count + 1): a bin of count 1 stays a visible bar (at
+                # log10(1) = 0 plotext draws none), an empty bin stays empty; ticks read counts
+                y = [None if v is None else math.log10(max(float(v), 0.0) + 1.0) for v in s.y]
+                log_bars = True
+            else:
+                y = _axis(s.y, self.y_log)
             if s.style in ("vline", "hline"):
                 self.draw.append(Series(s.label, x, y, s.style, s.color))
                 continue
@@ -65,12 +85,17 @@ class PlotSpec:
             if s.style == "bar" and dy:
                 ys_all.append(0.0)  # bars stand on zero
             self.draw.append(Series(s.label, dx, dy, s.style, s.color))
+        self.x_range = (min(xs_all), max(xs_all)) if xs_all else None
+        self.y_range = (min(ys_all), max(ys_all)) if ys_all else None
         if xs_all:
             lo, hi = min(xs_all), max(xs_all)
             self.x_ticks = log_ticks(lo, hi) if self.x_log else linear_ticks(lo, hi, xs_all)
         if ys_all:
             lo, hi = min(ys_all), max(ys_all)
-            self.y_ticks = log_ticks(lo, hi) if self.y_log else linear_ticks(lo, hi, ys_all)
+            if log_bars:
+                self.y_ticks = count_ticks(hi)
+            else:
+                self.y_ticks = log_ticks(lo, hi) if self.y_log else linear_ticks(lo, hi, ys_all)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,6 +198,14 @@ def log_ticks(lo: float, hi: float, max_ticks: int = 6) -> tuple[list[float], li
     return [float(e) for e in inside], [power_label(e) for e in inside]
 
 
+def count_ticks(hi: float) -> tuple[list[float], list[str]]:
+    """Ticks for counts drawn at log10(count + 1): 0, 1, 10, 1e2, … labelled as counts."""
+    top = max(1, math.ceil(hi))
+    step = max(1, math.ceil(top / 6))
+    exps = range(0, top + 1, step)
+    return [0.0, *(math.log10(10**e + 1) for e in exps)], ["0", *(power_label(e) for e in exps)]
+
+
 # --- the plots of each tab --------------------------------------------------------------------
 
 
@@ -187,14 +220,14 @@ def spectrum_plot(result: TensorResult) -> PlotSpec:
     sp = result.data.get("spectral", {})
     sigma = _list(sp, "spectrum")
     rank = _list(sp, "spectrum_rank") or list(range(1, len(sigma) + 1))
-    series = [Series("σ", rank, sigma, "line", "cyan")]
+    series = [Series("σ", rank, sigma, "line", PALETTE[0])]
     return PlotSpec("spectrum", "singular values by rank", "rank", "σ", series,
                     x_log=True, y_log=True)
 
 
 def _ab(swap: bool) -> tuple[tuple[str, str], tuple[str, str]]:
     """(label, colour) of the base and the other checkpoint; `d` swaps which one is A."""
-    a, b = ("A", "cyan"), ("B", "orange")
+    a, b = ("A", PALETTE[0]), ("B", PALETTE[1])
     return (b, a) if swap else (a, b)
 
 
@@ -232,13 +265,13 @@ def esd_plot(result: TensorResult) -> PlotSpec:
     density = _list(esd, "density")
     centres = [math.sqrt(a * b) if a > 0 and b > 0 else (a + b) / 2
                for a, b in itertools.pairwise(edges)]
-    series = [Series("ESD", centres, density, "scatter", "cyan")]
+    series = [Series("ESD", centres, density, "scatter", PALETTE[0])]
     fit = sp.get("fit") or {}
     if _list(fit, "x"):
-        series.append(Series("power-law fit", _list(fit, "x"), _list(fit, "y"), "line", "red"))
+        series.append(Series("power-law fit", _list(fit, "x"), _list(fit, "y"), "line", FIT))
     xmin = sp.get("xmin", result.metrics.get("spectral", {}).get("xmin"))
     if xmin:
-        series.append(Series("xmin", [float(xmin)], [], "vline", "yellow"))
+        series.append(Series("xmin", [float(xmin)], [], "vline", REFERENCE))
     alpha = result.metrics.get("spectral", {}).get("alpha")
     note = f"α = {alpha:.3g}" if isinstance(alpha, (int, float)) else ""
     return PlotSpec("esd", "eigenvalue density (ESD) of WᵀW", "λ", "density", series,
@@ -251,12 +284,12 @@ def histogram_plot(result: TensorResult, log_y: bool = False) -> PlotSpec:
     edges = _list(h, "edges")
     counts = _list(h, "counts")
     centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
-    series = [Series("count", centres, counts, "bar", "cyan")]
+    series = [Series("count", centres, counts, "bar", PALETTE[0])]
     return PlotSpec("histogram", "value histogram", "value", "count", series, y_log=log_y)
 
 
 def quant_plot(result: TensorResult) -> PlotSpec:
-    colors = ["cyan", "orange", "green", "magenta", "blue", "red"]
+    colors = PALETTE
     series = []
     for i, c in enumerate(result.data.get("quantization", {}).get("curves", []) or []):
         label = f"{c.get('granularity')} {c.get('scheme')}"
@@ -274,19 +307,20 @@ def quant_plot(result: TensorResult) -> PlotSpec:
             series.append(Series(label, [p[0] for p in pts], [p[1] for p in pts], "line",
                                  colors[i % len(colors)]))
     if series:
-        series.append(Series("26 dB (int8_lossy)", [], [26.0], "hline", "red"))
+        series.append(Series("26 dB (int8_lossy)", [], [26.0], "hline", REFERENCE))
     return PlotSpec("quantization", "SQNR against bits", "bits", "SQNR dB", series)
 
 
 def depth_plot(
     rows: Sequence[tuple[str, int, Any]], metric_label: str, log: bool
 ) -> PlotSpec:
-    """`rows` = (kind, block, value): one series per module kind, x = block index."""
+    """`rows` = (series, block, value): one series per module kind or tensor role (the
+    caller names them; one value per block each), x = block index."""
     by_kind: dict[str, list[tuple[int, float]]] = {}
     for kind, block, value in rows:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             by_kind.setdefault(kind, []).append((block, float(value)))
-    colors = ["cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white"]
+    colors = PALETTE
     series = []
     for i, (kind, pts) in enumerate(sorted(by_kind.items())):
         pts.sort()

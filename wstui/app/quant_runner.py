@@ -182,10 +182,16 @@ class QuantStudyActions:
         from wstui.app.widgets.quant_study import status_text
 
         runner = self.quant_runner
-        return status_text(
+        status = status_text(
             doc=self.quant_doc, running=runner is not None and runner.running,
             progress=self.quant_progress, n_matrices=len(self._quant_study_tensors()),
             error=self.quant_error)
+        node = self._quant_scope()
+        if node is not None and getattr(node, "group", "") == "block":
+            # the study is of the whole model: a block's tab must say so
+            status.append(f"\nThe study covers the whole model, not only {visible(node.label)}"
+                          ": its row is marked ▸ once it ran.", style="italic")
+        return status
 
     def _quant_refresh(self) -> None:
         if self.active_tab == "quantization" and self._quant_scope() is not None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from analyzers.core import Finding, TensorResult, top_issue_key
-from wstui.app.format import PENDING, result_state, worst_state
+from wstui.app.format import PENDING, Column, column_value, result_state, worst_state
 from wstui.app.plotdata import PlotSpec, overlay_plots, tensor_plots
 
 Batch = dict[str, tuple[TensorResult, dict[str, PlotSpec]]]
@@ -143,6 +143,11 @@ class ScanState:
                 self.states[key] = new
                 changed.add(key)
         return changed
+
+    def value(self, name: str, col: Column) -> Any:
+        """One Table/Depth cell: compare columns (Δrel) come from the diff's results."""
+        source = self.compare if col.analyzer == "compare" else self.results
+        return column_value(source.get(name), col)
 
     def findings(self, names: Iterable[str] | None = None) -> list[tuple[str, Finding]]:
         """(tensor name, finding) pairs, top issues first."""

@@ -49,9 +49,16 @@ def check_export_dir(directory: str | Path) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from wstui.app.keys import binding_table
     from wstui.commands.scan import scan_options
+    from wstui.config import describe, load_config
 
     try:  # the checks of `wstui scan`, before the terminal switches to the app
+        bindings = binding_table()
+        config = load_config(binding_ids=bindings)
+        if args.print_config:
+            print(describe(config, bindings), end="")
+            return 0
         thresholds = scan_options(args).get("thresholds", {})
         check_methods(args.methods)
         if args.workers is not None and args.workers < 1:
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         args.path, diff=args.diff, export_dir=args.export_dir, methods=args.methods,
         device=args.device, workers=args.workers, use_cache=not args.no_cache,
         mouse=not args.no_mouse, thresholds=thresholds, tensors=args.tensors,
+        keymap=config.keys,
     )
 
 
@@ -119,6 +127,7 @@ def open_app(
     mouse: bool = True,
     thresholds: Mapping[str, float] | None = None,
     tensors: str | None = None,
+    keymap: Mapping[str, str] | None = None,
 ) -> int:
     """Open the app on `path` (and `diff` as B); returns the exit code. Raises CheckpointError
     for bad input before the app starts."""
@@ -152,7 +161,7 @@ def open_app(
 
     app = WstuiApp(ckpt, build_tree(refs), engine_factory, export_dir=export_dir,
                    thresholds=thresholds, checkpoint_b=ckpt_b,
-                   diff_kw={"device": device, "use_cache": use_cache})
+                   diff_kw={"device": device, "use_cache": use_cache}, keymap=keymap)
     code = app.run(mouse=mouse)
     engine = app.engine
     if engine is not None:

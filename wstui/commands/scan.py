@@ -22,8 +22,10 @@ def _fail(msg: str) -> int:
 
 
 def scan_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Engine options from --threshold (validated against the known codes)."""
+    """Engine options: the config file's [thresholds], then --threshold over them (both
+    checked against the known codes; a bad config file raises ConfigError, a ValueError)."""
     from analyzers.core import DEFAULT_THRESHOLDS
+    from wstui.config import load_config, merged_thresholds
 
     thresholds: dict[str, float] = {}
     for code, value in getattr(args, "threshold", None) or []:
@@ -31,6 +33,7 @@ def scan_options(args: argparse.Namespace) -> dict[str, Any]:
             known = ", ".join(k for k in DEFAULT_THRESHOLDS if "." not in k)
             raise ValueError(f"unknown threshold code {code!r} (known: {known})")
         thresholds[code] = value
+    thresholds = merged_thresholds(load_config(), thresholds)
     return {"thresholds": thresholds} if thresholds else {}
 
 

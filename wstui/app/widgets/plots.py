@@ -11,11 +11,12 @@ from textual.containers import Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from wstui.app.plotdata import PlotSpec
+from wstui.app.plotdata import PlotSpec, Series
 from wstui.render import plain
 
-#: Markers per series index under NO_COLOR, where colour cannot tell the lines apart.
-MARKERS = ("braille", "dot", "x", "+", "*", "o", "sd", "fhd")
+#: Line markers per series index under NO_COLOR, where colour cannot tell the lines apart;
+#: scatter series always use "dot", which no line uses (the ESD and its fit stay apart).
+MARKERS = ("braille", "+", "x", "*", "o", "sd", "fhd")
 
 
 class PlotPanel(Vertical):
@@ -34,8 +35,10 @@ class PlotPanel(Vertical):
         yield Static("", classes="plot-caption")
         yield PlotextPlot()
 
-    def show(self, spec: PlotSpec | None, message: str = "") -> None:
-        """Draw `spec` (prepared), or clear the plot and show `message` instead."""
+    def show(self, spec: PlotSpec | None, message: str = "", subject: str = "") -> None:
+        """Draw `spec` (prepared), or clear the plot and show `message` instead; `subject`
+        (the tensor's full name, block included) heads the caption: the tree shows names
+        relative to their block, so the plot says which block it is of."""
         self.spec = spec if spec is not None and not spec.empty else None
         caption = self.query_one(".plot-caption", Static)
         plot = self.query_one(PlotextPlot)
@@ -46,21 +49,14 @@ class PlotPanel(Vertical):
             plot.display = False
             return
         s = self.spec
-        caption.update(plain(" · ".join(p for p in (s.title, s.note) if p)))
+        caption.update(plain(" · ".join(p for p in (subject, s.title, s.note) if p)))
         plot.display = True
         if not s.draw:
             s.prepare()
         i = 0
         for ser in s.draw:
-            if ser.style == "vline":
-                for x in ser.x:
-                    if x is not None:
-                        plt.vline(x, ser.color or "yellow")
-                continue
-            if ser.style == "hline":
-                for y in ser.y:
-                    if y is not None:
-                        plt.hline(y, ser.color or "red")
+            if ser.style in ("vline", "hline"):
+                self._reference(ser, s)
                 continue
             if not ser.x:
                 continue
@@ -68,8 +64,7 @@ class PlotPanel(Vertical):
             if ser.style == "bar":
                 plt.bar(ser.x, ser.y, color=ser.color, label=ser.label, width=0.9)
             elif ser.style == "scatter":
-                plt.scatter(ser.x, ser.y, color=ser.color, label=ser.label,
-                            marker="dot" if i == 0 or marker == "braille" else marker)
+                plt.scatter(ser.x, ser.y, color=ser.color, label=ser.label, marker="dot")
             else:
                 plt.plot(ser.x, ser.y, color=ser.color, label=ser.label, marker=marker)
             i += 1
@@ -80,3 +75,22 @@ class PlotPanel(Vertical):
         if s.y_ticks:
             plt.yticks(*s.y_ticks)
         plot.refresh()
+
+    def _reference(self, ser: Series, spec: PlotSpec) -> None:
+        """A threshold or fit-range line (26 dB, xmin) drawn as a labelled line across the
+        data, so that the legend names it (plotext's hline/vline take no label)."""
+        plt = self.query_one(PlotextPlot).plt
+        marker = "x" if self.app.no_color else "braille"
+        first = True
+        values = ser.x if ser.style == "vline" else ser.y
+        for v in values:
+            if v is None:
+                continue
+            label = ser.label if first else None
+            first = False
+            if ser.style == "vline" and spec.y_range is not None:
+                lo, hi = spec.y_range
+                plt.plot([v, v], [lo, hi], color=ser.color, label=label, marker=marker)
+            elif ser.style == "hline" and spec.x_range is not None:
+                lo, hi = spec.x_range
+                plt.plot([lo, hi], [v, v], color=ser.color, label=label, marker=marker)

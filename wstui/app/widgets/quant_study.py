@@ -20,15 +20,15 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from wstui.app.plotdata import PlotSpec, Series
+from wstui.app.plotdata import PALETTE, REFERENCE, PlotSpec, Series
 from wstui.app.widgets.plots import PlotPanel
 from wstui.render import visible
 
 ALPHA_LABELS = {"alpha": "α free refit (WeightWatcher-comparable)",
                 "alpha_fixed_xmin": "α above the unquantized xmin"}
 PLOT_TITLES = {"alpha": "α (free refit) by bits", "alpha_fixed_xmin": "α (fixed xmin) by bits"}
-GRAN_COLORS = {"tensor": "cyan", "channel": "orange", "group128": "green"}
-SPARE_COLORS = ("magenta", "blue", "red", "yellow")
+GRAN_COLORS = {"tensor": PALETTE[0], "channel": PALETTE[1], "group128": PALETTE[2]}
+SPARE_COLORS = PALETTE[3:]
 #: short column heads of the heat map, in layer order
 KIND_HEADS = {
     "embedding": "emb", "position_embedding": "pos", "attn_q": "q", "attn_k": "k",
@@ -144,7 +144,7 @@ def alpha_plot(doc: Mapping[str, Any], alpha_key: str = "alpha") -> PlotSpec:
             series.append(Series(f"{label} p10/p90", sx, sy, "scatter", color))
     base = summary[0][alpha_key]["mean"] if summary else None
     if base is not None and series:
-        series.append(Series("unquantized mean", [], [base], "hline", "yellow"))
+        series.append(Series("unquantized mean", [], [base], "hline", REFERENCE))
     note = "line: mean · dots: p10, p90 of the layers"
     if base is not None:
         note += f" · yellow: unquantized {base:.3g}"

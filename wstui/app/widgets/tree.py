@@ -12,16 +12,19 @@ import fnmatch
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode as UINode
 
-from wstui.app.format import PENDING, badge, shape_text
+from wstui.app.format import PENDING, badge, plural, shape_text
 from wstui.render import visible
 
 #: more tensors than this: block children are built on expand
 LAZY_THRESHOLD = 300
+#: cells of tree guide per level of depth (Textual's guides at guide_depth 2)
+GUIDE_WIDTH = 2
 
 
 def walk(node: Any) -> Iterator[Any]:
@@ -71,7 +74,9 @@ class LayerTree(Tree[Any]):
         self.root.data = self.model_root
         self.root.set_label(self._label_text(self.model_root, self.state_of(self.model_root.key)))
         if self.filter_text:
-            self._add_filtered(self.root, self.model_root)
+            if not self._add_filtered(self.root, self.model_root):  # say so, not an empty tree
+                self.root.set_label(self.root.label.copy().append(
+                    f"  no tensor matches {self.filter_text!r}", style="italic"))
             self.root.expand_all()
         else:
             self._add_children(self.root, self.model_root)
@@ -143,15 +148,45 @@ class LayerTree(Tree[Any]):
 
     # --- labels ------------------------------------------------------------------------------
 
+    def render_label(self, node: UINode[Any], base_style: Style, style: Style) -> Text:
+        """The label cut to the pane's width so that it never misleads: the shape goes whole
+        or not at all (never `384` as `38`), and a long name loses its middle, not its ends
+        (`embed…Norm.weight` and `embed…rNorm.bias` stay apart)."""
+        text = super().render_label(node, base_style, style)
+        depth = 0
+        parent = node.parent
+        while parent is not None:
+            depth += 1
+            parent = parent.parent
+        room = self.scrollable_content_region.width - GUIDE_WIDTH * depth
+        if room <= 0 or text.cell_len <= room:
+            return text
+        suffix = self._suffix(node.data).cell_len if node.data is not None else 0
+        if suffix:
+            text = text[:text.cell_len - suffix]  # the shape goes whole or not at all
+        if text.cell_len <= room:
+            return text
+        lead = 4 if node.allow_expand else 2  # the toggle icon and the badge stay
+        keep = max(2, room - lead - 1)
+        head = keep // 3  # a name's head and tail both tell siblings apart:
+        tail = keep - head  # `atte…orm.weight`, `outp…orm.weight`, `…Norm.bias`
+        return Text.assemble(text[:lead + head], "…", text[text.cell_len - tail:])
+
     @staticmethod
     def _label_text(node: Any, state: str) -> Text:
         text = Text.assemble(badge(state), " ", visible(node.label))  # a Text: never markup
+        return text.append_text(LayerTree._suffix(node))
+
+    @staticmethod
+    def _suffix(node: Any) -> Text:
+        """What follows the name: a tensor's shape, the model's tensor count."""
+        text = Text()
         if node.tensor is not None:
             text.append(f"  {shape_text(node.tensor.shape)}", style="dim")
             if node.tensor.tied_to:
                 text.append(" (tied)", style="dim italic")
         elif node.group == "model":
-            text.append(f"  {node.n_tensors} tensors", style="dim")
+            text.append(f"  {plural(node.n_tensors, 'tensor')}", style="dim")
         return text
 
     def set_state(self, key: str, state: str) -> None:
