@@ -671,6 +671,11 @@ class ScanEngine(BackgroundJob):
                 _set_threads(self._torch_threads0)
             if self._t_end is None:
                 self._t_end = time.perf_counter()
+            if self.cache is not None:
+                # writes queued behind another process's lock get their last try now, so
+                # that what reads the cache after `done` (a diff reusing these spectra, a
+                # rescan) finds them; nothing queued costs nothing
+                self.cache.flush()
             if not self._cancelled:
                 self._phase = "done"
             self._current = None
