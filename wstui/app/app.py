@@ -23,6 +23,7 @@ from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.lazy import Lazy
 from textual.widgets import (
     Footer,
@@ -306,7 +307,10 @@ class WstuiApp(QuantStudyActions, App[int]):
             if not batch:
                 continue
             changed = self.state.apply(batch, compare=is_compare)
-            tree = self.main_screen.query_one(LayerTree)
+            try:
+                tree = self.main_screen.query_one(LayerTree)
+            except NoMatches:  # the app is closing and its screen is already torn down
+                return
             for key in changed:
                 tree.set_state(key, self.state.state(key))
             self._scope_dirty = True
