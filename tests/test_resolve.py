@@ -133,6 +133,40 @@ def test_folder_prefers_safetensors_over_bin(tmp_path: Path) -> None:
     with open_checkpoint(tmp_path) as ckpt:  # training_args.bin is not a weight file
         assert ckpt.format == "torch"
         assert [f.name for f in ckpt.files] == ["pytorch_model.bin"]
+        assert ckpt.notes == []  # nothing else beside it
+
+
+def _tiny_gguf(path: Path) -> None:
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(1)
+    w.add_tensor("blk.0.attn_v.weight", np.ones((4, 8), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_folder_with_several_checkpoints_says_so(tmp_path: Path) -> None:
+    """Issue 15.12: a folder holding safetensors and a GGUF opens the safetensors and names
+    the GGUF in a note; a folder of several GGUF checkpoints is refused with their names
+    (a split set counts once)."""
+    save_file({"st": torch.ones(2)}, tmp_path / "model.safetensors")
+    _tiny_gguf(tmp_path / "model-q8_0.gguf")
+    with open_checkpoint(tmp_path) as ckpt:
+        assert ckpt.format == "safetensors"
+        assert len(ckpt.notes) == 1 and "model-q8_0.gguf" in ckpt.notes[0]
+        assert "opened its safetensors weights" in ckpt.notes[0]
+    ggufs = tmp_path / "ggufs"
+    ggufs.mkdir()
+    _tiny_gguf(ggufs / "m-q4.gguf")
+    _tiny_gguf(ggufs / "m-q8.gguf")
+    with pytest.raises(CheckpointError, match=r"holds 2 GGUF checkpoints.*m-q4\.gguf, m-q8"):
+        open_checkpoint(ggufs)
+    with open_checkpoint(ggufs / "m-q8.gguf") as ckpt:  # naming one opens it
+        assert ckpt.format == "gguf"
 
 
 def test_bad_config_json_is_a_note(tmp_path: Path) -> None:

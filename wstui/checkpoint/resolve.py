@@ -199,9 +199,49 @@ def _find_index(folder: Path, preferred: str, pattern: str) -> Path | None:
     return found[0] if found else None
 
 
+_SPLIT_GGUF = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<n>\d{5})\.gguf$")
+
+
+def _gguf_sets(files: list[Path]) -> dict[str, list[Path]]:
+    """GGUF files grouped into checkpoints: a split set (`x-00001-of-00003.gguf`) is one."""
+    sets: dict[str, list[Path]] = {}
+    for f in files:
+        m = _SPLIT_GGUF.match(f.name)
+        sets.setdefault(f"{m['stem']}-*-of-{m['n']}.gguf" if m else f.name, []).append(f)
+    return sets
+
+
 def _weights_in_folder(folder: Path, meta: dict[str, Any]) -> list[Path]:
     """The weight files of a folder, by preference: safetensors index, safetensors, bin index,
-    bin/pt, gguf."""
+    bin/pt, gguf. Weights of another kind beside the ones opened get a note naming them; a
+    folder of several GGUF checkpoints is refused with their list (which one is meant?)."""
+    chosen = _pick_weights(folder, meta)
+    kind = _format_of(chosen[0])
+    others = {
+        "safetensors": sorted(folder.glob("*.safetensors")),
+        "torch": sorted(p for ext in ("*.bin", "*.pt", "*.pth") for p in folder.glob(ext)
+                        if p.name not in NOT_WEIGHTS),
+        "gguf": sorted(folder.glob("*.gguf")),
+    }
+    if kind == "gguf":
+        sets = _gguf_sets(chosen)
+        if len(sets) > 1:
+            names = sorted(sets)
+            shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
+            raise CheckpointError(folder, f"holds {len(names)} GGUF checkpoints; open one of "
+                                          f"them by its path: {shown}")
+    also = [f"{len(fs)} {fmt} file{'s' if len(fs) > 1 else ''} ({', '.join(f.name for f in fs[:3])}"
+            f"{', …' if len(fs) > 3 else ''})" for fmt, fs in others.items()
+            if fmt != kind and fs]
+    if also:
+        meta.setdefault("notes", []).append(
+            f"{folder}: opened its {kind} weights; it also holds {' and '.join(also)}: "
+            "open one of those by its path")
+    return chosen
+
+
+def _pick_weights(folder: Path, meta: dict[str, Any]) -> list[Path]:
+    """The weight files of a folder, by preference (see `_weights_in_folder`)."""
     index = _find_index(folder, "model.safetensors.index.json", "*.safetensors.index.json")
     if index is not None:
         meta["index"] = str(index)
