@@ -323,3 +323,24 @@ def test_stream_yields_results_as_they_land(fake_registry, ckpt):
     for _ in eng2.stream():
         break  # leaving early cancels
     assert eng2.wait(5) and eng2.cancelled
+
+
+def test_eta_learns_each_kind_of_task_at_its_own_rate(demo_paths) -> None:
+    """Issue 15.12: the ETA said 5 s at 21 s of a 33 s scan; one cost model for elementwise
+    and spectral tasks mis-weighs them. Each kind's remaining cost now goes at its own
+    measured rate (here light 0.1 and heavy 4 task-seconds per unit; two workers, so 50
+    task-seconds took 25 s): 100 light units and 20 heavy ones left are 10 + 80 = 90
+    task-seconds, 45 s of wall time (the single rate would say 27 s)."""
+    from wstui.checkpoint import open_checkpoint
+
+    with open_checkpoint(demo_paths.base) as ckpt:
+        eng = ScanEngine(ckpt, methods=["stats"], use_cache=False)
+        eng._kind_cost = {"light": 200.0, "heavy": 30.0}
+        eng._kind_done = {"light": 100.0, "heavy": 10.0}
+        eng._kind_secs = {"light": 10.0, "heavy": 40.0}
+        eng._cost_total, eng._cost_done = 230.0, 110.0
+        assert eng._eta_locked(25.0) == pytest.approx(45.0)
+        eng._kind_done["heavy"] = eng._kind_secs["heavy"] = 0.0  # no spectrum done yet
+        eng._cost_done = 100.0
+        # heavy borrows the overall rate (10 task-s / 100 units): (100 + 30) x 0.1 x 25 / 10
+        assert eng._eta_locked(25.0) == pytest.approx(32.5)

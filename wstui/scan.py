@@ -246,6 +246,12 @@ class ScanEngine(BackgroundJob):
         self._n_done = 0
         self._cost_total = 0.0
         self._cost_done = 0.0
+        # per kind of task ("heavy": a spectrum; "light": elementwise): cost units queued and
+        # done, and the task-seconds the done ones took, so that the ETA learns each kind's
+        # own rate (one cost model for both was off by 2x on the MiniLM: issue 15.12)
+        self._kind_cost = {"heavy": 0.0, "light": 0.0}
+        self._kind_done = {"heavy": 0.0, "light": 0.0}
+        self._kind_secs = {"heavy": 0.0, "light": 0.0}
         self._n_cached = 0
         self._current: str | None = None
         self._phase = "cache"
@@ -532,6 +538,7 @@ class ScanEngine(BackgroundJob):
         self._push_locked(t, (*key, t.seq))
         self._n_tasks += 1
         self._cost_total += t.cost
+        self._kind_cost[_kind(heavy)] += t.cost
         return t
 
     def _push_locked(self, t: _Task, key: tuple[Any, ...]) -> None:
@@ -637,6 +644,7 @@ class ScanEngine(BackgroundJob):
                 if want != threads_now:
                     _set_threads(want)
                     threads_now = want
+                t_task = time.perf_counter()
                 try:
                     self._execute(task)
                 finally:
@@ -646,6 +654,9 @@ class ScanEngine(BackgroundJob):
                         self._running.pop(task.seq, None)
                         self._n_done += 1
                         self._cost_done += task.cost
+                        kind = _kind(any(self._specs[m].heavy for m in task.methods))
+                        self._kind_done[kind] += task.cost
+                        self._kind_secs[kind] += time.perf_counter() - t_task
                         self._lock.notify_all()
                 self._emit_progress()
         finally:
@@ -765,12 +776,26 @@ class ScanEngine(BackgroundJob):
             self.callback_errors.append(f"on_result: {type(exc).__name__}: {exc}")
 
     # ----------------------------------------------------------------- progress
+    def _eta_locked(self, elapsed: float) -> float:
+        """Seconds left: each kind's remaining cost at that kind's own measured rate (task-
+        seconds per cost unit; a kind with nothing done yet borrows the other's), scaled from
+        task-seconds to wall seconds by what the run has shown so far (parallel workers)."""
+        rates = {k: self._kind_secs[k] / self._kind_done[k]
+                 for k in self._kind_done if self._kind_done[k] > 0 and self._kind_secs[k] > 0}
+        spent = sum(self._kind_secs.values())
+        if not rates or spent <= 0:
+            return elapsed * (self._cost_total - self._cost_done) / self._cost_done
+        fallback = spent / self._cost_done  # a kind not seen yet: the run's overall rate
+        left = sum(max(0.0, self._kind_cost[k] - self._kind_done[k]) * rates.get(k, fallback)
+                   for k in self._kind_cost)
+        return left * elapsed / spent
+
     def _progress_locked(self) -> ScanProgress:
         now = self._t_end if self._t_end is not None else time.perf_counter()
         elapsed = now - self._t0 if self._started else 0.0
         eta = None
         if self._cost_done > 0 and self._n_done < self._n_tasks and not self._cancelled:
-            eta = elapsed * (self._cost_total - self._cost_done) / self._cost_done
+            eta = self._eta_locked(elapsed)
         elif self._n_done >= self._n_tasks and self._prepared:
             eta = 0.0
         return ScanProgress(
@@ -802,6 +827,10 @@ def _load(ref: TensorRef) -> Any:
 
             return core.bf16_to_float32(ref.load("cpu", dtype=torch.bfloat16))
     return ref.load("cpu")
+
+
+def _kind(heavy: bool) -> str:
+    return "heavy" if heavy else "light"
 
 
 def _scan_order(refs: Sequence[TensorRef]) -> dict[str, int]:
