@@ -13,39 +13,10 @@ from rich.text import Text
 
 from analyzers.core import LOWER_IS_WORSE, Severity, TensorResult
 from wstui.render import columns, plain, visible
+from wstui.render.numbers import KIND_ORDER, fmt, human_count
 from wstui.scan import ScanReport
 
 SEVERITY_STYLE = {Severity.CRITICAL: "bold red", Severity.WARN: "yellow", Severity.INFO: "cyan"}
-
-KIND_ORDER = ("embedding", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_qkv",
-              "attn_o", "mlp_gate", "mlp_up", "mlp_down", "mlp_gate_up", "moe_router",
-              "moe_expert", "norm", "lm_head", "bias", "other")
-
-
-def fmt(v: Any) -> str:
-    """A number in at most ~8 characters; '–' for missing, 'inf' for infinite."""
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}" if abs(v) < 10**7 else f"{v:.3g}"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-            return f"{v:.3g}"
-        return f"{v:.4g}"
-    return str(v)
-
-
-def human_count(n: int) -> str:
-    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(n)
 
 
 def int8_sqnr(result: TensorResult) -> float | None:

@@ -51,7 +51,7 @@ from wstui.app.widgets.table import DiffTable, FindingsTable, TensorTable
 from wstui.app.widgets.tree import LayerTree, matches
 from wstui.listing import checkpoint_notes
 from wstui.render import plain, visible
-from wstui.report import human_count
+from wstui.render.numbers import human_count
 
 TABS = ("overview", "spectrum", "histogram", "quantization", "table", "depth", "findings",
         "diff")

@@ -15,7 +15,7 @@ from typing import Any
 from rich.text import Text
 
 from analyzers.core import LOWER_IS_WORSE, Finding, Severity, TensorResult
-from wstui.report import fmt
+from wstui.render.numbers import fmt
 
 #: Badge states beyond the three severities.
 PENDING, CLEAN, ERROR, SKIPPED = "pending", "clean", "error", "skipped"

@@ -126,7 +126,7 @@ def changed_table(report: Any, top: int, width: int | None = None) -> Any:
     from rich.table import Table
 
     from wstui.render import plain
-    from wstui.report import fmt
+    from wstui.render.numbers import fmt
 
     narrow = width is not None and width < NARROW
     bar_width = 6 if narrow else BAR_WIDTH
@@ -164,7 +164,7 @@ def summary_table(rows: list[dict[str, Any]], by: str, width: int | None = None)
     from rich.table import Table
 
     from wstui.render import plain
-    from wstui.report import fmt
+    from wstui.render.numbers import fmt
 
     t = Table(title=f"Per {by} (most moved first; ΔE rank90: median over changed tensors)",
               title_justify="left")

@@ -31,6 +31,7 @@ from wstui.figures.plots import (
     spectrum_figure,
 )
 from wstui.render.columns import KIND_COLUMNS
+from wstui.render.numbers import KIND_ORDER, fmt, human_count
 
 if TYPE_CHECKING:  # pragma: no cover
     from wstui.diff import DiffReport
@@ -41,10 +42,8 @@ DIFF_TOP = 20
 DIFF_OVERLAYS = 3
 CHANGED_REL = 1e-6  # as wstui.diff counts a pair changed
 SEVERITIES = ("critical", "warn", "info")
-KIND_ORDER = ("embedding", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_qkv",
-              "attn_o", "mlp_gate", "mlp_up", "mlp_down", "mlp_gate_up", "moe_router",
-              "moe_expert", "norm", "lm_head", "bias", "other")
 _NO_VALUE = object()
+
 
 
 # ------------------------------------------------------------------------------- blocks
@@ -121,32 +120,8 @@ class ReportInput:
 
 
 # ------------------------------------------------------------------------------ numbers
-def fmt(v: Any) -> str:
-    """A number in at most ~8 characters; '–' for missing (JSON null)."""
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}" if abs(v) < 10**7 else f"{v:.3g}"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-            return f"{v:.3g}"
-        return f"{v:.4g}"
-    return str(v)
-
-
 def num(v: Any) -> Cell:
     return Cell(fmt(v), v)
-
-
-def human_count(n: int) -> str:
-    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(n)
 
 
 def _metric(analyzer: str, key: str) -> Callable[[Mapping[str, Any]], Any]:

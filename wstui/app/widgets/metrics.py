@@ -25,7 +25,7 @@ from wstui.app.format import (
     shape_text,
 )
 from wstui.render import plain, visible
-from wstui.report import human_count
+from wstui.render.numbers import human_count
 
 ANALYZER_ORDER = ("stats", "sparsity", "quantization", "embedding", "spectral", "compare")
 
