@@ -50,7 +50,7 @@ def _check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wstui.commands.scan import _drive, _fail
+    from wstui.commands.scan import _drive, _fail, scan_engine
 
     try:
         options, formats = _check_args(args)
@@ -58,23 +58,17 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
     from wstui.checkpoint import open_checkpoint
-    from wstui.scan import ScanEngine, select_tensors, validate_methods
 
     progress = not args.quiet and sys.stderr.isatty()
     if args.diff:  # a bad B fails now, not after A's scan (reading its headers is cheap)
         with open_checkpoint(args.diff):
             pass
     with open_checkpoint(args.path) as ckpt:
-        tensors = select_tensors(ckpt.tensors, args.tensors)
-        if not tensors:
-            return _fail(f"{args.path}: no tensor matches {args.tensors!r}")
         try:
-            methods = validate_methods(args.methods)
-            engine = ScanEngine(ckpt, methods=methods, device=args.device,
-                                workers=args.workers, use_cache=not args.no_cache,
-                                options=options, tensors=tensors)
+            engine = scan_engine(args, ckpt, options)
         except ValueError as exc:
             return _fail(str(exc))
+        tensors = engine.refs
         if _drive(engine, show_progress=progress):
             return _interrupted()
         scan = engine.report()

@@ -100,6 +100,20 @@ def print_problems(lines: list[str]) -> None:
         print(f"wstui: {visible(line)}", file=sys.stderr)
 
 
+def scan_engine(args: argparse.Namespace, ckpt: Any, options: dict[str, Any]) -> Any:
+    """The ScanEngine (not started) that `--tensors`, `--methods`, `--device`, `--workers` and
+    `--no-cache` ask for; a glob that matches nothing or an unknown method raises ValueError
+    (one line)."""
+    from wstui.scan import ScanEngine, select_tensors, validate_methods
+
+    tensors = select_tensors(ckpt.tensors, args.tensors)
+    if not tensors:
+        raise ValueError(f"{args.path}: no tensor matches {args.tensors!r}")
+    return ScanEngine(ckpt, methods=validate_methods(args.methods), device=args.device,
+                      workers=args.workers, use_cache=not args.no_cache, options=options,
+                      tensors=tensors)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.diff:
         from wstui.commands.diff_report import run as run_diff
@@ -113,19 +127,12 @@ def run(args: argparse.Namespace) -> int:
     from wstui.checkpoint import open_checkpoint
     from wstui.listing import print_notes
     from wstui.render import visible
-    from wstui.scan import ScanEngine, select_tensors, validate_methods
 
     # The checkpoint first: a bad path fails before the analyzers (and torch) are imported.
     with open_checkpoint(args.path) as ckpt:
         print_notes(ckpt)
-        tensors = select_tensors(ckpt.tensors, args.tensors)
-        if not tensors:
-            return _fail(f"{args.path}: no tensor matches {args.tensors!r}")
         try:
-            methods = validate_methods(args.methods)
-            engine = ScanEngine(ckpt, methods=methods, device=args.device,
-                                workers=args.workers, use_cache=not args.no_cache,
-                                options=options, tensors=tensors)
+            engine = scan_engine(args, ckpt, options)
         except ValueError as exc:
             return _fail(str(exc))
         interrupted = _drive(engine, show_progress=not args.quiet and sys.stderr.isatty())
@@ -151,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                   "analyze (their errors are in the report)", file=sys.stderr)
         if interrupted:
             n_done = sum(1 for e in report.entries if e.result.metrics)
-            print(f"wstui: interrupted: {n_done} of {len(tensors)} tensors have results "
+            print(f"wstui: interrupted: {n_done} of {len(engine.refs)} tensors have results "
                   "(kept in the cache)", file=sys.stderr)
             if not engine.wait(0):
                 _exit_now(EXIT_INTERRUPTED)
