@@ -542,6 +542,28 @@ def _sorted_quantiles(x: torch.Tensor, qs: Sequence[float]) -> list[float]:
 _RADIX_MIN = 1 << 16
 
 
+def _rank_plan(qs: Sequence[float], n: int, ends: Any) -> tuple[Any, Any, Any, Any]:
+    """For linear quantiles `qs` of n sorted values: the fractional positions, their floors,
+    the ranks whose values are needed, and the bucket (by cumulative `ends`) of each rank."""
+    import numpy as np
+
+    pos = np.asarray(qs, dtype=np.float64) * (n - 1)
+    lows = np.floor(pos).astype(np.int64)
+    ranks = np.unique(np.concatenate([lows, np.minimum(lows + 1, n - 1)]))
+    return pos, lows, ranks, np.searchsorted(ends, ranks, side="right")
+
+
+def _lerp(value: dict[int, float], pos: Any, lows: Any, n: int) -> list[float]:
+    """The quantiles from the values at their ranks, with numpy's lerp, including its form
+    for t >= 0.5 (so results match `np.quantile` bit for bit)."""
+    out = []
+    for p, lo in zip(pos, lows):
+        va, vb = value[int(lo)], value[min(int(lo) + 1, n - 1)]
+        t = float(p - lo)
+        out.append(vb - (vb - va) * (1 - t) if t >= 0.5 else va + (vb - va) * t)
+    return out
+
+
 def _radix_quantiles(a: Any, qs: Sequence[float]) -> list[float]:
     """numpy's linear quantiles of a finite float32 array, exactly, about twice as fast as
     `np.quantile` on large arrays: one pass buckets the values by the top 16 bits of an
@@ -560,10 +582,7 @@ def _radix_quantiles(a: Any, qs: Sequence[float]) -> list[float]:
     # torch counts int32 in place; np.bincount would first copy to int64
     counts = torch.bincount(torch.from_numpy(bucket), minlength=65536).numpy()
     ends = np.cumsum(counts)
-    pos = np.asarray(qs, dtype=np.float64) * (n - 1)
-    lows = np.floor(pos).astype(np.int64)
-    ranks = np.unique(np.concatenate([lows, np.minimum(lows + 1, n - 1)]))
-    where = np.searchsorted(ends, ranks, side="right")
+    pos, lows, ranks, where = _rank_plan(qs, n, ends)
     value: dict[int, float] = {}
     for b in np.unique(where):
         start = int(ends[b] - counts[b])
@@ -571,13 +590,7 @@ def _radix_quantiles(a: Any, qs: Sequence[float]) -> list[float]:
         part = np.partition(a[bucket == b], local)
         for r in local:
             value[r + start] = float(part[r])
-    out = []
-    for p, lo in zip(pos, lows):
-        va, vb = value[int(lo)], value[min(int(lo) + 1, n - 1)]
-        t = float(p - lo)
-        # numpy's lerp, including its form for t >= 0.5 (so results match it bit for bit)
-        out.append(vb - (vb - va) * (1 - t) if t >= 0.5 else va + (vb - va) * t)
-    return out
+    return _lerp(value, pos, lows, n)
 
 
 def abs_quantiles(a: Any, qs: Sequence[float], chunk: int = 1 << 18) -> list[float]:
@@ -602,10 +615,7 @@ def abs_quantiles(a: Any, qs: Sequence[float], chunk: int = 1 << 18) -> list[flo
         k = np.right_shift(part.view(np.int32), 16, out=keys[: part.size])
         cnt += np.bincount(k, minlength=1 << 15)
     ends = np.cumsum(cnt)
-    pos = np.asarray(qs, dtype=np.float64) * (n - 1)
-    lows = np.floor(pos).astype(np.int64)
-    ranks = np.unique(np.concatenate([lows, np.minimum(lows + 1, n - 1)]))
-    where = np.searchsorted(ends, ranks, side="right")
+    pos, lows, ranks, where = _rank_plan(qs, n, ends)
     wanted = np.unique(where)
     if cnt[wanted].sum() > n // 4:  # values bunched in few buckets: select from all of them
         part = np.partition(np.abs(a), ranks)
@@ -625,10 +635,5 @@ def abs_quantiles(a: Any, qs: Sequence[float], chunk: int = 1 << 18) -> list[flo
         for r, b in zip(ranks.tolist(), where.tolist()):
             start = int(ends[b] - cnt[b])
             value[r] = float(vals[before[b] + r - start])
-    out = []
-    for p, lo in zip(pos, lows):
-        va, vb = value[int(lo)], value[min(int(lo) + 1, n - 1)]
-        t = float(p - lo)
-        out.append(vb - (vb - va) * (1 - t) if t >= 0.5 else va + (vb - va) * t)
-    return out
+    return _lerp(value, pos, lows, n)
 

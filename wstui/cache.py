@@ -186,13 +186,7 @@ class ResultCache:
         except sqlite3.DatabaseError as exc:
             err = exc
         if self._damaged(err):
-            aside = self._set_aside()
-            self._notice(f"result cache {self.path} is damaged ({err}): set aside as "
-                         f"{aside.name}, starting a new one")
-            try:
-                self._conn = self._connect()
-            except sqlite3.DatabaseError as exc:
-                self._notice(f"result cache not used: {exc}")
+            self._start_anew(err)
             return
         # Locked, read-only file or folder, cannot open: a good file is never renamed.
         why = ("locked by another process" if _is_busy(err)
@@ -322,13 +316,17 @@ class ResultCache:
             if not self._damaged(exc):
                 self._notice(f"result cache {self.path} not used for the rest of this run: {exc}")
                 return
-            aside = self._set_aside()
-            self._notice(f"result cache {self.path} is damaged ({exc}): set aside as "
-                         f"{aside.name}, starting a new one")
-            try:
-                self._conn = self._connect()
-            except sqlite3.DatabaseError as again:
-                self._notice(f"result cache not used: {again}")
+            self._start_anew(exc)
+
+    def _start_anew(self, err: sqlite3.DatabaseError) -> None:
+        """Set a damaged database aside (one notice) and open a new one in its place."""
+        aside = self._set_aside()
+        self._notice(f"result cache {self.path} is damaged ({err}): set aside as "
+                     f"{aside.name}, starting a new one")
+        try:
+            self._conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            self._notice(f"result cache not used: {exc}")
 
     # --------------------------------------------------------------------- lifecycle
     def close(self) -> None:
