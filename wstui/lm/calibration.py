@@ -38,17 +38,22 @@ def read_text(path: str | Path | None) -> tuple[str, str]:
     if path is None:
         text = resources.files("wstui").joinpath("data/calibration.txt").read_text("utf-8")
         return DEFAULT_SOURCE, text
+    return str(path), read_user_text(path, "--text", "a text file")
+
+
+def read_user_text(path: str | Path, flag: str, expected: str) -> str:
+    """A file the user named with `flag`, as UTF-8 text; any problem is one line."""
     p = Path(path)
     try:
         raw = p.read_bytes()
     except IsADirectoryError:
-        raise CheckpointError(p, "--text: is a directory, expected a text file") from None
+        raise CheckpointError(p, f"{flag}: is a directory, expected {expected}") from None
     except OSError as e:
-        raise CheckpointError(p, f"--text: cannot read: {e.strerror or e}") from None
+        raise CheckpointError(p, f"{flag}: cannot read: {e.strerror or e}") from None
     try:
-        return str(p), raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CheckpointError(p, f"--text: not UTF-8 text (byte {e.start})") from None
+        raise CheckpointError(p, f"{flag}: not UTF-8 text (byte {e.start})") from None
 
 
 def calibration_ids(tokenizer: Any, path: str | Path | None = None,

@@ -30,17 +30,10 @@ class EvalSet:
 
 def read_eval(path: str | Path) -> EvalSet:
     """Parse and validate the file; any problem is a one-line CheckpointError."""
+    from wstui.lm.calibration import read_user_text
+
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except IsADirectoryError:
-        raise CheckpointError(p, "--eval: is a directory, expected a JSONL file") from None
-    except OSError as e:
-        raise CheckpointError(p, f"--eval: cannot read: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CheckpointError(p, f"--eval: not UTF-8 (byte {e.start})") from None
+    text = read_user_text(p, "--eval", "a JSONL file")
     items: list[dict[str, Any]] = []
     kinds = set()
     for n, line in enumerate(text.splitlines(), 1):
@@ -78,8 +71,8 @@ def read_eval(path: str | Path) -> EvalSet:
         raise CheckpointError(p, "--eval: no items")
     if len(kinds) > 1:
         raise CheckpointError(p, "--eval: mixes multiple-choice and text lines")
-    return EvalSet(source=str(p), sha256=hashlib.sha256(raw).hexdigest(), kind=kinds.pop(),
-                   items=items)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()  # the file's bytes: valid UTF-8
+    return EvalSet(source=str(p), sha256=digest, kind=kinds.pop(), items=items)
 
 
 def _logprobs(model: Any, ids: list[int]) -> Any:
