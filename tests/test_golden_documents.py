@@ -4,8 +4,9 @@ tests/data/golden (written by the code before the one-engine refactor, issue 11)
 Timings, paths and the version are dropped; every other value must match. Floats are compared
 to 1e-6 relative: torch's float32 reductions depend on the thread count (one worker against two
 moved a diff's rel_change by 1.3e-7 relative), so bit-identity would test the machine; a refactor
-that changes a computation moves numbers far more than that. Regenerate with `WSTUI_REGEN_GOLDEN=1 pytest
-tests/test_golden_documents.py` only when a change of numbers is intended and said so.
+that changes a computation moves numbers far more than that. Regenerate with
+`WSTUI_REGEN_GOLDEN=1 pytest tests/test_golden_documents.py` only when a change of numbers is
+intended and said so.
 """
 
 from __future__ import annotations

@@ -3,79 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Any
 
 from wstui.checkpoint import open_checkpoint
 from wstui.cli import EXIT_INTERRUPTED, exit_code
-
-
-def _fmt(x: Any, spec: str = ".3f") -> str:
-    if x is None:
-        return "—"
-    if isinstance(x, float) and not math.isfinite(x):
-        return "inf" if x > 0 else "-inf"
-    return format(x, spec)
-
-
-def _setting_label(row: dict[str, Any]) -> str:
-    return "none" if row["bits"] is None else str(row["bits"])
-
-
-def summary_tables(doc: dict[str, Any]) -> list:
-    """Per (granularity, scheme) two rich tables, one per alpha: the study's summary rows.
-
-    Split in two so that each fits an 80-column terminal."""
-    from rich import box
-    from rich.table import Table
-
-    base = doc["summary"][0]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in doc["summary"][1:]:
-        groups.setdefault((row["granularity"], row["scheme"]), []).append(row)
-    titles = {"alpha": "alpha, free refit (WeightWatcher-comparable)",
-              "alpha_fixed_xmin": "alpha, tail above the unquantized xmin"}
-    tables = []
-    for (gran, scheme), rows in groups.items():
-        for key, title in titles.items():
-            t = Table(title=f"{gran} {scheme} · {title}", title_justify="left",
-                      box=box.SIMPLE_HEAD, pad_edge=False)
-            for col in ("bits", "SQNR mean", "SQNR min", "α mean", "change", "corr",
-                        "in [2,6]", "< 2", "no fit"):
-                t.add_column(col, justify="right")
-            for row in [base, *rows]:
-                a = row[key]
-                t.add_row(
-                    _setting_label(row), _fmt(row["sqnr_mean"], ".1f"),
-                    _fmt(row["sqnr_min"], ".1f"), _fmt(a["mean"]), _pct(a["change_pct"]),
-                    _fmt(a["corr"]), str(a["in_2_6"]), str(a["below_2"]), str(a["no_fit"]),
-                )
-            tables.append(t)
-    return tables
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:+.2f}%"
-
-
-def plan_table(doc: dict[str, Any]):
-    from collections import Counter
-
-    from rich import box
-    from rich.table import Table
-
-    t = Table(title="Mixed-precision plan: per layer the fewest bits with |Δα| ≤ 2% "
-              "(fixed xmin) and SQNR ≥ 30 dB", title_justify="left", box=box.SIMPLE_HEAD)
-    t.add_column("granularity")
-    t.add_column("scheme")
-    t.add_column("bits per weight", justify="right")
-    t.add_column("layers at each width")
-    for p in doc["plan"]:
-        counts = Counter(layer["bits"] for layer in p["layers"])
-        spread = ", ".join(f"{b}-bit: {n}" for b, n in sorted(counts.items()))
-        t.add_row(p["granularity"], p["scheme"], _fmt(p["avg_bits_per_weight"], ".2f"), spread)
-    return t
+from wstui.render.quant import plan_table, summary_tables
 
 
 def write_csv(doc: dict[str, Any], path: str) -> None:

@@ -256,7 +256,9 @@ def summary_table(doc: Mapping[str, Any], plan_index: int, alpha_key: str,
     `wstui quant` prints, with short heads so that it fits the tab beside the tree."""
     from rich import box
 
-    from wstui.commands.quant import _fmt, _pct, _setting_label
+    from wstui.render.quant import fmt_fixed as _fmt
+    from wstui.render.quant import fmt_pct as _pct
+    from wstui.render.quant import setting_label as _setting_label
 
     plan = plan_entry(doc, plan_index)
     summary = doc.get("summary") or []
@@ -317,7 +319,7 @@ def tensor_note(doc: Mapping[str, Any] | None, name: str, plan_index: int,
     pick = (plan["granularity"], plan["scheme"])
     res = sorted((r for r in layer.get("results", [])
                   if (r["granularity"], r["scheme"]) == pick), key=lambda r: -r["bits"])
-    from wstui.commands.quant import _fmt
+    from wstui.render.quant import fmt_fixed as _fmt
 
     t = Text(f"study {pick[0]} {pick[1]}: ", style="bold")
     label = "α fixed xmin" if alpha_key == "alpha_fixed_xmin" else "α"
@@ -381,6 +383,6 @@ class QuantStudyView(VerticalScroll):
             if (skipped := skipped_line(doc)) is not None:
                 parts.append(skipped)
             heat.update(Group(*parts))
-        from wstui.commands.quant import plan_table
+        from wstui.render.quant import plan_table
 
         more.update(Group(Text(""), plan_table(doc)))
