@@ -13,8 +13,8 @@ from textual.color import Color as TextualColor
 from textual_plotext import PlotextPlot
 
 from wstui.app.format import BADGES
-from wstui.app.plotdata import PALETTE, REFERENCE
 from wstui.app.widgets.plots import PlotPanel
+from wstui.render.plots import PALETTE, REFERENCE
 
 SYSTEMS = (ColorSystem.STANDARD, ColorSystem.EIGHT_BIT, ColorSystem.TRUECOLOR)
 

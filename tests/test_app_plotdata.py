@@ -6,7 +6,7 @@ import math
 
 from app_support import fake_checkpoint, fixed_result
 
-from wstui.app.plotdata import decimate, log_ticks, tensor_plots, tick_label
+from wstui.render.plots import decimate, log_ticks, tensor_plots, tick_label
 
 
 def test_log_ticks_are_powers_of_ten() -> None:
@@ -48,7 +48,7 @@ def test_log_histogram_keeps_bins_of_count_one() -> None:
     import plotext as plt
 
     from analyzers.core import TensorResult
-    from wstui.app.plotdata import histogram_plot
+    from wstui.render.plots import histogram_plot
 
     r = TensorResult(name="w", kind="mlp", shape=(4, 4))
     counts = [0] * 40

@@ -39,19 +39,19 @@ from wstui.app.diff import DiffRunner, match
 from wstui.app.format import COLUMNS, num, plural
 from wstui.app.messages import JumpToTensor, SortChanged
 from wstui.app.palette import WstuiCommands
-from wstui.app.plotdata import PlotSpec, depth_plot, histogram_plot, overlay_plots
 from wstui.app.quant_runner import QuantStudyActions
 from wstui.app.screens.help import HelpScreen
 from wstui.app.state import Inbox, ScanState
-from wstui.app.viewexport import slug, unique_path, view_document, write_view
 from wstui.app.widgets.metrics import scope_overview, tensor_overview
 from wstui.app.widgets.plots import PlotPanel
 from wstui.app.widgets.quant_study import QuantStudyView
 from wstui.app.widgets.table import DiffTable, FindingsTable, TensorTable
 from wstui.app.widgets.tree import LayerTree, matches
+from wstui.documents.view import slug, unique_path, view_document, write_view
 from wstui.listing import checkpoint_notes
 from wstui.render import plain, visible
 from wstui.render.numbers import human_count
+from wstui.render.plots import PlotSpec, depth_plot, histogram_plot, overlay_plots
 
 TABS = ("overview", "spectrum", "histogram", "quantization", "table", "depth", "findings",
         "diff")

@@ -15,6 +15,7 @@ from typing import Any
 from rich.text import Text
 
 from analyzers.core import LOWER_IS_WORSE, Finding, Severity, TensorResult
+from wstui.render import columns
 from wstui.render.numbers import fmt
 
 #: Badge states beyond the three severities.
@@ -98,11 +99,9 @@ class Column:
 
 
 def int8_sqnr(result: TensorResult) -> float | None:
-    """SQNR of per-tensor symmetric 8-bit quantization: the int8_lossy rule's input."""
-    for s in result.metrics.get("quantization", {}).get("schemes", []) or []:
-        if (s.get("bits"), s.get("granularity"), s.get("scheme")) == (8, "tensor", "sym"):
-            return s.get("sqnr_db")
-    return None
+    """SQNR of per-tensor symmetric 8-bit quantization: the int8_lossy rule's input (the
+    render layer's getter, which the CLI's tables read too)."""
+    return columns.int8_sqnr(result.metrics)
 
 
 COLUMNS: tuple[Column, ...] = (

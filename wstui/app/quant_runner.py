@@ -274,8 +274,8 @@ class QuantStudyActions:
 
     def quant_study_view_document(self, node: Any) -> dict[str, Any]:
         """`e` on the model/block Quantization tab: wstui.view/1 with the study's data."""
-        from wstui.app.viewexport import view_document
         from wstui.app.widgets.quant_study import alpha_plot, study_metrics
+        from wstui.documents.view import view_document
 
         names = self.state.scope_names(node.key)
         selection = {"key": node.key, "label": node.label, "tensors": names}

@@ -14,7 +14,7 @@ from typing import Any
 
 from analyzers.core import Finding, TensorResult, top_issue_key
 from wstui.app.format import PENDING, Column, column_value, result_state, worst_state
-from wstui.app.plotdata import PlotSpec, overlay_plots, tensor_plots
+from wstui.render.plots import PlotSpec, overlay_plots, tensor_plots
 
 Batch = dict[str, tuple[TensorResult, dict[str, PlotSpec]]]
 

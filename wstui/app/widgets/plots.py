@@ -11,8 +11,8 @@ from textual.containers import Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from wstui.app.plotdata import PlotSpec, Series
 from wstui.render import plain
+from wstui.render.plots import PlotSpec, Series
 
 #: Line markers per series index under NO_COLOR, where colour cannot tell the lines apart;
 #: scatter series always use "dot", which no line uses (the ESD and its fit stay apart).

@@ -20,9 +20,9 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from wstui.app.plotdata import PALETTE, REFERENCE, PlotSpec, Series
 from wstui.app.widgets.plots import PlotPanel
 from wstui.render import visible
+from wstui.render.plots import PALETTE, REFERENCE, PlotSpec, Series
 
 ALPHA_LABELS = {"alpha": "α free refit (WeightWatcher-comparable)",
                 "alpha_fixed_xmin": "α above the unquantized xmin"}

@@ -1,21 +1,30 @@
-"""`e`: the current view as `wstui.view/1` JSON (DESIGN §8), written beside the others."""
+"""`wstui.view/1`: one view of the app as JSON (DESIGN §8), what `e` writes.
+
+A document only: it takes what the view shows (metrics, plots that know `to_dict()`) and
+imports neither textual nor rich, so any face (or a test) can build and read one.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from wstui import jsonio
 from wstui._version import __version__
-from wstui.app.plotdata import PlotSpec
 
 SCHEMA = "wstui.view/1"
 
 
+class Plot(Protocol):
+    """What a plot gives a document: its data in real units (`wstui.render.plots.PlotSpec`)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 def view_document(
     view: str, *, tensor: str | None = None, selection: dict[str, Any] | None = None,
-    metrics: Any = None, plots: list[PlotSpec] | None = None, **extra: Any,
+    metrics: Any = None, plots: list[Plot] | None = None, **extra: Any,
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {"schema": SCHEMA, "wstui_version": __version__, "view": view}
     if tensor is not None:

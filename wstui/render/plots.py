@@ -4,6 +4,9 @@ A `PlotSpec` keeps the values in their own units (what `e` exports) and, once `p
 a drawable copy: log10 of log axes and at most a few hundred points. `prepare()` runs on the
 scan engine's worker thread (in the result callback), so the event loop never decimates a
 4096-point spectrum. plotext's own log scales are never used: they crash on a second draw.
+
+In the render layer so that the app and the HTML report (`wstui.figures`) draw the same data:
+no textual import here, nor anything that draws.
 """
 
 from __future__ import annotations
