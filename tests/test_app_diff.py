@@ -119,7 +119,7 @@ async def test_rel_change_reaches_table_and_depth(tmp_path: Path) -> None:
 
 
 def test_oriented_swaps_a_and_b_and_flips_signed_deltas() -> None:
-    from wstui.app.diff import oriented
+    from wstui.app.format import oriented
 
     m = {"alpha_a": 3.0, "alpha_b": 4.0, "delta_alpha": 1.0, "cosine": 0.9, "rel_change": 0.2}
     assert oriented(m, False) == m

@@ -128,13 +128,13 @@ async def test_model_tab_says_what_the_study_will_do(tmp_path: Path) -> None:
 
 async def test_r_runs_the_study_and_the_view_renders(tmp_path: Path) -> None:
     app, eng = make_app(tmp=tmp_path)
-    app.quant_study_fn, engines = stand_in_study()
+    app.quant.study_fn, engines = stand_in_study()
     async with app.run_test(size=SIZE) as pilot:
         view = await open_model_quant_tab(pilot, app, eng)
         await pilot.press("r")
-        await wait_for(pilot, lambda: app.quant_doc is not None)
+        await wait_for(pilot, lambda: app.quant.doc is not None)
         await pilot.pause(0.1)
-        doc = app.quant_doc
+        doc = app.quant.doc
         status = plain(view.query_one("#qs-status").content)
         assert "Quantization study done: 15 matrices" in status and "1 skipped" in status
         # the table: the unquantized row and one row per bit width of the first granularity
@@ -191,11 +191,11 @@ async def test_r_runs_the_study_and_the_view_renders(tmp_path: Path) -> None:
 
 async def test_block_selection_shows_the_study_and_marks_the_block() -> None:
     app, eng = make_app()
-    app.quant_study_fn, _ = stand_in_study()
+    app.quant.study_fn, _ = stand_in_study()
     async with app.run_test(size=SIZE) as pilot:
         await open_model_quant_tab(pilot, app, eng)
         app.action_quant_study()  # what the palette entry calls
-        await wait_for(pilot, lambda: app.quant_doc is not None)
+        await wait_for(pilot, lambda: app.quant.doc is not None)
         app.select_key("block:1")
         await pilot.pause(0.1)
         view = app.query_one(QuantStudyView)
@@ -205,25 +205,25 @@ async def test_block_selection_shows_the_study_and_marks_the_block() -> None:
 
 async def test_quit_cancels_a_running_study() -> None:
     app, eng = make_app()
-    app.quant_study_fn, engines = stand_in_study(hold=True)
+    app.quant.study_fn, engines = stand_in_study(hold=True)
     async with app.run_test(size=SIZE) as pilot:
         view = await open_model_quant_tab(pilot, app, eng)
         await pilot.press("r")
         await wait_for(pilot, lambda: "16/16" in plain(view.query_one("#qs-status").content))
-        assert app.quant_runner is not None and app.quant_runner.running
+        assert app.quant.running
         await pilot.press("q")
     assert engines[0].cancelled.is_set()
-    assert app.quant_doc is None
+    assert app.quant.doc is None
 
 
 async def test_tensor_tab_keeps_its_curves_and_notes_the_study() -> None:
     app, eng = make_app()
-    app.quant_study_fn, _ = stand_in_study()
+    app.quant.study_fn, _ = stand_in_study()
     name = "model.layers.0.mlp.down_proj.weight"
     async with app.run_test(size=SIZE) as pilot:
         await open_model_quant_tab(pilot, app, eng)
         await pilot.press("r")
-        await wait_for(pilot, lambda: app.quant_doc is not None)
+        await wait_for(pilot, lambda: app.quant.doc is not None)
         app.jump_to(name)
         await pilot.press("4")
         await pilot.pause(0.1)
@@ -255,9 +255,9 @@ async def test_real_study_on_a_tiny_checkpoint(tmp_path: Path) -> None:
         view = await open_model_quant_tab(pilot, app, eng)
         assert "2 matrices" in plain(view.query_one("#qs-status").content)
         await pilot.press("r")
-        await wait_for(pilot, lambda: app.quant_doc is not None, timeout=60)
+        await wait_for(pilot, lambda: app.quant.doc is not None, timeout=60)
         await pilot.pause(0.1)
-        doc = app.quant_doc
+        doc = app.quant.doc
         assert doc["schema"] == "wstui.quant/1" and len(doc["layers"]) == 2
         rows, kinds, cells = heat_grid(doc, doc["plan"][0])
         assert rows == [0] and kinds == ["attn_q", "attn_v"] and len(cells) == 2

@@ -206,3 +206,26 @@ def scalar_metrics(result: TensorResult, analyzer: str) -> list[tuple[str, Any]]
             continue
         rows.append((key, value))
     return rows
+
+
+# --- diff mode ------------------------------------------------------------------------------
+
+
+#: compare metrics whose sign says which way B moved from A: `d` flips them
+SIGNED = ("delta_alpha",)
+
+
+def oriented(metrics: Mapping[str, Any], swapped: bool) -> dict[str, Any]:
+    """`metrics["compare"]` as the user's A and B read them after `d`: `x_a`/`x_b` trade
+    places and signed deltas flip. Symmetric ones (‖B-A‖, cosine, ΔW ranks) stay; `rel_change`
+    stays relative to the base's norm (the other norm is never computed), as its label says."""
+    out = dict(metrics)
+    if not swapped:
+        return out
+    for key in metrics:
+        if key.endswith("_a") and f"{key[:-2]}_b" in metrics:
+            out[key], out[f"{key[:-2]}_b"] = metrics[f"{key[:-2]}_b"], metrics[key]
+    for key in SIGNED:
+        if isinstance(out.get(key), (int, float)):
+            out[key] = 0.0 - out[key]  # not -x: -0.0 would show as "-0"
+    return out

@@ -26,7 +26,7 @@ def view_document(
     view: str, *, tensor: str | None = None, selection: dict[str, Any] | None = None,
     metrics: Any = None, plots: list[Plot] | None = None, **extra: Any,
 ) -> dict[str, Any]:
-    doc: dict[str, Any] = {"schema": SCHEMA, "wstui_version": __version__, "view": view}
+    doc: dict[str, Any] = {"schema": SCHEMA, "wstui_version": __version__, "view": str(view)}
     if tensor is not None:
         doc["tensor"] = tensor
     if selection is not None:

@@ -1,4 +1,8 @@
-"""The `?` screen: every key, what it does, and what the badges mean."""
+"""The `?` screen: every key, what it does, and what the badges mean.
+
+The keys are read from the bindings when the screen opens (`wstui.app.keys.key_rows`), with
+the config file's remaps: what `?` says is what the keys do.
+"""
 
 from __future__ import annotations
 
@@ -8,36 +12,15 @@ from typing import ClassVar
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from wstui.app.bindings import HELP_BINDINGS
 from wstui.app.format import BADGES, badge
+from wstui.app.keys import key_rows
 from wstui.render import plain
-
-#: (keys, what they do), in the order of DESIGN §9
-KEYS: tuple[tuple[str, str], ...] = (
-    ("j / k, ↓ / ↑", "move in the tree or a table"),
-    ("h / l, ← / →", "collapse / expand a tree node; in the Table, across columns"),
-    ("enter", "select: open a tree node, jump to a table or findings row's tensor"),
-    ("tab / shift+tab", "next / previous pane"),
-    ("1 … 8", "tabs: overview, spectrum, histogram, quantization, table, depth, findings,"
-              " diff (diff mode)"),
-    ("/", "filter tensors by name (substring or glob); escape clears"),
-    ("n / N", "next / previous tensor with a finding"),
-    ("s", "sort the table by the column under the cursor (again: reverse)"),
-    ("L", "toggle log scale (histogram counts; depth metric)"),
-    ("m", "depth view: next metric"),
-    ("r / g / a", "quantization tab of the model or a block: run the study; next granularity;"
-                  " free-refit or fixed-xmin α"),
-    ("d", "diff mode: swap which checkpoint is A (header, plots, Overview, Diff tab)"),
-    ("e", "export the current view to JSON (wstui.view/1)"),
-    ("E", "export the whole scan to JSON (wstui.scan/1; diff mode: and wstui.diff/1)"),
-    ("ctrl+p", "command palette: go to tensor, sort table by, export"),
-    ("?", "this help"),
-    ("q / ctrl+c", "quit (cancels the scan)"),
-)
 
 #: the Table's short column labels (docs/metrics.md has the full guide and this glossary)
 GLOSSARY: tuple[tuple[str, str], ...] = (
@@ -67,8 +50,8 @@ def help_renderable(keymap: Mapping[str, str] | None = None) -> Table:
     t = Table(title="wstui keys", box=None, title_style="bold", expand=True)
     t.add_column("key", style="bold cyan", no_wrap=True)
     t.add_column("does")
-    for keys, what in KEYS:
-        t.add_row(keys, what)
+    for row in key_rows(keymap):
+        t.add_row(plain(row.key_text), row.does)
     if keymap:
         t.add_row("", "")
         t.add_row(Text("remapped", style="bold"), "by the config file ([keys]; "
@@ -89,9 +72,7 @@ def help_renderable(keymap: Mapping[str, str] | None = None) -> Table:
 class HelpScreen(ModalScreen[None]):
     """Modal help; any of escape, ? or q closes it."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,question_mark,q", "dismiss", "Close", id="help.close"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = HELP_BINDINGS
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-body"):

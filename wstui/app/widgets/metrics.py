@@ -15,11 +15,11 @@ from rich.table import Table
 from rich.text import Text
 
 from analyzers.core import Finding, TensorResult
-from wstui.app.diff import oriented
 from wstui.app.format import (
     badge,
     marks_for,
     num,
+    oriented,
     result_state,
     scalar_metrics,
     shape_text,

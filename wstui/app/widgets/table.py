@@ -14,7 +14,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from analyzers.core import Finding, TensorResult
-from wstui.app.diff import oriented
+from wstui.app.bindings import FOLD, MOVE, SELECT, SORT
 from wstui.app.format import (
     COLUMN_BY_KEY,
     COLUMNS,
@@ -23,6 +23,7 @@ from wstui.app.format import (
     badge,
     column_value,
     num,
+    oriented,
     result_state,
     shape_text,
     sort_key,
@@ -53,12 +54,13 @@ def name_cells(table: DataTable, share: float, least: int = 16, most: int = 48) 
 
 #: j/k (and h/l across cells) in every table, as in the tree: README and `?` promise them.
 VIM_KEYS: list[BindingType] = [
-    Binding("j", "cursor_down", "Down", show=False, id="table.down"),
-    Binding("k", "cursor_up", "Up", show=False, id="table.up"),
+    Binding("j", "cursor_down", "Down", show=False, id="table.down", group=MOVE),
+    Binding("k", "cursor_up", "Up", show=False, id="table.up", group=MOVE),
+    Binding("enter", "select_cursor", "Select", show=False, id="table.select", group=SELECT),
 ]
 VIM_CELL_KEYS: list[BindingType] = [
-    Binding("h", "cursor_left", "Left", show=False, id="table.left"),
-    Binding("l", "cursor_right", "Right", show=False, id="table.right"),
+    Binding("h", "cursor_left", "Left", show=False, id="table.left", group=FOLD),
+    Binding("l", "cursor_right", "Right", show=False, id="table.right", group=FOLD),
 ]
 
 
@@ -67,7 +69,8 @@ class TensorTable(DataTable):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         *VIM_KEYS, *VIM_CELL_KEYS,
-        Binding("s", "sort_here", "Sort", id="table.sort", tooltip="sort by this column"),
+        Binding("s", "sort_here", "Sort", id="table.sort", tooltip="sort by this column",
+                group=SORT),
     ]
 
     def __init__(self, **kwargs: Any) -> None:

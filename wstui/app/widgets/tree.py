@@ -18,6 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode as UINode
 
+from wstui.app.bindings import FOLD, MOVE, SELECT
 from wstui.app.format import PENDING, badge, plural, shape_text
 from wstui.render import visible
 
@@ -45,10 +46,14 @@ class LayerTree(Tree[Any]):
     """A `Tree` whose node data are naming `TreeNode`s (label, key, children, tensor, ...)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("j", "cursor_down", "Down", show=False, id="tree.down"),
-        Binding("k", "cursor_up", "Up", show=False, id="tree.up"),
-        Binding("h,left", "collapse_or_parent", "Collapse", show=False, id="tree.collapse"),
-        Binding("l,right", "expand_or_child", "Expand", show=False, id="tree.expand"),
+        Binding("j", "cursor_down", "Down", show=False, id="tree.down", group=MOVE),
+        Binding("k", "cursor_up", "Up", show=False, id="tree.up", group=MOVE),
+        Binding("h,left", "collapse_or_parent", "Collapse", show=False, id="tree.collapse",
+                group=FOLD),
+        Binding("l,right", "expand_or_child", "Expand", show=False, id="tree.expand",
+                group=FOLD),
+        Binding("enter", "select_cursor", "Select", show=False, id="tree.select",
+                group=SELECT),
     ]
 
     def __init__(self, root: Any, state_of: Callable[[str], str], **kwargs: Any) -> None:
