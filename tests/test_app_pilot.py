@@ -336,6 +336,9 @@ async def test_palette_provider_offers_commands() -> None:
         assert titles == ["Go to tensor…", "Sort table by…", "Export view", "Export scan"]
         sort_hits = [hit async for hit in provider.search("sort table by α")]
         assert sort_hits
+        # a tab from the registry of views; Diff only in diff mode
+        tab_hits = [str(hit.text) async for hit in provider.search("open tab")]
+        assert "Open tab Depth" in tab_hits and "Open tab Diff" not in tab_hits
 
 
 async def test_big_tree_builds_block_children_on_expand() -> None:

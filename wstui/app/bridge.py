@@ -220,6 +220,7 @@ class Job:
         self.name, self.post, self.fn = name, post, fn
         self.args, self.kwargs = args, dict(kwargs)
         self.cancelled = threading.Event()
+        self.finished = threading.Event()  # set before its last message is posted
         self.engine: Any = None
         self._lock = threading.Lock()
         self.thread: threading.Thread | None = None
@@ -227,7 +228,9 @@ class Job:
 
     @property
     def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
+        """Started and not finished (its thread may still be returning: done all the same)."""
+        return (self.thread is not None and self.thread.is_alive()
+                and not self.finished.is_set())
 
     def start(self) -> Job:
         self.started_at = time.perf_counter()
@@ -253,9 +256,11 @@ class Job:
             result = self.fn(*self.args, on_progress=self._progress, engine_hook=self._hook,
                              **self.kwargs)
         except Exception as exc:  # shown as a notification; the app stays usable
+            self.finished.set()
             if not self.cancelled.is_set():
                 self.post(JobFailed(self.name, f"{type(exc).__name__}: {exc}"))
             return
+        self.finished.set()
         if not self.cancelled.is_set():
             self.post(JobDone(self.name, result))
 

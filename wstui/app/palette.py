@@ -1,4 +1,4 @@
-"""Command-palette provider (ctrl+p): go to a tensor, sort the table, export."""
+"""Command-palette provider (ctrl+p): go to a tensor, open a tab, sort the table, export."""
 
 from __future__ import annotations
 
@@ -50,9 +50,14 @@ class WstuiCommands(Provider):
         ]
 
     def _searched(self) -> list[tuple[str, Callable[[], Any], str]]:
-        """Commands found by typing (not listed on an empty palette)."""
-        return [("Run quantization study", self.wapp.action_quant_study,
-                 "fake-quantize every matrix, refit alpha, plan bits per layer (r)")]
+        """Commands found by typing (not listed on an empty palette): the study, and a tab
+        from the app's registry of views."""
+        app = self.wapp
+        tabs = [(f"Open tab {view.label}", partial(app.action_show_tab, view.tab),
+                 f"key {i + 1}") for i, view in enumerate(app.views.values())
+                if app.pairing is not None or not view.needs_pair]
+        return [("Run quantization study", app.action_quant_study,
+                 "fake-quantize every matrix, refit alpha, plan bits per layer (r)"), *tabs]
 
     async def discover(self) -> Hits:
         for name, callback, help_text in self._static():
