@@ -137,7 +137,9 @@ def update_readme(path: Path) -> bool:
     new = re.sub(re.escape(README_BEGIN) + r"\n.*?\n" + re.escape(README_END),
                  lambda _: f"{README_BEGIN}\n{readme_table()}\n{README_END}", text, flags=re.S)
     if new != text:
-        path.write_text(new, encoding="utf-8")
+        from wstui import outfile
+
+        outfile.write_text(path, new)
     return new != text
 
 

@@ -12,6 +12,7 @@ from textual.fuzzy import Matcher
 from textual.markup import escape
 
 from wstui.app.format import COLUMNS
+from wstui.app.tabs import Tab
 from wstui.app.widgets.table import FIXED
 from wstui.render import visible
 
@@ -43,7 +44,7 @@ class WstuiCommands(Provider):
         app = self.wapp
         return [
             ("Go to tensor…", app.action_filter, "type a name in the filter box (/)"),
-            ("Sort table by…", partial(app.action_show_tab, "table"),
+            ("Sort table by…", partial(app.action_show_tab, Tab.TABLE),
              "open the table; type 'sort table by <metric>' here to pick one"),
             ("Export view", app.action_export_view, "write this view as wstui.view/1 JSON"),
             ("Export scan", app.action_export_scan, "write the whole scan as wstui.scan/1 JSON"),
