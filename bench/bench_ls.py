@@ -2,7 +2,7 @@
 
 Mixture-of-experts checkpoints reach 100k tensors (64 layers x 512 experts x 3 matrices).
 `wstui ls` used to lay them out as a rich Table, which costs about half a millisecond a row;
-past `listing.PLAIN_ROWS` it now writes plain aligned lines. This builds a safetensors file
+past `wstui.render.ls.PLAIN_ROWS` it now writes plain aligned lines. This builds a safetensors file
 of tiny F16 tensors (only the header matters), then times in one run: opening it, the rows
 in tree order, the plain lines, the rich Table (on the first `--rich-n` rows, since all of
 them take a minute), and the whole `python -m wstui ls` process with stdout to a file.
@@ -27,7 +27,8 @@ from rich.console import Console
 from rich.measure import Measurement
 
 from wstui.checkpoint import Checkpoint, open_checkpoint
-from wstui.listing import plain_lines, rows, table
+from wstui.documents.ls import rows
+from wstui.render.ls import plain_lines, table
 
 T = TypeVar("T")
 

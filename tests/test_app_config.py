@@ -101,7 +101,7 @@ def test_print_config_shows_effective_values_and_the_file(config, capsys) -> Non
 
 
 def test_cli_threshold_overrides_the_config_file(config) -> None:
-    from wstui.commands.scan import scan_options
+    from wstui.commands._run import scan_options
 
     config(GOOD)
     args = argparse.Namespace(threshold=[("alpha_low", 1.8)])

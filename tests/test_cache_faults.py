@@ -97,7 +97,7 @@ def test_exclusive_lock_during_a_scan_costs_seconds_not_the_cache(fakes, tmp_pat
 
 
 def _flush_and_notices(engine) -> list[str]:
-    from wstui.commands.scan import cache_notices
+    from wstui.commands._run import cache_notices
 
     return cache_notices(engine)
 

@@ -13,14 +13,14 @@ import torch
 from safetensors.torch import save_file
 
 from wstui import jsonio
-from wstui.cli import (
+from wstui.cli import main
+from wstui.commands._run import (
     EXIT_BAD_INPUT,
     EXIT_FINDINGS,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TENSORS_FAILED,
     exit_code,
-    main,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -338,14 +338,12 @@ def demo_cache(monkeypatch, demo_paths) -> Path:
 @pytest.mark.parametrize("no_diff", [False, True])
 def test_demo_opens_the_app(monkeypatch, demo_cache, no_diff):
     import argparse
-    import types
 
     from wstui.commands import demo as demo_cmd
 
     calls = []
-    fake = types.ModuleType("wstui.commands.app")
-    fake.open_app = lambda path, **kw: calls.append((Path(path), kw)) or 0
-    monkeypatch.setitem(sys.modules, "wstui.commands.app", fake)
+    monkeypatch.setattr("wstui.commands._run.open_app",
+                        lambda path, **kw: calls.append((Path(path), kw)) or 0)
     args = argparse.Namespace(out=None, no_diff=no_diff, force=False)
     assert demo_cmd.run(args) == 0
     [(path, kw)] = calls
@@ -359,7 +357,7 @@ def test_demo_lists_the_base_without_the_app(monkeypatch, demo_cache, capsys):
 
     from wstui.commands import demo as demo_cmd
 
-    monkeypatch.setitem(sys.modules, "wstui.commands.app", None)  # import fails
+    monkeypatch.setitem(sys.modules, "wstui.app.app", None)  # import fails
     assert demo_cmd.run(argparse.Namespace(out=None, no_diff=False, force=False)) == 0
     out = capsys.readouterr().out
     assert "model.layers.5.mlp.down_proj.weight" in out

@@ -54,3 +54,16 @@ def test_every_schema_has_a_page_and_the_readme_links_docs() -> None:
         assert f"`wstui.{name}/1`" in index and (DOCS / "schemas" / f"{name}.md").is_file()
     readme = (DOCS.parent / "README.md").read_text()
     assert "docs/metrics.md" in readme and "docs/schemas/README.md" in readme
+    assert "docs/architecture.md" in readme
+
+
+def test_the_architecture_page_names_every_layer() -> None:
+    """docs/architecture.md describes each layer, the shared command module and the hook a
+    new subcommand implements."""
+    text = (DOCS / "architecture.md").read_text()
+    names = ("analyzers/", "wstui/checkpoint/", "wstui/engine/", "wstui/documents/",
+             "wstui/render/", "wstui/figures/", "wstui/htmlreport/", "wstui/app/",
+             "wstui/commands/", "wstui/cli.py", "wstui/api.py", "wstui/lm/", "wstui/config.py",
+             "wstui/demo.py", "commands/_run.py", "add_arguments(parser)")
+    missing = [n for n in names if n not in text]
+    assert not missing, f"docs/architecture.md does not mention {missing}"

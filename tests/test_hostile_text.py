@@ -195,10 +195,10 @@ def test_ls_shows_escaped_names_path_and_notes(hostile: dict[str, Path], tmp_pat
 
 def test_ls_plain_lines_past_the_size(hostile: dict[str, Path], monkeypatch, capsys) -> None:
     """The fast path for big checkpoints escapes the same way."""
-    from wstui import listing
     from wstui.cli import main
+    from wstui.render import ls
 
-    monkeypatch.setattr(listing, "PLAIN_ROWS", 0)
+    monkeypatch.setattr(ls, "PLAIN_ROWS", 0)
     assert main(["ls", str(hostile["folder"])]) == 0
     out, err = capsys.readouterr()
     assert_clean(out, err)
@@ -212,7 +212,7 @@ def test_plain_lines_lay_out_as_the_rich_table(tmp_path: Path) -> None:
     from rich.measure import Measurement
 
     from wstui.checkpoint import open_checkpoint
-    from wstui.listing import plain_lines, table
+    from wstui.render.ls import plain_lines, table
 
     tensors = {"model.embed_tokens.weight": ("F32", (8, 4), bytes(128)),
                "model.layers.0.self_attn.q_proj.weight": ("F16", (4, 4), bytes(32)),
@@ -300,7 +300,7 @@ def test_lone_surrogates_in_names_and_paths(tmp_path: Path) -> None:
 def test_progress_line_shows_the_current_tensor_escaped() -> None:
     from rich.console import Console
 
-    from wstui.commands.scan import _ProgressBar
+    from wstui.commands._run import ProgressBar
 
     class Engine:
         verb = "scanning"
@@ -309,7 +309,7 @@ def test_progress_line_shows_the_current_tensor_escaped() -> None:
             return SimpleNamespace(done=1, total=6, phase="cheap", eta_s=None,
                                    current="[/x]" + OSC)
 
-    bar = _ProgressBar(Engine())
+    bar = ProgressBar(Engine())
     bar.update()
     out = io.StringIO()
     Console(file=out, width=300).print(bar.progress.get_renderable())

@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 
 from wstui import jsonio
 from wstui.cli import main
-from wstui.listing import human_bytes, human_params
+from wstui.render.numbers import human_bytes, human_count
 
 LS_FIELDS = {"name", "hf_name", "shape", "dtype", "kind", "block", "nbytes", "analyzable"}
 
@@ -126,9 +126,10 @@ def test_human_units() -> None:
     assert human_bytes(512) == "512 B"
     assert human_bytes(1536) == "1.5 KiB"
     assert human_bytes(3 * 1024**3) == "3.0 GiB"
-    assert human_params(22_713_728) == "22.7M"
-    assert human_params(7_241_732_096) == "7.2B"
-    assert human_params(999) == "999"
+    assert human_count(22_713_728) == "22.7M"
+    assert human_count(7_241_732_096) == "7.2B"
+    assert human_count(1_600_000_000_000) == "1.6T"
+    assert human_count(999) == "999"
 
 
 @pytest.mark.real

@@ -87,8 +87,12 @@ def test_failure_mid_write_keeps_the_old_file_and_removes_the_temp(tmp_path):
 
 
 def test_quant_csv_is_atomic(tmp_path, monkeypatch):
-    """`wstui quant --csv` used to write in place: a failure mid-write destroyed the old CSV."""
+    """`wstui quant --csv` used to write in place: a failure mid-write destroyed the old CSV.
+    Every command's --csv now goes through the shared tail and the one CSV writer."""
+    import argparse
+
     from wstui.commands import quant as quant_cmd
+    from wstui.commands._run import write_outputs
 
     class BadRow(dict):
         def get(self, key, default=None):
@@ -96,15 +100,16 @@ def test_quant_csv_is_atomic(tmp_path, monkeypatch):
 
     target = tmp_path / "study.csv"
     target.write_text("name,bits\nold,8\n")
+    args = argparse.Namespace(json=None, csv=str(target))
     monkeypatch.setattr("wstui.quant.csv_rows", lambda doc: [{"name": "a", "bits": 4},
                                                             BadRow(name="b", bits=4)])
-    with pytest.raises(outfile.OutputError, match=r"study\.csv: Input/output error"):
-        quant_cmd.write_csv({}, str(target))
+    [failed] = write_outputs(args, table=lambda: quant_cmd.study_table({}))
+    assert failed.endswith("study.csv: Input/output error")
     assert target.read_text() == "name,bits\nold,8\n"
     assert _leftovers(tmp_path) == []
     monkeypatch.setattr("wstui.quant.csv_rows", lambda doc: [{"name": "=HYPERLINK(1)",
                                                              "bits": 4}])
-    quant_cmd.write_csv({}, str(target))
+    assert write_outputs(args, table=lambda: quant_cmd.study_table({})) == []
     assert list(csv.reader(target.open())) == [["name", "bits"], ["'=HYPERLINK(1)", "4"]]
 
 

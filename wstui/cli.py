@@ -1,7 +1,9 @@
-"""Argument parsing only. Each subcommand lives in `wstui.commands.<name>.run(args) -> int`.
+"""The top-level parser and the dispatch; each subcommand is `wstui.commands.<name>`, which adds
+its own options (`add_arguments(parser)`) and runs (`run(args) -> int`). Here too: the option
+types and groups several commands share.
 
-Nothing heavy is imported here: `wstui ls` never loads torch and `wstui PATH` paints the app
-before torch is loaded.
+Nothing heavy is imported here, and only the module of the command given is imported: `wstui
+ls` never loads torch and `wstui PATH` paints the app before torch is loaded.
 """
 
 from __future__ import annotations
@@ -13,28 +15,12 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from wstui._version import __version__
+from wstui.commands._run import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, say
 
 SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull", "report", "serve", "sensitivity")
-
-EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-#: some tensors could not be loaded or analyzed (the rest of the report is there)
-EXIT_TENSORS_FAILED = 3
-
-
-def exit_code(*, interrupted: bool = False, bad: bool = False, failed: bool = False,
-              findings: bool = False) -> int:
-    """One exit code when several things went wrong: 130 interrupted, then 2 bad input or an
-    output that could not be written, then 3 tensors failed, then 1 findings at --fail-on.
-    The most serious one wins: each later one is less certain to be complete or right."""
-    if interrupted:
-        return EXIT_INTERRUPTED
-    if bad:
-        return EXIT_BAD_INPUT
-    if failed:
-        return EXIT_TENSORS_FAILED
-    return EXIT_FINDINGS if findings else EXIT_OK
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,22 +31,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def _csv_list(value: str) -> list[str]:
+def csv_list(value: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
         raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}")
     return items
 
 
-def _int_list(value: str) -> list[int]:
+def int_list(value: str) -> list[int]:
     try:
-        return [int(v) for v in _csv_list(value)]
+        return [int(v) for v in csv_list(value)]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {value!r}") from exc
 
 
-def _threshold(value: str) -> tuple[str, float]:
+def threshold(value: str) -> tuple[str, float]:
     code, sep, num = value.partition("=")
     try:
         if not sep or not code.strip():
@@ -73,7 +59,7 @@ def _threshold(value: str) -> tuple[str, float]:
     return code.strip(), number
 
 
-def _count(minimum: int) -> Callable[[str], int]:
+def count(minimum: int) -> Callable[[str], int]:
     """An int option type that refuses values below `minimum`."""
 
     def parse(value: str) -> int:
@@ -89,26 +75,27 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _path(value: str) -> str:
+def path_arg(value: str) -> str:
+    """A checkpoint path (or repo id) option: refuses an empty one."""
     if not value.strip():
         raise argparse.ArgumentTypeError("the path is empty")
     return value
 
 
-def _add_scan_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", type=_csv_list, default=None,
+def add_scan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", type=csv_list, default=None,
                    help="analyzers to run, comma-separated (default: the default set)")
     p.add_argument("--tensors", metavar="GLOB", default=None,
                    help="only tensors whose name (stored or HF) matches this glob")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--workers", type=_count(1), default=None,
+    p.add_argument("--workers", type=count(1), default=None,
                    help="worker threads (default: cores)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    p.add_argument("--threshold", type=_threshold, action="append", default=[],
+    p.add_argument("--threshold", type=threshold, action="append", default=[],
                    metavar="CODE=VALUE", help="override a finding threshold (repeatable)")
 
 
-def _add_hub_options(p: argparse.ArgumentParser) -> None:
+def add_hub_options(p: argparse.ArgumentParser) -> None:
     """For an `org/name[@rev]` not in the local HF cache, which is then fetched from the Hub."""
     p.add_argument("--file", metavar="NAME", default=None,
                    help="the weight file to fetch and open when a Hub repo holds several GGUFs")
@@ -133,127 +120,29 @@ def _fetch_repo_ids(args: argparse.Namespace) -> None:
                                              allow_bin=getattr(args, "allow_bin", False)))
 
 
+def _command(name: str) -> Any:
+    """The module of command `name` (`app` for `wstui PATH`), imported now and only now."""
+    return importlib.import_module(f"wstui.commands.{name}")
+
+
 def build_app_parser() -> argparse.ArgumentParser:
+    """`wstui [PATH]`: the app (`wstui.commands.app`), and the list of subcommands."""
     p = _Parser(
         prog="wstui",
         description="Explore the weights of a checkpoint in the terminal. Subcommands: "
         + ", ".join(SUBCOMMANDS) + " (see `wstui SUBCOMMAND --help`).",
     )
     p.add_argument("--version", action="version", version=f"wstui {__version__}")
-    p.add_argument("path", type=_path, nargs="?", help="checkpoint file, folder, or HF repo "
-                   "id org/name[@rev] (fetched from the Hub when not cached)")
-    p.add_argument("--print-config", action="store_true",
-                   help="print the effective configuration (thresholds, keys, which file) "
-                   "and exit")
-    p.add_argument("--diff", metavar="PATH_B", type=_path, default=None,
-                   help="compare with a second checkpoint")
-    p.add_argument("--export-dir", default=".", help="where `e`/`E` write JSON")
-    p.add_argument("--no-mouse", action="store_true", help="do not capture the mouse")
-    _add_scan_options(p)
-    _add_hub_options(p)
+    _command("app").add_arguments(p)
     p.set_defaults(command="app")
     return p
 
 
 def build_sub_parser(name: str) -> argparse.ArgumentParser:
+    """`wstui NAME ...`: the options `wstui.commands.NAME` adds."""
     p = _Parser(prog=f"wstui {name}")
     p.set_defaults(command=name)
-    if name == "ls":
-        p.description = "List a checkpoint's tensors in layer-tree order; reads no weights."
-        p.add_argument("path", type=_path)
-        p.add_argument("--json", metavar="FILE", default=None,
-                       help="write wstui.ls/1 JSON (`-`: stdout)")
-    elif name == "scan":
-        p.description = "Analyze a checkpoint headless: progress on stderr, top issues on stdout."
-        p.add_argument("path", type=_path)
-        p.add_argument("--diff", metavar="PATH_B", type=_path, default=None)
-        p.add_argument("--json", metavar="FILE", default=None, help="`-`: stdout")
-        p.add_argument("--csv", metavar="FILE", default=None, help="`-`: stdout")
-        p.add_argument("--top-issues", type=_count(0), default=20, metavar="N")
-        p.add_argument("--fail-on", choices=["info", "warn", "critical"], default=None)
-        p.add_argument("--quiet", action="store_true", help="no progress, no tables")
-        _add_scan_options(p)
-    elif name == "quant":
-        p.description = "Quantization study: per-layer alpha and SQNR under fake quantization."
-        p.add_argument("path", type=_path)
-        p.add_argument("--bits", type=_int_list, default=[8, 6, 5, 4, 3, 2])
-        p.add_argument("--granularity", type=_csv_list, default=["tensor", "channel", "group128"])
-        p.add_argument("--scheme", type=_csv_list, default=["sym"])
-        p.add_argument("--json", metavar="FILE", default=None, help="`-`: stdout")
-        p.add_argument("--csv", metavar="FILE", default=None, help="`-`: stdout")
-        p.add_argument("--quiet", action="store_true")
-        _add_scan_options(p)
-    elif name == "demo":
-        p.description = "Write the demo checkpoints and open them in the app (diff mode)."
-        p.add_argument("--out", metavar="DIR", default=None, help="write only, into DIR")
-        p.add_argument("--no-diff", action="store_true", help="open the base model alone")
-        p.add_argument("--force", action="store_true", help="rebuild even if cached")
-    elif name == "pull":
-        p.description = ("Fetch a Hugging Face Hub repo into the local HF cache without opening "
-                         "it: config, tokenizer and weights (safetensors, one GGUF; .bin only "
-                         "with --allow-bin). Prints the local path.")
-        p.add_argument("repo", metavar="org/name[@revision]")
-        p.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
-    elif name == "report":
-        p.description = ("Write a self-contained HTML report (offline, light and dark), the same "
-                         "as Markdown, and publication figures.")
-        p.add_argument("path")
-        p.add_argument("--diff", metavar="PATH_B", default=None, help="add the diff with B")
-        p.add_argument("--quant", action="store_true", help="add the quantization study")
-        p.add_argument("--sensitivity", action="store_true",
-                       help="add the sensitivity study (a causal LM: forward and backward "
-                            "passes on the shipped calibration text)")
-        p.add_argument("-o", "--output", metavar="FILE.html", default=None,
-                       help="the HTML file (default report.html unless --md/--figures)")
-        p.add_argument("--md", metavar="FILE.md", default=None,
-                       help="the report as Markdown, figures as PNG beside it")
-        p.add_argument("--figures", metavar="DIR", default=None, help="every figure as a file")
-        p.add_argument("--format", default="svg,png,pdf", metavar="svg,png,pdf",
-                       help="formats of --figures (default all three)")
-        p.add_argument("--worst", type=int, default=5, metavar="N",
-                       help="plot the N worst tensors (default 5)")
-        p.add_argument("--quiet", action="store_true", help="no progress, no summary line")
-        _add_scan_options(p)
-    elif name == "serve":
-        p.description = "Serve the app in a browser tab (textual-serve)."
-        p.add_argument("path")
-        p.add_argument("--diff", metavar="PATH_B", default=None)
-        p.add_argument("--port", type=int, default=8000)
-        p.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1: this machine only)")
-    elif name == "sensitivity":
-        p.description = ("Which weights the model depends on: gradient and Hessian scores on a "
-                         "calibration text, super weights, perturbation against random and "
-                         "bottom-k controls (needs a causal LM with config and tokenizer).")
-        p.add_argument("path")
-        p.add_argument("--text", metavar="FILE", default=None,
-                       help="calibration text (default: the one shipped with wstui)")
-        p.add_argument("--tokens", type=int, default=512, metavar="N")
-        p.add_argument("--metrics", type=_csv_list, default=["grad_x_weight", "fisher", "wanda"],
-                       help="grad_x_weight,fisher,wanda,hutchinson,magnitude")
-        p.add_argument("--probes", type=int, default=8, metavar="N",
-                       help="Rademacher probes per seed for hutchinson")
-        p.add_argument("--topk", type=int, default=100, metavar="K")
-        p.add_argument("--mode", default="global", help="global, layerwise or head")
-        p.add_argument("--perturb", type=_csv_list, default=["zero"],
-                       help="zero,sign_flip,gauss,bit_flip")
-        p.add_argument("--scale", type=float, default=1.0,
-                       help="gauss: noise std in units of the tensor's std")
-        p.add_argument("--controls", type=_csv_list, default=["random_k", "bottom_k"])
-        p.add_argument("--seeds", type=_int_list, default=[0, 1, 2])
-        p.add_argument("--eval", metavar="FILE", default=None,
-                       help="JSONL: ctx/endings/label (multiple choice) or text (last word)")
-        p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
-        p.add_argument("--json", metavar="FILE", default=None)
-        p.add_argument("--csv", metavar="FILE", default=None)
-        p.add_argument("--no-stability", action="store_true",
-                       help="skip the two text halves (two more backward passes)")
-        p.add_argument("--no-static", action="store_true",
-                       help="skip alpha / int8 SQNR / stable rank for the summary")
-        p.add_argument("--no-cache", action="store_true")
-        p.add_argument("--quiet", action="store_true", help="no progress, no tables")
-    if name in ("ls", "scan", "quant", "pull", "report", "serve", "sensitivity"):
-        _add_hub_options(p)
+    _command(name).add_arguments(p)
     return p
 
 
@@ -268,24 +157,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def _say(message: str) -> None:
-    """One `wstui: …` line on stderr; file names in it are shown as text (DESIGN §10)."""
-    from wstui.render import visible
-
-    print(f"wstui: {visible(message)}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from wstui.checkpoint.base import CheckpointError
 
-    module = importlib.import_module(f"wstui.commands.{args.command}")
+    module = _command(args.command)
     from wstui import outfile
 
     try:  # before anything is fetched or read (the commands check again when called directly)
         outfile.check_targets(json=getattr(args, "json", None), csv=getattr(args, "csv", None))
     except outfile.OutputError as exc:
-        _say(str(exc))
+        say(str(exc))
         return EXIT_BAD_INPUT
     stdout_was = _stdout_identity()
     try:
@@ -299,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         raise
     except CheckpointError as exc:
-        _say(str(exc))
+        say(str(exc))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("wstui: interrupted", file=sys.stderr)
@@ -307,19 +189,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except _StdoutError as exc:
-        _say(f"cannot write to stdout: {exc}")
+        say(f"cannot write to stdout: {exc}")
         return EXIT_BAD_INPUT
     except OSError as exc:  # e.g. the report printed to a full stdout (/dev/full)
         try:
             _flush_stdout()
         except _StdoutError as out_exc:
-            _say(f"cannot write to stdout: {out_exc}")
+            say(f"cannot write to stdout: {out_exc}")
             return EXIT_BAD_INPUT
         except BrokenPipeError:
             return _quiet_broken_pipe()
         where = (f"{exc.filename}: " if exc.filename else
                  "cannot write to stdout: " if _raised_in_console(exc) else "")
-        _say(f"{where}{exc.strerror or exc}")
+        say(f"{where}{exc.strerror or exc}")
         return EXIT_BAD_INPUT
 
 

@@ -14,19 +14,22 @@ def _print_paths(paths) -> None:
     print(f"manifest         {paths.manifest}")
 
 
-def _list_base(base: Path) -> int:
-    """What `wstui ls` prints for the base model (a plain list while that command is missing)."""
-    try:
-        from wstui.commands import ls
-    except ImportError:
-        from safetensors import safe_open
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = "Write the demo checkpoints and open them in the app (diff mode)."
+    p.add_argument("--out", metavar="DIR", default=None, help="write only, into DIR")
+    p.add_argument("--no-diff", action="store_true", help="open the base model alone")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
 
-        with safe_open(str(base / "model.safetensors"), framework="numpy") as f:
-            for name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                shape = f.get_slice(name).get_shape()
-                print(f"{name:50s} {'x'.join(map(str, shape))}")
-        return 0
-    return int(ls.run(argparse.Namespace(path=str(base), json=None)) or 0)
+
+def _list_base(base: Path) -> int:
+    """What `wstui ls` prints for the base model, as plain lines (when the app is missing)."""
+    from wstui.checkpoint import open_checkpoint
+    from wstui.render import visible
+    from wstui.render.ls import plain_lines, summary_line
+
+    with open_checkpoint(base) as ckpt:
+        print("\n".join([*plain_lines(ckpt), visible(summary_line(ckpt))]))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,10 +49,12 @@ def run(args: argparse.Namespace) -> int:
         _print_paths(paths)
         return 0
     try:
-        from wstui.commands.app import open_app
+        import wstui.app.app  # noqa: F401  (textual and the app, before anything is opened)
     except ImportError:
         _print_paths(paths)
         print("(the app is not available; listing the base model instead)", file=sys.stderr)
         return _list_base(paths.base)
+    from wstui.commands._run import open_app
+
     diff = None if args.no_diff else paths.finetuned
     return int(open_app(paths.base, diff=diff, export_dir=".") or 0)

@@ -9,7 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from wstui import cli
 from wstui.checkpoint.base import CheckpointError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Fetch a Hugging Face Hub repo into the local HF cache without opening "
+                     "it: config, tokenizer and weights (safetensors, one GGUF; .bin only "
+                     "with --allow-bin). Prints the local path.")
+    p.add_argument("repo", metavar="org/name[@revision]")
+    p.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    cli.add_hub_options(p)
 
 
 def repo_text(args: argparse.Namespace) -> str:

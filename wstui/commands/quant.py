@@ -1,48 +1,56 @@
-"""`wstui quant PATH`: the quantization study as tables, JSON and CSV."""
+"""`wstui quant PATH`: the quantization study (`wstui.quant/1`) as tables (`wstui.render.quant`),
+JSON and CSV (one row per layer and setting)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from wstui.checkpoint import open_checkpoint
-from wstui.cli import EXIT_INTERRUPTED, exit_code
-from wstui.render.quant import plan_table, summary_tables
+from wstui import cli
+from wstui.commands._run import (
+    CsvTable,
+    checked_options,
+    drive,
+    fail,
+    finish,
+    print_notes,
+    report_console,
+    rows_table,
+    say,
+    write_outputs,
+)
 
 
-def write_csv(doc: dict[str, Any], path: str) -> None:
-    """The per-layer rows of the study, atomically (a kill mid-write keeps the old file)."""
-    from wstui import outfile
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = "Quantization study: per-layer alpha and SQNR under fake quantization."
+    p.add_argument("path", type=cli.path_arg)
+    p.add_argument("--bits", type=cli.int_list, default=[8, 6, 5, 4, 3, 2])
+    p.add_argument("--granularity", type=cli.csv_list, default=["tensor", "channel", "group128"])
+    p.add_argument("--scheme", type=cli.csv_list, default=["sym"])
+    p.add_argument("--json", metavar="FILE", default=None, help="`-`: stdout")
+    p.add_argument("--csv", metavar="FILE", default=None, help="`-`: stdout")
+    p.add_argument("--quiet", action="store_true")
+    cli.add_scan_options(p)
+    cli.add_hub_options(p)
+
+
+def study_table(doc: dict[str, Any]) -> CsvTable:
+    """The study's CSV: one row per layer and setting."""
     from wstui.quant import csv_rows
 
-    rows = csv_rows(doc)
-    outfile.write_csv(path, rows, list(rows[0]) if rows else ["name"])
+    return rows_table(csv_rows(doc))
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from wstui import jsonio
-    from wstui.commands.scan import (
-        _drive,
-        _exit_now,
-        _fail,
-        cache_notices,
-        checked_options,
-        print_problems,
-        write_outputs,
-    )
-    from wstui.listing import print_notes
-    from wstui.outfile import is_stdout
+    from wstui.checkpoint import open_checkpoint
     from wstui.quant import study_document, study_engine
-    from wstui.render import plain, visible
+    from wstui.render.quant import render
     from wstui.scan import select_tensors
 
     try:
         checked_options(args)
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(exc)
     with open_checkpoint(args.path) as ckpt:
         print_notes(ckpt)
         try:
@@ -52,38 +60,21 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers, use_cache=not args.no_cache,
             )
         except ValueError as exc:
-            return _fail(f"bad quantization setting: {exc}")
-        interrupted = _drive(engine, show_progress=not args.quiet and sys.stderr.isatty())
+            return fail(f"bad quantization setting: {exc}")
+        interrupted = drive(engine, quiet=args.quiet)
         report = engine.report()
         doc = study_document(ckpt, report, spec)
-    write_failed = write_outputs((args.json, lambda target: jsonio.dump(doc, target)),
-                                 (args.csv, lambda target: write_csv(doc, target)))
+    write_failed = write_outputs(args, document=lambda: doc, table=lambda: study_table(doc))
     if engine.error:
-        print(f"wstui: quantization study failed: {engine.error}", file=sys.stderr)
+        say(f"quantization study failed: {engine.error}")
     if not args.quiet:
-        to_stdout = is_stdout(args.json) or is_stdout(args.csv)
-        out = Console(stderr=to_stdout)  # stdout carries the `-` file alone
-        note = " (GGUF: the study runs on the dequantized weights)" if doc["dequantized"] else ""
-        path = visible(doc["checkpoint"]["path"])
-        head = plain(f"{path}: {len(doc['layers'])} matrices, "
-                     f"{doc['elapsed_s']:.1f} s on {doc['device']}{note}", highlight=True)
-        head.stylize("bold", 0, len(path))
-        out.print(head)
-        for t in summary_tables(doc):
-            out.print(t)
-        out.print(plan_table(doc))
-        if doc["skipped"]:
-            out.print(plain(f"{len(doc['skipped'])} matrices skipped: " + "; ".join(
-                f"{s['name']}: {s['reason']}" for s in doc["skipped"][:5]), highlight=True))
-    print_problems(cache_notices(engine) + write_failed)
+        console = report_console(args, width=None)
+        for part in render(doc):
+            console.print(part)
+    n = len(report.entries)
     n_failed = sum(1 for e in report.entries if e.result.errors)
-    if n_failed and not interrupted:
-        print(f"wstui: {n_failed} of {len(report.entries)} matrices failed to load or sweep "
-              "(listed under skipped)", file=sys.stderr)
-    if interrupted:
-        print(f"wstui: interrupted: {len(doc['layers'])} matrices swept (kept in the cache)",
-              file=sys.stderr)
-        if not engine.wait(0):
-            _exit_now(EXIT_INTERRUPTED)
-    return exit_code(interrupted=interrupted, bad=bool(engine.error or write_failed),
-                     failed=n_failed > 0)
+    return finish(
+        engine, interrupted=interrupted, write_failed=write_failed,
+        failed_line=(f"{n_failed} of {n} matrices failed to load or sweep (listed under "
+                     "skipped)") if n_failed else None,
+        interrupted_line=f"interrupted: {len(doc['layers'])} matrices swept (kept in the cache)")

@@ -10,14 +10,46 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from wstui.cli import EXIT_INTERRUPTED, EXIT_OK
+from wstui import cli
+from wstui.commands._run import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    checked_options,
+    diff_engine,
+    drive,
+    fail,
+    say,
+    scan_engine,
+)
 
 DEFAULT_HTML = "report.html"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Write a self-contained HTML report (offline, light and dark), the same "
+                     "as Markdown, and publication figures.")
+    p.add_argument("path")
+    p.add_argument("--diff", metavar="PATH_B", default=None, help="add the diff with B")
+    p.add_argument("--quant", action="store_true", help="add the quantization study")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="add the sensitivity study (a causal LM: forward and backward "
+                        "passes on the shipped calibration text)")
+    p.add_argument("-o", "--output", metavar="FILE.html", default=None,
+                   help="the HTML file (default report.html unless --md/--figures)")
+    p.add_argument("--md", metavar="FILE.md", default=None,
+                   help="the report as Markdown, figures as PNG beside it")
+    p.add_argument("--figures", metavar="DIR", default=None, help="every figure as a file")
+    p.add_argument("--format", default="svg,png,pdf", metavar="svg,png,pdf",
+                   help="formats of --figures (default all three)")
+    p.add_argument("--worst", type=int, default=5, metavar="N",
+                   help="plot the N worst tensors (default 5)")
+    p.add_argument("--quiet", action="store_true", help="no progress, no summary line")
+    cli.add_scan_options(p)
+    cli.add_hub_options(p)
 
 
 def _check_parent(path: str | None, option: str) -> None:
@@ -30,7 +62,6 @@ def _check_parent(path: str | None, option: str) -> None:
 
 def _check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     """Engine options and figure formats; ValueError with a one-line reason."""
-    from wstui.commands.scan import checked_options
     from wstui.figures.output import parse_formats
 
     options = checked_options(args)
@@ -50,16 +81,14 @@ def _check_args(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wstui.commands.scan import _drive, _fail, scan_engine
-
     try:
         options, formats = _check_args(args)
     except ValueError as exc:
-        return _fail(str(exc))
+        return fail(exc)
 
     from wstui.checkpoint import open_checkpoint
 
-    progress = not args.quiet and sys.stderr.isatty()
+    quiet = args.quiet
     if args.diff:  # a bad B fails now, not after A's scan (reading its headers is cheap)
         with open_checkpoint(args.diff):
             pass
@@ -67,21 +96,21 @@ def run(args: argparse.Namespace) -> int:
         try:
             engine = scan_engine(args, ckpt, options)
         except ValueError as exc:
-            return _fail(str(exc))
+            return fail(exc)
         tensors = engine.refs
-        if _drive(engine, show_progress=progress):
+        if drive(engine, quiet=quiet):
             return _interrupted()
         scan = engine.report()
         cached = engine.progress().cached
         if engine.error:
-            return _fail(f"scan failed: {engine.error}")
+            return fail(f"scan failed: {engine.error}")
         quant_doc = None
         if args.quant:
             from wstui.quant import study_document, study_engine
 
             q_engine, spec = study_engine(ckpt, tensors=tensors, device=args.device,
                                           workers=args.workers, use_cache=not args.no_cache)
-            if _drive(q_engine, show_progress=progress):
+            if drive(q_engine, quiet=quiet):
                 return _interrupted()
             from wstui import jsonio
 
@@ -89,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             quant_doc = jsonio.strict(study_document(ckpt, q_engine.report(), spec))
         diff = diff_doc = None
         if args.diff:
-            diff = _run_diff(args, ckpt, options, progress)
+            diff = _run_diff(args, ckpt, options, quiet)
             if diff is None:
                 return _interrupted()
             if isinstance(diff, int):
@@ -99,32 +128,25 @@ def run(args: argparse.Namespace) -> int:
         if args.sensitivity:
             from wstui import jsonio
             from wstui.htmlreport.sensitivity import sensitivity_section
-            from wstui.render import visible
             from wstui.sensitivity import run_sensitivity
 
-            say = (lambda msg: print(f"wstui: {visible(msg)}", file=sys.stderr, flush=True)
-                   ) if not args.quiet else (lambda msg: None)
-            doc = run_sensitivity(ckpt, progress=say, use_cache=not args.no_cache)
+            doc = run_sensitivity(ckpt, progress=(lambda msg: None) if quiet else say,
+                                  use_cache=not args.no_cache)
             extra.append(sensitivity_section(jsonio.strict(doc)))
         return _write(args, formats, scan, quant_doc, diff, diff_doc, cached, extra)
 
 
 def _run_diff(args: argparse.Namespace, ckpt: Any, options: dict[str, Any],
-              progress: bool) -> Any:
+              quiet: bool) -> Any:
     """The finished DiffReport, None when interrupted, or an exit code on bad input."""
     from wstui.checkpoint import open_checkpoint
-    from wstui.commands.diff_report import nothing_matches, wants_spectral
-    from wstui.commands.scan import _drive, _fail
-    from wstui.diff import DiffEngine
 
     with open_checkpoint(args.diff) as ckpt_b:
-        engine = DiffEngine(ckpt, ckpt_b, device=args.device, workers=args.workers,
-                            use_cache=not args.no_cache, options=options,
-                            spectral=wants_spectral(args.methods), tensors=args.tensors,
-                            ranking_first=False)
-        if not engine.pairs and not engine.matching.shape_mismatch:
-            return _fail(nothing_matches(args, ckpt, ckpt_b))
-        if _drive(engine, show_progress=progress):
+        try:
+            engine = diff_engine(args, ckpt, ckpt_b, options)
+        except ValueError as exc:
+            return fail(exc)
+        if drive(engine, quiet=quiet):
             return None
         return engine.report()
 
@@ -151,8 +173,7 @@ def _write(args: argparse.Namespace, formats: list[str], scan: Any, quant_doc: A
         files = write_figures(inp, args.figures, formats, sections)
         wrote.append(f"{len(files)} figure files in {args.figures}")
     if not args.quiet:
-        print(f"wstui: wrote {'; '.join(wrote)} in {time.perf_counter() - t0:.1f} s",
-              file=sys.stderr)
+        say(f"wrote {'; '.join(wrote)} in {time.perf_counter() - t0:.1f} s")
     return EXIT_OK
 
 
@@ -173,6 +194,5 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def _interrupted() -> int:
-    print("wstui: interrupted: no report written (results so far are in the cache)",
-          file=sys.stderr)
+    say("interrupted: no report written (results so far are in the cache)")
     return EXIT_INTERRUPTED

@@ -4,96 +4,64 @@ controls (DESIGN §5 "sensitivity"). Progress on stderr, a summary on stdout, JS
 from __future__ import annotations
 
 import argparse
-import math
-import sys
 from typing import Any
 
-from wstui.cli import EXIT_BAD_INPUT, EXIT_OK
+from wstui import cli
+from wstui.commands._run import (
+    CsvTable,
+    exit_code,
+    fail,
+    print_problems,
+    report_console,
+    rows_table,
+    say,
+    write_outputs,
+)
 
 
-def _fmt(x: Any, spec: str = ".3g") -> str:
-    if x is None:
-        return "—"
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    return format(x, spec)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Which weights the model depends on: gradient and Hessian scores on a "
+                     "calibration text, super weights, perturbation against random and "
+                     "bottom-k controls (needs a causal LM with config and tokenizer).")
+    p.add_argument("path")
+    p.add_argument("--text", metavar="FILE", default=None,
+                   help="calibration text (default: the one shipped with wstui)")
+    p.add_argument("--tokens", type=int, default=512, metavar="N")
+    p.add_argument("--metrics", type=cli.csv_list, default=["grad_x_weight", "fisher", "wanda"],
+                   help="grad_x_weight,fisher,wanda,hutchinson,magnitude")
+    p.add_argument("--probes", type=int, default=8, metavar="N",
+                   help="Rademacher probes per seed for hutchinson")
+    p.add_argument("--topk", type=int, default=100, metavar="K")
+    p.add_argument("--mode", default="global", help="global, layerwise or head")
+    p.add_argument("--perturb", type=cli.csv_list, default=["zero"],
+                   help="zero,sign_flip,gauss,bit_flip")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="gauss: noise std in units of the tensor's std")
+    p.add_argument("--controls", type=cli.csv_list, default=["random_k", "bottom_k"])
+    p.add_argument("--seeds", type=cli.int_list, default=[0, 1, 2])
+    p.add_argument("--eval", metavar="FILE", default=None,
+                   help="JSONL: ctx/endings/label (multiple choice) or text (last word)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--json", metavar="FILE", default=None)
+    p.add_argument("--csv", metavar="FILE", default=None)
+    p.add_argument("--no-stability", action="store_true",
+                   help="skip the two text halves (two more backward passes)")
+    p.add_argument("--no-static", action="store_true",
+                   help="skip alpha / int8 SQNR / stable rank for the summary")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress, no tables")
+    cli.add_hub_options(p)
 
 
-def write_csv(doc: dict[str, Any], path: str) -> None:
-    """One row per tensor, through the one CSV writer (atomic, formula cells guarded)."""
-    from wstui.outfile import write_csv as write_rows
+def study_table(doc: dict[str, Any]) -> CsvTable:
+    """The study's CSV: one row per tensor (identity, scores, static metrics)."""
     from wstui.sensitivity import csv_rows
 
-    rows = csv_rows(doc)
-    write_rows(path, rows, list(rows[0]) if rows else ["name"])
-
-
-def print_summary(doc: dict[str, Any], *, stderr: bool = False) -> None:
-    """Perplexity, the most sensitive tensors, the super weights, the perturbation table."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    from wstui.render import plain  # names and paths from files shown as text (DESIGN §10)
-
-    out = Console(stderr=stderr)
-    t = doc["text"]
-    out.print(plain(f"{doc['checkpoint']['path']}: perplexity {_fmt(doc['perplexity'], '.3f')} "
-                   f"on {t['tokens']} tokens of {t['source']} "
-                   f"({doc['timings'].get('total_s', 0):.1f} s on {doc['device']})"))
-    metric = doc["settings"]["metrics"][0]
-    top = sorted((r for r in doc["tensors"] if r.get(metric) is not None),
-                 key=lambda r: -r[metric])[:10]
-    tab = Table(title=f"Most sensitive tensors by {metric}", title_justify="left",
-                box=box.SIMPLE_HEAD)
-    for col in ("tensor", "kind", *doc["settings"]["metrics"]):
-        tab.add_column(col, justify="left" if col in ("tensor", "kind") else "right")
-    for r in top:
-        tab.add_row(plain(r["hf_name"]), plain(r["kind"]),
-                    *[_fmt(r.get(m)) for m in doc["settings"]["metrics"]])
-    out.print(tab)
-    sw = Table(title="Super weights (zeroed one at a time)", title_justify="left",
-               box=box.SIMPLE_HEAD)
-    for col in ("tensor", "row", "col", "value", "act_in", "act_out", "ppl zeroed", "ratio"):
-        sw.add_column(col, justify="left" if col == "tensor" else "right")
-    for s in doc["super_weights"]:
-        sw.add_row(plain(s["tensor"]), str(s["row"]), str(s["col"]), _fmt(s["value"]),
-                   _fmt(s["act_in"]), _fmt(s["act_out"]), _fmt(s["ppl_zeroed"], ".4g"),
-                   _fmt(s["ppl_ratio"]))
-    if doc["super_weights"]:
-        out.print(sw)
-    else:
-        out.print("No super weight: no down-projection output spike above "
-                  f"{doc['settings']['spike_ratio']:g}x the median over layers.")
-    pt = Table(title=f"Perturbation (perplexity before: {_fmt(doc['perplexity'], '.4g')})",
-               title_justify="left", box=box.SIMPLE_HEAD)
-    cols = ["method", "target", "metric", "k", "seed", "ppl", "ratio"]
-    has_acc = any("accuracy" in r for r in doc["perturbation"])
-    if has_acc:
-        cols.append("accuracy")
-    for col in cols:
-        pt.add_column(col, justify="left" if col in ("method", "target", "metric") else "right")
-    for r in doc["perturbation"]:
-        cells = [r["method"], r["target"], r["metric"] or "", str(r["k"]),
-                 "" if r["seed"] is None else str(r["seed"]), _fmt(r["ppl"], ".4g"),
-                 _fmt(r["ppl_ratio"])]
-        if has_acc:
-            cells.append(_fmt(r.get("accuracy"), ".3f"))
-        pt.add_row(*cells)
-    out.print(pt)
-    halves = doc["stability"].get("halves")
-    if halves:
-        out.print("Stability across the two text halves (Jaccard@k of the top-k, Spearman of "
-                  "per-tensor totals): " + "; ".join(
-                      f"{m} {_fmt(v['jaccard'], '.2f')} / {_fmt(v['spearman'], '.2f')}"
-                      for m, v in halves.items() if isinstance(v, dict)))
+    return rows_table(csv_rows(doc))
 
 
 def run(args: argparse.Namespace) -> int:
-    from wstui import jsonio
-    from wstui.commands.scan import print_problems, write_outputs
-    from wstui.outfile import is_stdout
-    from wstui.render import visible
+    from wstui.render.sensitivity import summary
     from wstui.sensitivity import check_options, sensitivity_document
 
     opts = dict(text=args.text, tokens=args.tokens, metrics=args.metrics, probes=args.probes,
@@ -106,17 +74,17 @@ def run(args: argparse.Namespace) -> int:
                       controls=args.controls, seeds=args.seeds, topk=args.topk,
                       probes=args.probes, tokens=args.tokens, scale=args.scale)
     except ValueError as exc:
-        print(f"wstui: {visible(exc)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(exc)
 
     def progress(msg: str) -> None:
         if not args.quiet:
-            print(f"wstui: {visible(msg)}", file=sys.stderr, flush=True)
+            say(msg)
 
     doc = sensitivity_document(args.path, progress=progress, **opts)
-    failed = write_outputs((args.json, lambda f: jsonio.dump(doc, f)),
-                           (args.csv, lambda f: write_csv(doc, f)))
+    failed = write_outputs(args, document=lambda: doc, table=lambda: study_table(doc))
     if not args.quiet:
-        print_summary(doc, stderr=is_stdout(args.json) or is_stdout(args.csv))
+        console = report_console(args, width=None)
+        for part in summary(doc):
+            console.print(part)
     print_problems(failed)
-    return EXIT_BAD_INPUT if failed else EXIT_OK
+    return exit_code(bad=bool(failed))

@@ -12,7 +12,18 @@ import argparse
 import shlex
 import sys
 
-from wstui.cli import EXIT_BAD_INPUT, EXIT_OK
+from wstui import cli
+from wstui.commands._run import EXIT_BAD_INPUT, EXIT_OK
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = "Serve the app in a browser tab (textual-serve)."
+    p.add_argument("path")
+    p.add_argument("--diff", metavar="PATH_B", default=None)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    cli.add_hub_options(p)
 
 
 def app_command(args: argparse.Namespace) -> str:

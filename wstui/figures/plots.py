@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from wstui.figures.output import colors
+from wstui.render.columns import int8_sqnr, tensor_metric
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -21,22 +22,11 @@ MAX_POINTS = 400
 INT8_LOSSY_DB = 26.0
 #: (title, y label, getter on a scan-document tensor, log y) of the metrics-by-depth panels
 DEPTH_PANELS = (
-    ("power-law α", "α", lambda t: _m(t, "spectral", "alpha"), False),
-    ("stable rank", "stable rank", lambda t: _m(t, "spectral", "stable_rank"), True),
-    ("int8 SQNR (per-tensor sym)", "dB", lambda t: int8_sqnr(t), False),
-    ("excess kurtosis", "kurtosis", lambda t: _m(t, "stats", "kurtosis"), "symlog"),
+    ("power-law α", "α", lambda t: tensor_metric(t, "spectral", "alpha"), False),
+    ("stable rank", "stable rank", lambda t: tensor_metric(t, "spectral", "stable_rank"), True),
+    ("int8 SQNR (per-tensor sym)", "dB", lambda t: int8_sqnr(t.get("metrics") or {}), False),
+    ("excess kurtosis", "kurtosis", lambda t: tensor_metric(t, "stats", "kurtosis"), "symlog"),
 )
-
-
-def _m(t: Mapping[str, Any], analyzer: str, key: str) -> Any:
-    return ((t.get("metrics") or {}).get(analyzer) or {}).get(key)
-
-
-def int8_sqnr(t: Mapping[str, Any]) -> float | None:
-    """Per-tensor symmetric 8-bit SQNR (dB) of a scan-document tensor: `int8_lossy`'s number."""
-    from wstui.render.columns import int8_sqnr as from_metrics
-
-    return from_metrics(t.get("metrics") or {})
 
 
 def _num(v: Any) -> float | None:

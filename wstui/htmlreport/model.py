@@ -13,9 +13,7 @@ formats, with no change here.
 
 from __future__ import annotations
 
-import math
 import re
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,8 +28,8 @@ from wstui.figures.plots import (
     quant_figure,
     spectrum_figure,
 )
-from wstui.render.columns import KIND_COLUMNS
-from wstui.render.numbers import KIND_ORDER, fmt, human_count
+from wstui.render.columns import KIND_COLUMNS, tensor_metric
+from wstui.render.numbers import KIND_ORDER, fmt, human_count, kind_key, median
 
 if TYPE_CHECKING:  # pragma: no cover
     from wstui.diff import DiffReport
@@ -124,21 +122,6 @@ def num(v: Any) -> Cell:
     return Cell(fmt(v), v)
 
 
-def _metric(analyzer: str, key: str) -> Callable[[Mapping[str, Any]], Any]:
-    return lambda t: ((t.get("metrics") or {}).get(analyzer) or {}).get(key)
-
-
-def _median(values: Sequence[Any]) -> float | None:
-    xs = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
-          and math.isfinite(float(v))]
-    return statistics.median(xs) if xs else None
-
-
-def kind_key(kind: str) -> tuple[int, str]:
-    order = {k: i for i, k in enumerate(KIND_ORDER)}
-    return order.get(kind, len(order)), kind
-
-
 # ----------------------------------------------------------------------------- sections
 def summary_section(inp: ReportInput) -> Section:
     doc = inp.scan_doc
@@ -199,7 +182,7 @@ def kinds_section(inp: ReportInput) -> Section:
         ts = by_kind[kind]
         n_find = sum(len(t.get("findings") or []) for t in ts)
         metrics = [t.get("metrics") or {} for t in ts]
-        rows.append([Cell(kind), num(len(ts)), *[num(_median([get(m) for m in metrics]))
+        rows.append([Cell(kind), num(len(ts)), *[num(median([get(m) for m in metrics]))
                                                   for _, get in cols], num(n_find)])
     table = Table("kinds", "Per module kind (medians over the kind's tensors)",
                   ["kind", "tensors", *[c for c, _ in cols], "findings"], rows,
@@ -230,8 +213,8 @@ def worst_tensors(inp: ReportInput) -> list[str]:
         if it["tensor"] not in out and plottable(it["tensor"]):
             out.append(it["tensor"])
     rest = sorted((t for t in inp.scan_doc["tensors"] if t["name"] not in out
-                   and plottable(t["name"]) and _metric("spectral", "alpha")(t) is not None),
-                  key=lambda t: _metric("spectral", "alpha")(t))
+                   and plottable(t["name"]) and tensor_metric(t, "spectral", "alpha") is not None),
+                  key=lambda t: tensor_metric(t, "spectral", "alpha"))
     out += [t["name"] for t in rest]
     return out[: max(0, inp.worst)]
 

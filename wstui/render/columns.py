@@ -14,6 +14,11 @@ def metric(metrics: Metrics, analyzer: str, key: str) -> Any:
     return (metrics.get(analyzer) or {}).get(key)
 
 
+def tensor_metric(tensor: Mapping[str, Any], analyzer: str, key: str) -> Any:
+    """A metric of a `wstui.scan/1` tensor (None when not computed)."""
+    return metric(tensor.get("metrics") or {}, analyzer, key)
+
+
 def int8_sqnr(metrics: Metrics) -> float | None:
     """Per-tensor symmetric 8-bit SQNR (dB), the number behind `int8_lossy`."""
     for s in metric(metrics, "quantization", "schemes") or []:

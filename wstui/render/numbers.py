@@ -1,15 +1,25 @@
-"""How every face writes a number: one formatter for the CLI's tables, the app and the report,
-so that the same metric reads the same everywhere."""
+"""How every face writes a number: one set of formatters for the CLI's tables, the app, the
+HTML/Markdown report and the figures, so that the same metric reads the same everywhere."""
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Iterable
 from typing import Any
 
 #: module kinds in reading order (embeddings, attention, MLP, norms, head), for tables/plots
 KIND_ORDER = ("embedding", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_qkv",
               "attn_o", "mlp_gate", "mlp_up", "mlp_down", "mlp_gate_up", "moe_router",
               "moe_expert", "norm", "lm_head", "bias", "other")
+
+
+def kind_key(kind: str) -> tuple[int, str]:
+    """Sort key of a module kind: KIND_ORDER first, unknown kinds after, by name."""
+    return _KIND_RANK.get(kind, len(_KIND_RANK)), kind
+
+
+_KIND_RANK = {k: i for i, k in enumerate(KIND_ORDER)}
 
 
 def fmt(v: Any) -> str:
@@ -29,9 +39,42 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+def fmt_fixed(x: Any, spec: str = ".3f") -> str:
+    """`x` in a fixed format spec (a study's table column); '—' for missing, 'inf'/'-inf'/'nan'
+    for non-finite floats."""
+    if x is None:
+        return "—"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return format(x, spec)
+
+
+def fmt_pct(x: float | None) -> str:
+    """A signed change in percent with two decimals: '+1.25%'; '—' for missing."""
+    return "—" if x is None else f"{x:+.2f}%"
+
+
 def human_count(n: int) -> str:
-    """1234567 -> '1.2M' (parameter counts)."""
-    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+    """22_713_216 -> '22.7M' (decimal units, as model cards count parameters)."""
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
         if n >= div:
             return f"{n / div:.1f}{unit}"
     return str(n)
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB' (binary units, as file managers and `ls -h` show them)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def median(values: Iterable[Any]) -> float | None:
+    """The median of the numbers among `values` (None, bools, strings and NaN left out;
+    infinities count); None when there is none. The per-kind tables of every face use it."""
+    xs = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+          and not math.isnan(float(v))]
+    return statistics.median(xs) if xs else None

@@ -1,18 +1,27 @@
-"""The quantization study's document as rich tables, and the formatters its tables and the
-app's Quantization-study view share, so that both faces read the same."""
+"""The quantization study's document (`wstui.quant/1`) as rich renderables (what `wstui quant`
+prints), and the labels its tables and the app's Quantization-study view share, so that both
+faces read the same. Numbers are written by `wstui.render.numbers`."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from wstui.render.numbers import fmt_fixed, fmt_pct
+from wstui.render.text import plain, visible
 
-def fmt_fixed(x: Any, spec: str = ".3f") -> str:
-    if x is None:
-        return "—"
-    if isinstance(x, float) and not math.isfinite(x):
-        return "inf" if x > 0 else "-inf"
-    return format(x, spec)
+
+def render(doc: dict[str, Any]) -> list[Any]:
+    """The head line, the summary tables, the plan and the skipped matrices."""
+    note = " (GGUF: the study runs on the dequantized weights)" if doc["dequantized"] else ""
+    path = visible(doc["checkpoint"]["path"])
+    head = plain(f"{path}: {len(doc['layers'])} matrices, "
+                 f"{doc['elapsed_s']:.1f} s on {doc['device']}{note}", highlight=True)
+    head.stylize("bold", 0, len(path))
+    parts: list[Any] = [head, *summary_tables(doc), plan_table(doc)]
+    if doc["skipped"]:
+        parts.append(plain(f"{len(doc['skipped'])} matrices skipped: " + "; ".join(
+            f"{s['name']}: {s['reason']}" for s in doc["skipped"][:5]), highlight=True))
+    return parts
 
 
 def setting_label(row: dict[str, Any]) -> str:
@@ -50,10 +59,6 @@ def summary_tables(doc: dict[str, Any]) -> list:
                 )
             tables.append(t)
     return tables
-
-
-def fmt_pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:+.2f}%"
 
 
 def plan_table(doc: dict[str, Any]):

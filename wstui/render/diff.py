@@ -1,94 +1,15 @@
-"""`wstui scan A --diff B`: compare two checkpoints headless (DESIGN §3, §8 `wstui.diff/1`).
-
-Progress on stderr when it is a terminal; on stdout the most-changed table, the per-block and
-per-kind summaries, the findings and the unmatched/mismatched names. `--json`, `--csv`.
-"""
+"""A diff as rich renderables (what `wstui scan A --diff B` prints): the most-changed table,
+the per-block and per-kind summaries, the findings and the unmatched/mismatched names."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from typing import Any
-
-from wstui.cli import exit_code
-from wstui.commands.scan import _fail, cache_notices, print_problems, report_console, write_outputs
 
 BAR_WIDTH = 12
 LIST_LIMIT = 20
 NARROW = 120  # below this many columns: short tensor names, no kind column, a shorter bar
 
-
-def wants_spectral(methods: Sequence[str] | None) -> bool:
-    """The spectral part of compare runs unless --methods is given without `spectral`."""
-    return methods is None or "spectral" in methods
-
-
-def nothing_matches(args: argparse.Namespace, a: Any, b: Any) -> str:
-    def what(c: Any) -> str:
-        arch = (c.config or {}).get("model_type") or c.metadata.get("architecture") or c.format
-        return f"{arch}, {len(c.tensors)} tensors"
-
-    return (f"{args.path} ({what(a)}) and {args.diff} ({what(b)}) share no tensor name: "
-            "nothing to compare")
-
-
-def run(args: argparse.Namespace) -> int:
-    from wstui.commands.scan import _drive, checked_options
-
-    try:
-        options = checked_options(args)
-    except ValueError as exc:
-        return _fail(str(exc))
-
-    from wstui.checkpoint import open_checkpoint
-    from wstui.diff import DiffEngine
-    from wstui.listing import print_notes
-
-    with open_checkpoint(args.path) as ckpt_a, open_checkpoint(args.diff) as ckpt_b:
-        print_notes(ckpt_a)
-        print_notes(ckpt_b)
-        engine = DiffEngine(ckpt_a, ckpt_b, device=args.device, workers=args.workers,
-                            use_cache=not args.no_cache, options=options,
-                            spectral=wants_spectral(args.methods), tensors=args.tensors,
-                            ranking_first=False)  # nothing shows before the end: one load
-        if not engine.pairs and not engine.matching.shape_mismatch:
-            if args.tensors and (ckpt_a.tensors and ckpt_b.tensors):
-                return _fail(f"no tensor of both checkpoints matches {args.tensors!r}")
-            return _fail(nothing_matches(args, ckpt_a, ckpt_b))
-        interrupted = _drive(engine, show_progress=not args.quiet and sys.stderr.isatty())
-        report = engine.report()
-
-        def csv_writer(target: str) -> None:
-            from wstui.diff import write_csv
-
-            write_csv(report, target)
-
-        write_failed = write_outputs((args.json, report.to_json), (args.csv, csv_writer))
-        if not args.quiet:
-            console = report_console(args)
-            console.print(render(report, top=args.top_issues, workers=engine.workers,
-                                 width=console.width))
-        print_problems(cache_notices(engine) + write_failed)
-        n_failed = sum(1 for p in report.pairs if p.result.errors)
-        if n_failed and not interrupted:
-            print(f"wstui: {n_failed} of {len(report.pairs)} pairs failed to load or compare "
-                  "(their errors are in the report)", file=sys.stderr)
-        if interrupted:
-            n_done = sum(1 for p in report.pairs if p.result.metrics)
-            print(f"wstui: interrupted: {n_done} of {len(report.pairs)} pairs compared",
-                  file=sys.stderr)
-        findings = False
-        if args.fail_on:
-            from analyzers.core import Severity
-
-            floor = Severity(args.fail_on).rank
-            findings = any(i.finding.severity.rank >= floor for i in report.top_issues)
-    return exit_code(interrupted=interrupted, bad=bool(write_failed), failed=n_failed > 0,
-                     findings=findings)
-
-
-# ------------------------------------------------------------------------------ rendering
 def bar(value: float | None, top: float, width: int = BAR_WIDTH) -> str:
     """A bar of `value` against `top` in eighth blocks (no colour needed to read it)."""
     if value is None or top <= 0 or value != value:

@@ -1,33 +1,23 @@
-"""Rich tables for `wstui scan`: the summary, the per-kind summary and the top issues."""
+"""A scan as rich tables (what `wstui scan` prints): the summary, the per-kind medians and the
+top issues. Reads a finished `ScanReport`; prints nothing itself."""
 
 from __future__ import annotations
 
-import math
-import statistics
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from analyzers.core import LOWER_IS_WORSE, Severity, TensorResult
 from wstui.render import columns, plain, visible
-from wstui.render.numbers import KIND_ORDER, fmt, human_count
-from wstui.scan import ScanReport
+from wstui.render.numbers import fmt, human_count, kind_key, median
+
+if TYPE_CHECKING:  # pragma: no cover
+    from wstui.scan import ScanReport
 
 SEVERITY_STYLE = {Severity.CRITICAL: "bold red", Severity.WARN: "yellow", Severity.INFO: "cyan"}
-
-
-def int8_sqnr(result: TensorResult) -> float | None:
-    """Per-tensor symmetric 8-bit SQNR (dB), the number behind `int8_lossy`."""
-    return columns.int8_sqnr(result.metrics)
-
-
-def _median(values: list[Any]) -> float | None:
-    xs = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
-          and not math.isnan(float(v))]
-    return statistics.median(xs) if xs else None
 
 
 def summary_table(report: ScanReport, *, workers: int | None = None,
@@ -81,12 +71,11 @@ def kind_table(report: ScanReport) -> Table | None:
     for title, _ in cols:
         t.add_column(title, justify="right")
     t.add_column("findings", justify="right")
-    order = {k: i for i, k in enumerate(KIND_ORDER)}
-    for kind in sorted(by_kind, key=lambda k: (order.get(k, len(order)), k)):
+    for kind in sorted(by_kind, key=kind_key):
         rs = by_kind[kind]
         n_find = sum(len(r.findings) for r in rs)
         t.add_row(plain(kind), str(len(rs)),
-                  *[fmt(_median([get(r.metrics) for r in rs])) for _, get in cols],
+                  *[fmt(median([get(r.metrics) for r in rs])) for _, get in cols],
                   str(n_find) if n_find else "–")
     return t
 
@@ -118,6 +107,7 @@ def issues_table(report: ScanReport, limit: int = 20, width: int = 160) -> Table
 
 def render(report: ScanReport, *, top: int = 20, workers: int | None = None,
            cached: int | None = None, width: int = 160) -> Group:
+    """Everything `wstui scan` prints, as one rich renderable for a console `width` wide."""
     parts: list[Any] = [summary_table(report, workers=workers, cached=cached), Text("")]
     kt = kind_table(report)
     if kt is not None:
@@ -127,8 +117,3 @@ def render(report: ScanReport, *, top: int = 20, workers: int | None = None,
     else:
         parts.append(Text("No findings.", style="green"))
     return Group(*parts)
-
-
-def print_report(report: ScanReport, console: Console | None = None, **kwargs: Any) -> None:
-    console = console or Console()
-    console.print(render(report, width=console.width, **kwargs))
