@@ -48,8 +48,8 @@ from wstui.app.views.quantization import QuantizationView
 from wstui.app.views.table import TableView
 from wstui.app.widgets.tree import LayerTree, matches
 from wstui.documents.view import slug, unique_path, write_view
-from wstui.listing import checkpoint_notes
 from wstui.render import plain, visible
+from wstui.render.ls import checkpoint_notes
 from wstui.render.numbers import human_count
 
 if TYPE_CHECKING:  # pragma: no cover
