@@ -96,13 +96,13 @@ def test_quant_csv_is_atomic(tmp_path, monkeypatch):
 
     target = tmp_path / "study.csv"
     target.write_text("name,bits\nold,8\n")
-    monkeypatch.setattr("wstui.quant.csv_rows", lambda doc: [{"name": "a", "bits": 4},
+    monkeypatch.setattr("wstui.documents.quant.csv_rows", lambda doc: [{"name": "a", "bits": 4},
                                                             BadRow(name="b", bits=4)])
     with pytest.raises(outfile.OutputError, match=r"study\.csv: Input/output error"):
         quant_cmd.write_csv({}, str(target))
     assert target.read_text() == "name,bits\nold,8\n"
     assert _leftovers(tmp_path) == []
-    monkeypatch.setattr("wstui.quant.csv_rows", lambda doc: [{"name": "=HYPERLINK(1)",
+    monkeypatch.setattr("wstui.documents.quant.csv_rows", lambda doc: [{"name": "=HYPERLINK(1)",
                                                              "bits": 4}])
     quant_cmd.write_csv({}, str(target))
     assert list(csv.reader(target.open())) == [["name", "bits"], ["'=HYPERLINK(1)", "4"]]

@@ -12,9 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from analyzers.core import LOWER_IS_WORSE, Severity, TensorResult
+from wstui.engine.scan import ScanReport
 from wstui.render import columns, plain, visible
 from wstui.render.numbers import KIND_ORDER, fmt, human_count
-from wstui.scan import ScanReport
 
 SEVERITY_STYLE = {Severity.CRITICAL: "bold red", Severity.WARN: "yellow", Severity.INFO: "cyan"}
 

@@ -32,7 +32,7 @@ class Pairing:
 def match(refs_a: list[Any], refs_b: list[Any]) -> Pairing:
     """The headless diff's matching (wstui.diff.match_tensors), so the app pairs what
     `wstui scan A --diff B` pairs."""
-    from wstui.diff import Matching, match_tensors
+    from wstui.engine.matching import Matching, match_tensors
 
     m = match_tensors(refs_a, refs_b)
     usable = [p for p in m.pairs if p.a.analyzable and p.b.analyzable]
@@ -78,8 +78,8 @@ class DiffRunner:
         threading.Thread(target=self._start, name="wstui-diff-start", daemon=True).start()
 
     def _start(self) -> None:
-        from wstui.diff import DiffEngine
-        from wstui.scan import cpu_count
+        from wstui.engine.diff import DiffEngine
+        from wstui.engine.placement import cpu_count
 
         kw = dict(self.engine_kw)
         kw["workers"] = kw["workers"] or max(1, cpu_count() // 2)  # the scan runs beside it

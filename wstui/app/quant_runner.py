@@ -52,7 +52,7 @@ class QuantStudyFailed(Message):
 
 
 def _default_study(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    from wstui.quant import run_study  # imported on the runner's thread (it pulls in numpy)
+    from wstui.engine.study import run_study  # imported on the runner's thread (it pulls in numpy)
 
     return run_study(*args, **kwargs)
 
@@ -166,7 +166,7 @@ class QuantStudyActions:
         return scope
 
     def _quant_study_tensors(self) -> list[Any]:
-        from wstui.quant import study_tensors
+        from wstui.engine.study import study_tensors
 
         return study_tensors(self.checkpoint, self.state.refs_list())
 

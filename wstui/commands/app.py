@@ -140,7 +140,7 @@ def open_app(
     ckpt_b = open_checkpoint(diff) if diff is not None else None
     refs = ckpt.tensors
     if tensors:
-        from wstui.scan import select_tensors
+        from wstui.checkpoint.select import select_tensors
 
         refs = select_tensors(ckpt.tensors, tensors)
         if not refs:
@@ -152,7 +152,7 @@ def open_app(
     options: dict[str, Any] = {"thresholds": dict(thresholds)} if thresholds else {}
 
     def engine_factory() -> Any:
-        from wstui.scan import ScanEngine
+        from wstui.engine.scan import ScanEngine
 
         return ScanEngine(ckpt, methods=methods, device=device, workers=workers,
                           use_cache=use_cache, options=options, tensors=refs)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
     from wstui.checkpoint import open_checkpoint
-    from wstui.diff import DiffEngine
+    from wstui.engine.diff import DiffEngine
     from wstui.listing import print_notes
 
     with open_checkpoint(args.path) as ckpt_a, open_checkpoint(args.diff) as ckpt_b:
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         report = engine.report()
 
         def csv_writer(target: str) -> None:
-            from wstui.diff import write_csv
+            from wstui.documents.diff import write_csv
 
             write_csv(report, target)
 

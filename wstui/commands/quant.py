@@ -14,7 +14,7 @@ from wstui.render.quant import plan_table, summary_tables
 def write_csv(doc: dict[str, Any], path: str) -> None:
     """The per-layer rows of the study, atomically (a kill mid-write keeps the old file)."""
     from wstui import outfile
-    from wstui.quant import csv_rows
+    from wstui.documents.quant import csv_rows
 
     rows = csv_rows(doc)
     outfile.write_csv(path, rows, list(rows[0]) if rows else ["name"])
@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from wstui import jsonio
+    from wstui.checkpoint.select import select_tensors
     from wstui.commands.scan import (
         _drive,
         _exit_now,
@@ -33,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
         print_problems,
         write_outputs,
     )
+    from wstui.documents.quant import study_document
+    from wstui.engine.study import study_engine
     from wstui.listing import print_notes
     from wstui.outfile import is_stdout
-    from wstui.quant import study_document, study_engine
     from wstui.render import plain, visible
-    from wstui.scan import select_tensors
 
     try:
         checked_options(args)

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"scan failed: {engine.error}")
         quant_doc = None
         if args.quant:
-            from wstui.quant import study_document, study_engine
+            from wstui.documents.quant import study_document
+            from wstui.engine.study import study_engine
 
             q_engine, spec = study_engine(ckpt, tensors=tensors, device=args.device,
                                           workers=args.workers, use_cache=not args.no_cache)
@@ -98,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
         extra = []
         if args.sensitivity:
             from wstui import jsonio
+            from wstui.engine.sensitivity import run_sensitivity
             from wstui.htmlreport.sensitivity import sensitivity_section
             from wstui.render import visible
-            from wstui.sensitivity import run_sensitivity
 
             say = (lambda msg: print(f"wstui: {visible(msg)}", file=sys.stderr, flush=True)
                    ) if not args.quiet else (lambda msg: None)
@@ -115,7 +116,7 @@ def _run_diff(args: argparse.Namespace, ckpt: Any, options: dict[str, Any],
     from wstui.checkpoint import open_checkpoint
     from wstui.commands.diff_report import nothing_matches, wants_spectral
     from wstui.commands.scan import _drive, _fail
-    from wstui.diff import DiffEngine
+    from wstui.engine.diff import DiffEngine
 
     with open_checkpoint(args.diff) as ckpt_b:
         engine = DiffEngine(ckpt, ckpt_b, device=args.device, workers=args.workers,
@@ -132,7 +133,7 @@ def _run_diff(args: argparse.Namespace, ckpt: Any, options: dict[str, Any],
 def _write(args: argparse.Namespace, formats: list[str], scan: Any, quant_doc: Any,
            diff: Any, diff_doc: Any, cached: int | None = None,
            extra: list[Any] | None = None) -> int:
-    from wstui.export import scan_json
+    from wstui.documents.scan import scan_json
     from wstui.htmlreport.model import ReportInput, build_sections
     from wstui.htmlreport.write import write_figures, write_html, write_markdown
 

@@ -104,7 +104,8 @@ def scan_engine(args: argparse.Namespace, ckpt: Any, options: dict[str, Any]) ->
     """The ScanEngine (not started) that `--tensors`, `--methods`, `--device`, `--workers` and
     `--no-cache` ask for; a glob that matches nothing or an unknown method raises ValueError
     (one line)."""
-    from wstui.scan import ScanEngine, select_tensors, validate_methods
+    from wstui.checkpoint.select import select_tensors
+    from wstui.engine.scan import ScanEngine, validate_methods
 
     tensors = select_tensors(ckpt.tensors, args.tensors)
     if not tensors:
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         report = engine.report()
 
         def csv_writer(target: str) -> None:
-            from wstui.export import write_csv
+            from wstui.documents.scan import write_csv
 
             write_csv(report, target)
 
@@ -230,8 +231,8 @@ class _ProgressBar:
         return self
 
     def update(self) -> None:
+        from wstui.engine.progress import describe_eta
         from wstui.render import visible
-        from wstui.scan import describe_eta
 
         p = self.engine.progress()
         self.progress.update(

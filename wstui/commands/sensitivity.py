@@ -21,8 +21,8 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
 
 def write_csv(doc: dict[str, Any], path: str) -> None:
     """One row per tensor, through the one CSV writer (atomic, formula cells guarded)."""
+    from wstui.documents.sensitivity import csv_rows
     from wstui.outfile import write_csv as write_rows
-    from wstui.sensitivity import csv_rows
 
     rows = csv_rows(doc)
     write_rows(path, rows, list(rows[0]) if rows else ["name"])
@@ -92,9 +92,9 @@ def print_summary(doc: dict[str, Any], *, stderr: bool = False) -> None:
 def run(args: argparse.Namespace) -> int:
     from wstui import jsonio
     from wstui.commands.scan import print_problems, write_outputs
+    from wstui.engine.sensitivity import check_options, sensitivity_document
     from wstui.outfile import is_stdout
     from wstui.render import visible
-    from wstui.sensitivity import check_options, sensitivity_document
 
     opts = dict(text=args.text, tokens=args.tokens, metrics=args.metrics, probes=args.probes,
                 topk=args.topk, mode=args.mode, perturb=args.perturb, scale=args.scale,

@@ -34,8 +34,8 @@ from wstui.render.columns import KIND_COLUMNS
 from wstui.render.numbers import KIND_ORDER, fmt, human_count
 
 if TYPE_CHECKING:  # pragma: no cover
-    from wstui.diff import DiffReport
-    from wstui.scan import ScanReport
+    from wstui.engine.diff import DiffReport
+    from wstui.engine.scan import ScanReport
 
 TOP_ISSUES = 50
 DIFF_TOP = 20
