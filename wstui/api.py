@@ -105,7 +105,7 @@ class Scope:
         on_result: Callable[[str, TensorResult], None] | None = None,
     ) -> DiffReport:
         """Compare every tensor with the one of the same HF name in `other`: the engine behind
-        `wstui scan A --diff B` (wstui.diff.DiffEngine), so the numbers are the CLI's."""
+        `wstui scan A --diff B` (wstui.engine.diff.DiffEngine), so the numbers are the CLI's."""
         from wstui.engine.diff import DiffEngine
 
         with open_checkpoint(other) as ckpt_b:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from wstui.documents.diff import CHANGED_REL  # what counts as a changed pair
 from wstui.figures.plots import (
     depth_figure,
     diff_overlay_figure,
@@ -40,7 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
 TOP_ISSUES = 50
 DIFF_TOP = 20
 DIFF_OVERLAYS = 3
-CHANGED_REL = 1e-6  # as wstui.diff counts a pair changed
 SEVERITIES = ("critical", "warn", "info")
 _NO_VALUE = object()
 
