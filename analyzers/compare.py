@@ -34,6 +34,8 @@ from analyzers.core import (
     TensorResult,
     as_float32,
     finding,
+    is_matrix_shape,
+    register,
     thresholds_from,
 )
 
@@ -43,6 +45,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FRAC_CHANGED_REL = 1e-6
 MAX_SPECTRUM_POINTS = 4096
+
+
+def _source_version() -> str:
+    """The cache version: a hash of this file, so that any change to it invalidates entries."""
+    import hashlib
+    from pathlib import Path
+
+    try:
+        text = Path(__file__).read_bytes()
+    except OSError:  # pragma: no cover
+        return "1"
+    return "1-" + hashlib.sha256(text).hexdigest()[:12]
+
+
+VERSION = _source_version()
 
 
 def singular_values(m: torch.Tensor) -> np.ndarray:
@@ -139,6 +156,7 @@ def _histograms(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
     return {"hist_edges": ha["edges"], "hist_a": ha["counts"], "hist_b": hb["counts"]}
 
 
+@register("compare", version=VERSION, heavy=True, default=False, scope="pair")
 def compare(
     a: Any, b: Any, *, name: str | None = None, kind: str | None = None,
     options: Mapping[str, Any] | None = None,
@@ -181,8 +199,7 @@ def _fill(result: TensorResult, ta: torch.Tensor, tb: torch.Tensor,
     elementwise = opts.get("compare_elementwise", True)
     metrics, _ = _elementwise(ta, tb) if elementwise else ({}, None)
     data = _histograms(ta, tb) if elementwise else {}
-    is_matrix = ta.dim() >= 2 and ta.shape[0] >= 2 and ta.numel() // ta.shape[0] >= 2
-    if is_matrix and opts.get("compare_spectral", True):
+    if is_matrix_shape(ta.shape) and opts.get("compare_spectral", True):
         ma = ta.reshape(ta.shape[0], -1)
         mb = tb.reshape(tb.shape[0], -1)
         # B == A: one spectrum and one fit serve both

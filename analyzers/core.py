@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -208,6 +208,18 @@ class SkipAnalyzer(Exception):
     """Raised by an analyzer that does not apply to a tensor; the message is the reason."""
 
 
+def is_matrix_shape(shape: Sequence[int]) -> bool:
+    """DESIGN §5: a matrix has two dims or more (`(shape[0], -1)` beyond two), at least two
+    rows and at least two columns. The one rule, for tensors; `TensorRef.is_matrix` applies
+    it to a checkpoint's tensors before they are loaded."""
+    if len(shape) < 2 or int(shape[0]) < 2:
+        return False
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n // int(shape[0]) >= 2
+
+
 @dataclass
 class Context:
     """What an analyzer function gets: the tensor as float32 plus everything known about it."""
@@ -221,7 +233,7 @@ class Context:
 
     @property
     def is_matrix(self) -> bool:
-        return self.tensor.dim() >= 2 and self.tensor.shape[0] >= 2 and self.matrix_cols >= 2
+        return is_matrix_shape(self.tensor.shape)
 
     @property
     def matrix_cols(self) -> int:
@@ -258,33 +270,45 @@ class AnalyzerSpec:
     heavy: bool  # heavy analyzers (eigen-decompositions) run after every cheap one (DESIGN §7)
     needs_finite: bool = True
     default: bool = True  # part of the default scan
+    #: what it analyzes: "tensor" (fn(Context) -> Output, run by `analyze`), "pair" (two
+    #: tensors: fn(a, b, *, name, kind, options) -> TensorResult), "model" (a whole model
+    #: held on one worker; run by its own runner)
+    scope: str = "tensor"
 
 
 _REGISTRY: dict[str, AnalyzerSpec] = {}
 
 
+SCOPES = ("tensor", "pair", "model")
+
+
 def register(
     name: str, *, version: str, heavy: bool = False, needs_finite: bool = True,
-    default: bool = True,
-) -> Callable[[AnalyzerFn], AnalyzerFn]:
+    default: bool = True, scope: str = "tensor",
+) -> Callable[[Any], Any]:
     """Decorator that adds an analyzer function to the registry under `name`."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
 
-    def deco(fn: AnalyzerFn) -> AnalyzerFn:
-        _REGISTRY[name] = AnalyzerSpec(name, fn, version, heavy, needs_finite, default)
+    def deco(fn: Any) -> Any:
+        _REGISTRY[name] = AnalyzerSpec(name, fn, version, heavy, needs_finite, default, scope)
         return fn
 
     return deco
 
 
-def registry() -> Mapping[str, AnalyzerSpec]:
+def registry(scope: str | None = None) -> Mapping[str, AnalyzerSpec]:
+    """The registered analyzers (of one scope, when given)."""
     _load_all()
-    return dict(_REGISTRY)
+    return {n: s for n, s in _REGISTRY.items() if scope is None or s.scope == scope}
 
 
-def names() -> list[str]:
-    """Every registered analyzer, cheap ones first, in the order a scan runs them."""
+def names(scope: str = "tensor") -> list[str]:
+    """Every registered analyzer of `scope` (per-tensor by default), cheap ones first, in the
+    order a scan runs them."""
     _load_all()
-    return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].heavy, _ORDER.get(n, 99), n))
+    own = [n for n, s in _REGISTRY.items() if s.scope == scope]
+    return sorted(own, key=lambda n: (_REGISTRY[n].heavy, _ORDER.get(n, 99), n))
 
 
 def default_methods() -> list[str]:
@@ -297,6 +321,7 @@ _ORDER = {"stats": 0, "sparsity": 1, "quantization": 2, "embedding": 3, "spectra
 #: Modules that register analyzers, imported for their @register side effects.
 _MODULES = (
     "stats", "sparsity", "quantization", "embedding", "spectral", "quant_alpha", "quant_sweep",
+    "compare",
 )
 
 
@@ -401,50 +426,98 @@ def analyze(
     """Run `methods` (default: the default set) on one tensor. Never raises for bad values:
     a non-applicable analyzer lands in `skipped`, a failing one in `errors`."""
     t0 = time.perf_counter()
+    result = TensorResult(name=name, kind=kind)
+    for _, frag in _fragments(name, tensor, kind, options, methods, flags_each=False):
+        result.shape = frag.shape or result.shape
+        for analyzer, values in frag.metrics.items():
+            result.metrics.setdefault(analyzer, {}).update(values)
+        for analyzer, values in frag.data.items():
+            result.data.setdefault(analyzer, {}).update(values)
+        result.findings.extend(frag.findings)
+        result.skipped.update(frag.skipped)
+        result.errors.update(frag.errors)
+        result.timings.update(frag.timings)
+    result.elapsed_s = time.perf_counter() - t0
+    return result
+
+
+def analyze_each(
+    name: str,
+    tensor: Any,
+    *,
+    kind: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    methods: Sequence[str] | None = None,
+) -> Iterator[tuple[str | None, TensorResult]]:
+    """`analyze`, one fragment per method as each lands: `(method, fragment)`.
+
+    Every method of the call shares one `Context` (so `spectral` and `quant_alpha` compute the
+    spectrum once); each fragment stands on its own (shape, the `nonfinite` finding), so it
+    can be cached and merged alone. An input that cannot be read yields one `(None,
+    fragment)` with `errors["input"]`. Stop iterating to stop between methods."""
+    return _fragments(name, tensor, kind, options, methods, flags_each=True)
+
+
+def _fragments(
+    name: str, tensor: Any, kind: str | None, options: Mapping[str, Any] | None,
+    methods: Sequence[str] | None, *, flags_each: bool,
+) -> Iterator[tuple[str | None, TensorResult]]:
+    """`flags_each`: every method's fragment carries the input's findings (`nonfinite`);
+    else they come once, in a first `(None, fragment)`."""
+    t0 = time.perf_counter()
     reg = registry()
     methods = list(methods) if methods is not None else default_methods()
     opts: Mapping[str, Any] = options or {}
-    result = TensorResult(name=name, kind=kind)
     try:
         x = as_float32(tensor, opts.get("device"))
     except Exception as exc:  # e.g. an unsupported dtype
-        result.errors["input"] = f"{type(exc).__name__}: {exc}"
-        result.elapsed_s = time.perf_counter() - t0
-        return result
-    result.shape = tuple(int(s) for s in x.shape)
+        frag = TensorResult(name=name, kind=kind)
+        frag.errors["input"] = f"{type(exc).__name__}: {exc}"
+        frag.elapsed_s = time.perf_counter() - t0
+        yield None, frag
+        return
+    shape = tuple(int(s) for s in x.shape)
     ctx = Context(name=name, tensor=x, kind=kind, options=opts, thresholds=thresholds_from(opts))
-    finite = _finite_or_flag(x, result)
-    for m in methods:
-        spec = reg.get(m)
-        if spec is None:
-            result.errors[m] = f"unknown analyzer {m!r}"
-            continue
-        if spec.needs_finite and not finite:
-            result.skipped[m] = "nonfinite"
-            continue
-        if x.numel() == 0:
-            result.skipped[m] = "empty tensor"
-            continue
+    flags = TensorResult(name=name, kind=kind, shape=shape)
+    finite = _finite_or_flag(x, flags)
+    if not flags_each or not methods:
+        yield None, flags
+    for i, m in enumerate(methods):
         ts = time.perf_counter()
-        try:
-            out = spec.fn(ctx)
-        except SkipAnalyzer as skip:
-            result.skipped[m] = str(skip)
-        except Exception as exc:
-            result.errors[m] = f"{type(exc).__name__}: {exc}"
+        frag = TensorResult(name=name, kind=kind, shape=shape,
+                            findings=list(flags.findings) if flags_each else [])
+        spec = reg.get(m)
+        if spec is None or spec.scope != "tensor":
+            frag.errors[m] = f"unknown analyzer {m!r}"
+        elif spec.needs_finite and not finite:
+            frag.skipped[m] = "nonfinite"
+        elif x.numel() == 0:
+            frag.skipped[m] = "empty tensor"
         else:
-            if out.metrics:
-                result.metrics.setdefault(m, {}).update(out.metrics)
-            for other, values in out.extra_metrics.items():
-                result.metrics.setdefault(other, {}).update(values)
-            if out.data:
-                result.data.setdefault(m, {}).update(out.data)
-            for other, values in out.extra_data.items():
-                result.data.setdefault(other, {}).update(values)
-            result.findings.extend(out.findings)
-        result.timings[m] = time.perf_counter() - ts
-    result.elapsed_s = time.perf_counter() - t0
-    return result
+            _run_one(spec, ctx, frag)
+            frag.timings[m] = time.perf_counter() - ts
+        frag.elapsed_s = time.perf_counter() - (t0 if i == 0 else ts)
+        yield m, frag
+
+
+def _run_one(spec: AnalyzerSpec, ctx: Context, result: TensorResult) -> None:
+    m = spec.name
+    try:
+        out = spec.fn(ctx)
+    except SkipAnalyzer as skip:
+        result.skipped[m] = str(skip)
+    except Exception as exc:
+        result.errors[m] = f"{type(exc).__name__}: {exc}"
+    else:
+        if out.metrics:
+            result.metrics.setdefault(m, {}).update(out.metrics)
+        for other, values in out.extra_metrics.items():
+            result.metrics.setdefault(other, {}).update(values)
+        if out.data:
+            result.data.setdefault(m, {}).update(out.data)
+        for other, values in out.extra_data.items():
+            result.data.setdefault(other, {}).update(values)
+        result.findings.extend(out.findings)
 
 
 def _finite_or_flag(x: torch.Tensor, result: TensorResult) -> bool:

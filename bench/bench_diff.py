@@ -30,8 +30,8 @@ import analyzers
 from wstui.api import Scope
 from wstui.checkpoint import open_checkpoint
 from wstui.demo import build_demo
-from wstui.diff import DiffEngine
-from wstui.scan import cpu_count
+from wstui.engine.diff import DiffEngine
+from wstui.engine.placement import cpu_count
 
 TARGET = 1.2
 
@@ -55,7 +55,7 @@ def standin_scan_time(path: Path, workers: int | None) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
     from analyzers.powerlaw import fit_powerlaw
-    from wstui.scan import _set_threads
+    from wstui.engine.placement import set_threads as _set_threads
 
     compare_mod = sys.modules["analyzers.compare"]
     n_workers = workers or cpu_count()
@@ -63,7 +63,7 @@ def standin_scan_time(path: Path, workers: int | None) -> float:
     def one(ref) -> None:
         _set_threads(max(1, cpu_count() // n_workers))
         x = ref.load("cpu")
-        if x.dim() >= 2 and x.shape[0] >= 2 and x.numel() // x.shape[0] >= 2:
+        if ref.is_matrix:
             if not bool(x.isfinite().all()):
                 return
             sv = compare_mod.singular_values(x.reshape(x.shape[0], -1))
@@ -88,7 +88,7 @@ def diff_time(a: Path, b: Path, workers: int | None, ranking_first: bool) -> tup
 def reuse_round(a: Path, b: Path, workers: int | None) -> tuple[float, float, float]:
     """(scan A, scan B, diff) with one fresh result cache: the two spectral scans fill it,
     then the diff takes A's and B's spectra from it and computes only ΔW's."""
-    from wstui.scan import ScanEngine
+    from wstui.engine.scan import ScanEngine
 
     with tempfile.TemporaryDirectory() as d:
         db = Path(d) / "results.sqlite"

@@ -21,7 +21,7 @@ def main() -> None:
     os.environ.setdefault("WSTUI_CACHE_DIR", tempfile.mkdtemp(prefix="wstui-bench-"))
     from wstui import Scope
     from wstui.checkpoint import open_checkpoint
-    from wstui.quant import run_study
+    from wstui.engine.study import run_study
 
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else minilm_path()
     if path is None:

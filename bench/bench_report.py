@@ -69,7 +69,7 @@ def main() -> int:
         size_mb = out.stat().st_size / 1e6
 
         from wstui.api import Scope
-        from wstui.export import scan_json
+        from wstui.documents.scan import scan_json
         from wstui.htmlreport.model import ReportInput, build_sections
         from wstui.htmlreport.write import write_html
 

@@ -29,7 +29,7 @@ from _common import minilm_path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wstui.api import Scope
-from wstui.scan import cpu_count
+from wstui.engine.placement import cpu_count
 
 MB = 1024 * 1024
 

@@ -50,7 +50,7 @@ def peak_rss_mb() -> float:
 
 def run_ours(path: Path, tokens: int) -> dict:
     from wstui.checkpoint import open_checkpoint
-    from wstui.sensitivity import run_sensitivity
+    from wstui.engine.sensitivity import run_sensitivity
 
     t0 = time.perf_counter()
     with open_checkpoint(path) as ckpt:

@@ -41,7 +41,7 @@ async def make(out: Path, size: tuple[int, int]) -> list[Path]:
     from wstui.checkpoint import open_checkpoint
     from wstui.checkpoint.naming import build_tree
     from wstui.demo import build_demo
-    from wstui.scan import ScanEngine
+    from wstui.engine.scan import ScanEngine
 
     paths = build_demo()
     ck_a, ck_b = open_checkpoint(paths.base), open_checkpoint(paths.finetuned)

@@ -46,7 +46,7 @@ def sweep_metrics(i: int, kind: str) -> dict[str, Any]:
 
 
 def stand_in_doc(ckpt: Any, tensors: list[Any]) -> dict[str, Any]:
-    from wstui.quant import build_document
+    from wstui.documents.quant import build_document
 
     entries = []
     for i, ref in enumerate(tensors):

@@ -55,7 +55,7 @@ async def test_real_engine_on_the_demo(tmp_path: Path, demo_paths) -> None:
     from wstui.app.app import WstuiApp
     from wstui.checkpoint import open_checkpoint
     from wstui.checkpoint.naming import build_tree
-    from wstui.scan import ScanEngine
+    from wstui.engine.scan import ScanEngine
 
     ck = open_checkpoint(demo_paths.base)
     engines: list[ScanEngine] = []

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 
 from analyzers.core import TensorResult
 from tests.scan_helpers import CALLS, install_fakes, make_checkpoint, small_model
-from wstui.cache import FileKey, ResultCache, options_hash
-from wstui.scan import ScanEngine
+from wstui.engine.cache import FileKey, ResultCache, options_hash
+from wstui.engine.scan import ScanEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,9 @@ from safetensors.torch import save_file
 
 from analyzers.core import TensorResult
 from tests.scan_helpers import CALLS, install_fakes, make_checkpoint, small_model
-from wstui import cache as cache_mod
-from wstui.cache import FileKey, ResultCache
-from wstui.scan import ScanEngine
+from wstui.engine import cache as cache_mod
+from wstui.engine.cache import FileKey, ResultCache
+from wstui.engine.scan import ScanEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 

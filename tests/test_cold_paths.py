@@ -88,7 +88,7 @@ def test_app_first_paint_with_cached_results_imports_no_torch(model: Path,
         "from wstui.app.app import WstuiApp\n"
         "from wstui.checkpoint import open_checkpoint\n"
         "from wstui.checkpoint.naming import build_tree\n"
-        "from wstui.scan import ScanEngine\n"
+        "from wstui.engine.scan import ScanEngine\n"
         f"ck = open_checkpoint({str(model)!r})\n"
         "engines = []\n"
         "def factory():\n"

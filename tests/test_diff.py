@@ -15,7 +15,7 @@ from wstui import jsonio
 from wstui.checkpoint import open_checkpoint
 from wstui.checkpoint.base import TensorRef
 from wstui.demo import DemoPaths
-from wstui.diff import DiffEngine, match_tensors
+from wstui.engine.diff import DiffEngine, match_tensors
 
 
 @pytest.fixture(autouse=True)
@@ -287,7 +287,12 @@ def test_out_of_device_memory_falls_back_to_cpu(tmp_path, monkeypatch):
             return r
         return real(ta, tb, **kw)
 
-    monkeypatch.setattr(analyzers, "compare", fake)
+    import dataclasses
+
+    from analyzers import core
+
+    spec = core.registry("pair")["compare"]  # the engine runs the registered pair analyzer
+    monkeypatch.setitem(core._REGISTRY, "compare", dataclasses.replace(spec, fn=fake))
     engine = DiffEngine(a, b, use_cache=False, device="cpu", spectral=False)
     engine.device = "cuda"  # as if a GPU were there and full
     report = engine.run()
@@ -353,7 +358,7 @@ def test_spectral_pass_reuses_the_spectra_of_cached_scans(tmp_path, monkeypatch)
     A's and B's alphas and σ picks from the scans' cached `spectral` results."""
     import importlib
 
-    from wstui.scan import ScanEngine
+    from wstui.engine.scan import ScanEngine
 
     cmp = importlib.import_module("analyzers.compare")  # the attribute is the function
 

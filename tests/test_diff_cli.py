@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from wstui import jsonio
 from wstui.api import Scope
 from wstui.cli import main
-from wstui.diff import CSV_COLUMNS
+from wstui.documents.diff import CSV_COLUMNS
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from wstui.checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from wstui.scan import ScanEngine
+from wstui.engine.scan import ScanEngine
 
 FORMATS = ("safetensors", "gguf", "torch")
 N_TENSORS = 8
@@ -116,7 +116,7 @@ _SCAN_SCRIPT = textwrap.dedent("""
     import json, os, sys
     from wstui.checkpoint import open_checkpoint
     from wstui.checkpoint import gguf, safetensors, torch_bin
-    from wstui.scan import ScanEngine
+    from wstui.engine.scan import ScanEngine
     path, race = sys.argv[1], sys.argv[2] == "race"
     if race:  # let every read reach the file, as when it shrinks after the size check
         for mod in (gguf, safetensors, torch_bin):

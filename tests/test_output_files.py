@@ -101,13 +101,13 @@ def test_quant_csv_is_atomic(tmp_path, monkeypatch):
     target = tmp_path / "study.csv"
     target.write_text("name,bits\nold,8\n")
     args = argparse.Namespace(json=None, csv=str(target))
-    monkeypatch.setattr("wstui.quant.csv_rows", lambda doc: [{"name": "a", "bits": 4},
+    monkeypatch.setattr("wstui.documents.quant.csv_rows", lambda doc: [{"name": "a", "bits": 4},
                                                             BadRow(name="b", bits=4)])
     [failed] = write_outputs(args, table=lambda: quant_cmd.study_table({}))
     assert failed.endswith("study.csv: Input/output error")
     assert target.read_text() == "name,bits\nold,8\n"
     assert _leftovers(tmp_path) == []
-    monkeypatch.setattr("wstui.quant.csv_rows", lambda doc: [{"name": "=HYPERLINK(1)",
+    monkeypatch.setattr("wstui.documents.quant.csv_rows", lambda doc: [{"name": "=HYPERLINK(1)",
                                                              "bits": 4}])
     assert write_outputs(args, table=lambda: quant_cmd.study_table({})) == []
     assert list(csv.reader(target.open())) == [["name", "bits"], ["'=HYPERLINK(1)", "4"]]

@@ -66,3 +66,32 @@ def test_no_fit_gives_none_with_a_reason() -> None:
     own = r.metrics["quant_alpha"]
     assert own["alpha_shift"] is None and own["no_fit_reason"]
     assert r.metrics["quantization"]["alpha_shift"] is None
+
+
+def test_the_engine_computes_one_spectrum_per_matrix_for_spectral_and_quant_alpha(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11: the engine ran each method in its own `analyze` call, so `spectral` and
+    `quant_alpha` each took the matrix's spectrum (two, plus the quantized copy's). One task
+    now runs all of a tensor's methods on one context: the matrix once, its copy once."""
+    from tests.scan_helpers import make_checkpoint, small_model
+    from wstui.engine.scan import ScanEngine
+
+    calls: list[tuple[int, ...]] = []
+    real = spectral.singular_values
+
+    def counting(m: torch.Tensor, **kw: bool):
+        calls.append(tuple(m.shape))
+        return real(m, **kw)
+
+    monkeypatch.setattr(spectral, "singular_values", counting)
+    with make_checkpoint(tmp_path / "m", small_model()) as ckpt:
+        seen: dict[str, set[str]] = {}
+        engine = ScanEngine(ckpt, methods=["spectral", "quant_alpha"], use_cache=False,
+                            device="cpu", workers=2)
+        report = engine.run(on_result=lambda n, r: seen.setdefault(n, set()).update(r.metrics))
+    matrices = [e for e in report.entries if "alpha" in e.result.metrics.get("spectral", {})]
+    assert matrices and len(calls) == 2 * len(matrices)
+    for e in matrices:  # the two methods' results still land one by one, and agree
+        assert e.result.metrics["quant_alpha"]["alpha"] == e.result.metrics["spectral"]["alpha"]
+        assert {"spectral", "quant_alpha"} <= seen[e.ref.name]

@@ -149,7 +149,7 @@ def test_quant_cli_bad_setting_is_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def minilm_channel_study(minilm_dir, tmp_path_factory):
     from wstui.checkpoint import open_checkpoint
-    from wstui.quant import run_study
+    from wstui.engine.study import run_study
 
     with open_checkpoint(minilm_dir) as ckpt:
         return run_study(ckpt, bits=[8, 2], granularity=["channel"], use_cache=False)
@@ -175,7 +175,7 @@ def test_minilm_fixed_xmin_alpha_tracks_the_unquantized_one(minilm_channel_study
 @pytest.mark.real
 def test_minilm_per_tensor_int8_flags_the_ffn_output(minilm_dir):
     from wstui.checkpoint import open_checkpoint
-    from wstui.quant import run_study
+    from wstui.engine.study import run_study
 
     with open_checkpoint(minilm_dir) as ckpt:
         name = "encoder.layer.0.output.dense.weight"
@@ -189,7 +189,7 @@ def test_demo_outlier_column_is_rescued_by_finer_scales(demo_paths, demo_manifes
     """Per-tensor int8 loses the demo's outlier column; per-channel and group-wise scales bring
     it back above 26 dB, while on a clean matrix of the same shape they change little."""
     from wstui.checkpoint import open_checkpoint
-    from wstui.quant import run_study
+    from wstui.engine.study import run_study
 
     defects = demo_manifest["defects"]
     outlier = next(d["tensor"] for d in defects if d["defect"] == "outlier_column")

@@ -16,7 +16,8 @@ import torch
 from analyzers import core
 from analyzers.core import Output
 from tests.scan_helpers import CALLS, install_fakes, make_checkpoint, small_model
-from wstui.scan import BIG_NUMEL, ScanEngine, select_tensors, validate_methods
+from wstui.checkpoint.select import select_tensors
+from wstui.engine.scan import BIG_NUMEL, ScanEngine, validate_methods
 
 
 @pytest.fixture
@@ -208,7 +209,7 @@ def test_methods_and_tensor_selection(fake_registry, ckpt):
 
 def test_report_json_records_and_thresholds(fake_registry, ckpt, tmp_path):
     from wstui import jsonio
-    from wstui.export import write_csv
+    from wstui.documents.scan import write_csv
 
     bad = ckpt.tensor("model.layers.0.mlp.up_proj.weight")
     assert bad is not None
@@ -263,7 +264,7 @@ def test_export_flags_rank_deficient_and_flattens_schemes():
     from analyzers.core import TensorResult
     from wstui import jsonio
     from wstui.checkpoint.base import TensorRef
-    from wstui.export import record, tensor_json
+    from wstui.documents.scan import record, tensor_json
 
     ref = TensorRef(name="blk.0.attn_q.weight", shape=(8, 8), dtype="Q8_0", nbytes=0,
                     file=Path("x.gguf"), hf_name="model.layers.0.self_attn.q_proj.weight",
@@ -293,7 +294,7 @@ def select_tensors_by_hf(ref) -> bool:
 
 
 def test_out_of_memory_on_device_falls_back_to_cpu(fake_registry, ckpt, monkeypatch):
-    import wstui.scan as scan_mod
+    import wstui.engine.placement as scan_mod
 
     @core.register("fgpu", version="1", heavy=True, default=False)
     def fgpu(ctx):
@@ -303,7 +304,7 @@ def test_out_of_memory_on_device_falls_back_to_cpu(fake_registry, ckpt, monkeypa
 
     eng = ScanEngine(ckpt, use_cache=False, methods=["fgpu"])
     eng.device = "cuda"  # pretend: tensors "move", the analyzer decides when memory runs out
-    monkeypatch.setattr(scan_mod, "_to_device", lambda x, device: (x, device))
+    monkeypatch.setattr(scan_mod, "to_device", lambda x, device: (x, device))
     monkeypatch.setattr(core, "as_float32", lambda t, device=None: t.float())
     report = eng.run()
     res = report.tensors

@@ -175,3 +175,38 @@ def test_cold_paths_do_not_import_transformers(llama_dir: Path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_the_study_is_a_model_task_on_the_pool_with_progress_and_cancel(llama_dir: Path):
+    """Issue 11: the sensitivity runner is a model-scope task of the one pool: its steps come
+    as the pool's `Progress` (phase "model", the step as `current`), the static metrics follow
+    as tensor tasks of the same job, and a cancel stops it at its next step."""
+    import time
+
+    from wstui.checkpoint import open_checkpoint
+    from wstui.engine.model import Cancelled
+    from wstui.engine.sensitivity import run_sensitivity
+
+    fast = dict(tokens=64, topk=5, seeds=(0, 1), stability=False, use_cache=False)
+    seen: list = []
+    with open_checkpoint(llama_dir) as ckpt:
+        doc = run_sensitivity(ckpt, on_progress=seen.append, **fast)
+    assert doc["schema"] == "wstui.sensitivity/1" and doc["summary"]["static"]["n_matrices"]
+    steps = [p.current for p in seen if p.phase == "model"]
+    assert "building the model" in steps and "super weights" in steps
+    assert seen[-1].phase == "done" and seen[-1].done == seen[-1].total > 1
+
+    jobs: list = []
+    said: list[str] = []
+
+    def say(msg: str) -> None:
+        said.append(msg)
+        if msg == "perplexity":
+            jobs[0].cancel()
+
+    with open_checkpoint(llama_dir) as ckpt:
+        t0 = time.perf_counter()
+        with pytest.raises(Cancelled):
+            run_sensitivity(ckpt, progress=say, job_hook=jobs.append, **fast)
+        assert time.perf_counter() - t0 < 30
+    assert "super weights" not in said and jobs[0].cancelled and jobs[0].done

@@ -31,9 +31,9 @@ def smollm2() -> Path:
 def test_smollm2_super_weight_against_random_controls(smollm2: Path):
     from analyzers import sensitivity as S
     from wstui.checkpoint import open_checkpoint
+    from wstui.engine.sensitivity import _Study
     from wstui.lm.build import build_lm
     from wstui.lm.calibration import calibration_ids
-    from wstui.sensitivity import _Study
 
     with open_checkpoint(smollm2) as ckpt:
         lm = build_lm(ckpt)

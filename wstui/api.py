@@ -9,8 +9,10 @@ from typing import Any
 
 from analyzers.core import TensorResult
 from wstui.checkpoint import Checkpoint, TensorRef, open_checkpoint
-from wstui.diff import DiffReport
-from wstui.scan import ScanEngine, ScanProgress, ScanReport, select_tensors
+from wstui.checkpoint.select import select_tensors
+from wstui.engine.diff import DiffReport
+from wstui.engine.progress import ScanProgress
+from wstui.engine.scan import ScanEngine, ScanReport
 
 
 class Scope:
@@ -103,8 +105,8 @@ class Scope:
         on_result: Callable[[str, TensorResult], None] | None = None,
     ) -> DiffReport:
         """Compare every tensor with the one of the same HF name in `other`: the engine behind
-        `wstui scan A --diff B` (wstui.diff.DiffEngine), so the numbers are the CLI's."""
-        from wstui.diff import DiffEngine
+        `wstui scan A --diff B` (wstui.engine.diff.DiffEngine), so the numbers are the CLI's."""
+        from wstui.engine.diff import DiffEngine
 
         with open_checkpoint(other) as ckpt_b:
             engine = DiffEngine(
@@ -123,7 +125,7 @@ class Scope:
         tensors: str | Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """The quantization study of `wstui quant` (the `wstui.quant/1` document)."""
-        from wstui.quant import run_study
+        from wstui.engine.study import run_study
 
         return run_study(
             self.checkpoint, bits=bits, granularity=granularity, scheme=scheme,
@@ -152,7 +154,7 @@ class Scope:
     ) -> dict[str, Any]:
         """The sensitivity study of `wstui sensitivity` (the `wstui.sensitivity/1` document):
         builds the causal LM from this checkpoint, so it needs config and tokenizer."""
-        from wstui.sensitivity import run_sensitivity
+        from wstui.engine.sensitivity import run_sensitivity
 
         return run_sensitivity(
             self.checkpoint, text=text, tokens=tokens, metrics=metrics, probes=probes,

@@ -93,7 +93,7 @@ class Pairing:
 def match(refs_a: list[Any], refs_b: list[Any]) -> Pairing:
     """The headless diff's matching (wstui.diff.match_tensors), so the app pairs what
     `wstui scan A --diff B` pairs."""
-    from wstui.diff import Matching, match_tensors
+    from wstui.engine.matching import Matching, match_tensors
 
     m = match_tensors(refs_a, refs_b)
     usable = [p for p in m.pairs if p.a.analyzable and p.b.analyzable]
@@ -187,8 +187,8 @@ class DiffHandle(EngineHandle):
         super().__init__(self._build_engine, lambda e: e.start(on_result), on_error, "diff")
 
     def _build_engine(self) -> Any:
-        from wstui.diff import DiffEngine
-        from wstui.scan import cpu_count
+        from wstui.engine.diff import DiffEngine
+        from wstui.engine.placement import cpu_count
 
         kw = dict(self.engine_kw)
         kw["workers"] = kw["workers"] or max(1, cpu_count() // 2)  # the scan runs beside it

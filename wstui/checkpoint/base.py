@@ -259,6 +259,13 @@ class TensorRef:
     def display_name(self) -> str:
         return self.hf_name or self.name
 
+    @property
+    def is_matrix(self) -> bool:
+        """DESIGN §5: two dims or more (`(shape[0], -1)` beyond two), at least two rows and
+        two columns; the rule `analyzers.core.is_matrix_shape` applies to loaded tensors."""
+        shape = self.shape
+        return len(shape) >= 2 and int(shape[0]) >= 2 and self.numel // int(shape[0]) >= 2
+
     def load(
         self,
         device: str = "cpu",

@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from wstui.checkpoint.base import CheckpointError
+from wstui.checkpoint.formats import BY_NAME, EXTENSIONS, NOT_WEIGHTS
 from wstui.checkpoint.resolve import (
-    EXTENSIONS,
-    NOT_WEIGHTS,
     hf_cache_dir,
     locate,
     resolve_repo_id,
@@ -103,7 +102,8 @@ def _gguf_choices(names: list[str]) -> list[str]:
 
 
 def _is_bin(name: str) -> bool:
-    return Path(name).suffix in (".bin", ".pt", ".pth") and Path(name).name not in NOT_WEIGHTS
+    return (Path(name).suffix in BY_NAME["torch"].extensions
+            and Path(name).name not in NOT_WEIGHTS)
 
 
 def choose_files(

@@ -22,24 +22,18 @@ from wstui.checkpoint.base import (
     read_small,
     safe_name,
 )
+from wstui.checkpoint.formats import (
+    BY_NAME,
+    EXTENSIONS,
+    FORMATS,
+    NOT_WEIGHTS,
+    Format,
+    describe_extensions,
+)
 
 #: an index or config.json bigger than this is not a real one (a 1T-parameter MoE index is
 #: a few MB)
 MAX_JSON = 256 << 20
-
-#: file extension -> format
-EXTENSIONS = {
-    ".safetensors": "safetensors",
-    ".bin": "torch",
-    ".pt": "torch",
-    ".pth": "torch",
-    ".gguf": "gguf",
-}
-
-#: files of a training run that share the extensions but hold no weights
-NOT_WEIGHTS = frozenset(
-    {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth"}
-)
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@\w[\w./-]*)?$")
 _BARE_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")  # legacy ids without an org: gpt2
@@ -141,7 +135,7 @@ def _format_of(path: Path) -> str:
         raise CheckpointError(
             path,
             f"unsupported file type {path.suffix or '(no extension)'}; "
-            "expected .safetensors, .bin, .pt, .pth, .gguf, a folder or an index .json",
+            f"expected {describe_extensions()}, a folder or an index .json",
         )
     return fmt
 
@@ -217,12 +211,7 @@ def _weights_in_folder(folder: Path, meta: dict[str, Any]) -> list[Path]:
     folder of several GGUF checkpoints is refused with their list (which one is meant?)."""
     chosen = _pick_weights(folder, meta)
     kind = _format_of(chosen[0])
-    others = {
-        "safetensors": sorted(folder.glob("*.safetensors")),
-        "torch": sorted(p for ext in ("*.bin", "*.pt", "*.pth") for p in folder.glob(ext)
-                        if p.name not in NOT_WEIGHTS),
-        "gguf": sorted(folder.glob("*.gguf")),
-    }
+    others = {f.name: _files_of(folder, f) for f in FORMATS}
     if kind == "gguf":
         sets = _gguf_sets(chosen)
         if len(sets) > 1:
@@ -240,39 +229,33 @@ def _weights_in_folder(folder: Path, meta: dict[str, Any]) -> list[Path]:
     return chosen
 
 
+def _files_of(folder: Path, fmt: Format) -> list[Path]:
+    """A folder's weight files of one format, sorted (never a training run's other files)."""
+    return sorted(p for ext in fmt.extensions for p in folder.glob(f"*{ext}")
+                  if p.name not in NOT_WEIGHTS)
+
+
 def _pick_weights(folder: Path, meta: dict[str, Any]) -> list[Path]:
-    """The weight files of a folder, by preference (see `_weights_in_folder`)."""
-    index = _find_index(folder, "model.safetensors.index.json", "*.safetensors.index.json")
-    if index is not None:
-        meta["index"] = str(index)
-        return read_index(index)
-    found = sorted(folder.glob("*.safetensors"))
-    if found:
-        # Mistral repos ship the same weights twice: HF-named shards and `consolidated.*`
-        hf_named = [p for p in found if not p.name.startswith("consolidated")]
-        return hf_named or found
-    index = _find_index(folder, "pytorch_model.bin.index.json", "*.bin.index.json")
-    if index is not None:
-        meta["index"] = str(index)
-        return read_index(index)
-    found = sorted(
-        p
-        for ext in ("*.bin", "*.pt", "*.pth")
-        for p in folder.glob(ext)
-        if p.name not in NOT_WEIGHTS
-    )
-    if found:
-        return found
-    found = sorted(folder.glob("*.gguf"))
-    if found:
-        return found
+    """The weight files of a folder, by preference (see `_weights_in_folder`): each format
+    of the table in order, its index first, then its files."""
+    for fmt in FORMATS:
+        if fmt.index is not None:
+            index = _find_index(folder, *fmt.index)
+            if index is not None:
+                meta["index"] = str(index)
+                return read_index(index)
+        found = _files_of(folder, fmt)
+        if found:
+            if fmt.fallback_prefix:
+                preferred = [p for p in found if not p.name.startswith(fmt.fallback_prefix)]
+                return preferred or found
+            return found
+    names = ", ".join(EXTENSIONS)
     if not any(folder.iterdir()):
         raise CheckpointError(folder, "folder is empty")
     if (folder / "config.json").exists():
-        raise CheckpointError(
-            folder, "folder has config.json but no weight files (.safetensors, .bin, .pt, .gguf)"
-        )
-    raise CheckpointError(folder, "folder holds no weight files (.safetensors, .bin, .pt, .gguf)")
+        raise CheckpointError(folder, f"folder has config.json but no weight files ({names})")
+    raise CheckpointError(folder, f"folder holds no weight files ({names})")
 
 
 def _read_config(folder: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -322,15 +305,12 @@ def _index_disagreements(index: Path, refs: list) -> list[str]:
 
 
 def _open_reader(fmt: str, files: list[Path]) -> tuple[list, list, dict]:
-    if fmt == "safetensors":
-        from wstui.checkpoint import safetensors as mod
-    elif fmt == "torch":
-        from wstui.checkpoint import torch_bin as mod
-    else:
-        try:
-            from wstui.checkpoint import gguf as mod
-        except ImportError as exc:  # pragma: no cover - the gguf reader ships with wstui
-            raise CheckpointError(files[0], f"GGUF reader unavailable ({exc})") from exc
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"wstui.checkpoint.{BY_NAME[fmt].module}")
+    except ImportError as exc:  # pragma: no cover - every reader ships with wstui
+        raise CheckpointError(files[0], f"{fmt} reader unavailable ({exc})") from exc
     return mod.open_files(files)
 
 

@@ -118,7 +118,8 @@ def scan_engine(args: argparse.Namespace, ckpt: Any, options: dict[str, Any]) ->
     """The ScanEngine (not started) that `--tensors`, `--methods`, `--device`, `--workers` and
     `--no-cache` ask for; a glob that matches nothing or an unknown method raises ValueError
     (one line)."""
-    from wstui.scan import ScanEngine, select_tensors, validate_methods
+    from wstui.checkpoint.select import select_tensors
+    from wstui.engine.scan import ScanEngine, validate_methods
 
     tensors = select_tensors(ckpt.tensors, args.tensors)
     if not tensors:
@@ -137,7 +138,7 @@ def diff_engine(args: argparse.Namespace, ckpt_a: Any, ckpt_b: Any,
                 options: dict[str, Any]) -> Any:
     """The DiffEngine (not started) of A (`args.path`) and B (`args.diff`) with the scan
     options; ValueError (one line) when the two share nothing to compare."""
-    from wstui.diff import DiffEngine
+    from wstui.engine.diff import DiffEngine
 
     engine = DiffEngine(ckpt_a, ckpt_b, device=args.device, workers=args.workers,
                         use_cache=not args.no_cache, options=options,
@@ -208,8 +209,8 @@ class ProgressBar:
         return self
 
     def update(self) -> None:
+        from wstui.engine.progress import describe_eta
         from wstui.render import visible
-        from wstui.scan import describe_eta
 
         p = self.engine.progress()
         self.progress.update(
@@ -330,7 +331,7 @@ def open_app(
     ckpt_b = open_checkpoint(diff) if diff is not None else None
     refs = ckpt.tensors
     if tensors:
-        from wstui.scan import select_tensors
+        from wstui.checkpoint.select import select_tensors
 
         refs = select_tensors(ckpt.tensors, tensors)
         if not refs:
@@ -338,7 +339,7 @@ def open_app(
     options: dict[str, Any] = {"thresholds": dict(thresholds)} if thresholds else {}
 
     def engine_factory() -> Any:
-        from wstui.scan import ScanEngine
+        from wstui.engine.scan import ScanEngine
 
         return ScanEngine(ckpt, methods=methods, device=device, workers=workers,
                           use_cache=use_cache, options=options, tensors=refs)

@@ -36,16 +36,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def study_table(doc: dict[str, Any]) -> CsvTable:
     """The study's CSV: one row per layer and setting."""
-    from wstui.quant import csv_rows
+    from wstui.documents.quant import csv_rows
 
     return rows_table(csv_rows(doc))
 
 
 def run(args: argparse.Namespace) -> int:
     from wstui.checkpoint import open_checkpoint
-    from wstui.quant import study_document, study_engine
+    from wstui.checkpoint.select import select_tensors
+    from wstui.documents.quant import study_document
+    from wstui.engine.study import study_engine
     from wstui.render.quant import render
-    from wstui.scan import select_tensors
 
     try:
         checked_options(args)

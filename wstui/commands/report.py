@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"scan failed: {engine.error}")
         quant_doc = None
         if args.quant:
-            from wstui.quant import study_document, study_engine
+            from wstui.documents.quant import study_document
+            from wstui.engine.study import study_engine
 
             q_engine, spec = study_engine(ckpt, tensors=tensors, device=args.device,
                                           workers=args.workers, use_cache=not args.no_cache)
@@ -127,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
         extra = []
         if args.sensitivity:
             from wstui import jsonio
+            from wstui.engine.sensitivity import run_sensitivity
             from wstui.htmlreport.sensitivity import sensitivity_section
-            from wstui.sensitivity import run_sensitivity
 
             doc = run_sensitivity(ckpt, progress=(lambda msg: None) if quiet else say,
                                   use_cache=not args.no_cache)
@@ -154,7 +155,7 @@ def _run_diff(args: argparse.Namespace, ckpt: Any, options: dict[str, Any],
 def _write(args: argparse.Namespace, formats: list[str], scan: Any, quant_doc: Any,
            diff: Any, diff_doc: Any, cached: int | None = None,
            extra: list[Any] | None = None) -> int:
-    from wstui.export import scan_json
+    from wstui.documents.scan import scan_json
     from wstui.htmlreport.model import ReportInput, build_sections
     from wstui.htmlreport.write import write_figures, write_html, write_markdown
 

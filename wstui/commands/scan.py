@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 def scan_table(report: Any) -> CsvTable:
     """The scan's CSV: one row per tensor, flattened `<analyzer>.<key>` metric columns."""
-    from wstui.export import csv_columns, records
+    from wstui.documents.scan import csv_columns, records
 
     rows = records(report)
     return rows, csv_columns(rows, list(report.methods))
@@ -60,7 +60,7 @@ def diff_table(report: Any) -> CsvTable:
     """The diff's CSV: one row per pair, most changed first; non-finite numbers are empty
     cells, as they are null in the JSON."""
     from wstui import jsonio
-    from wstui.diff import CSV_COLUMNS, records
+    from wstui.documents.diff import CSV_COLUMNS, records
 
     return jsonio.strict(records(report)), list(CSV_COLUMNS)
 

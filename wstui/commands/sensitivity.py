@@ -55,14 +55,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def study_table(doc: dict[str, Any]) -> CsvTable:
     """The study's CSV: one row per tensor (identity, scores, static metrics)."""
-    from wstui.sensitivity import csv_rows
+    from wstui.documents.sensitivity import csv_rows
 
     return rows_table(csv_rows(doc))
 
 
 def run(args: argparse.Namespace) -> int:
+    from wstui.engine.sensitivity import check_options, sensitivity_document
     from wstui.render.sensitivity import summary
-    from wstui.sensitivity import check_options, sensitivity_document
 
     opts = dict(text=args.text, tokens=args.tokens, metrics=args.metrics, probes=args.probes,
                 topk=args.topk, mode=args.mode, perturb=args.perturb, scale=args.scale,

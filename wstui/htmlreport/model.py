@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from wstui.documents.diff import CHANGED_REL  # what counts as a changed pair
 from wstui.figures.plots import (
     depth_figure,
     diff_overlay_figure,
@@ -32,13 +33,12 @@ from wstui.render.columns import KIND_COLUMNS, tensor_metric
 from wstui.render.numbers import KIND_ORDER, fmt, human_count, kind_key, median
 
 if TYPE_CHECKING:  # pragma: no cover
-    from wstui.diff import DiffReport
-    from wstui.scan import ScanReport
+    from wstui.engine.diff import DiffReport
+    from wstui.engine.scan import ScanReport
 
 TOP_ISSUES = 50
 DIFF_TOP = 20
 DIFF_OVERLAYS = 3
-CHANGED_REL = 1e-6  # as wstui.diff counts a pair changed
 SEVERITIES = ("critical", "warn", "info")
 _NO_VALUE = object()
 

@@ -15,7 +15,7 @@ from wstui.render import columns, plain, visible
 from wstui.render.numbers import fmt, human_count, kind_key, median
 
 if TYPE_CHECKING:  # pragma: no cover
-    from wstui.scan import ScanReport
+    from wstui.engine.scan import ScanReport
 
 SEVERITY_STYLE = {Severity.CRITICAL: "bold red", Severity.WARN: "yellow", Severity.INFO: "cyan"}
 

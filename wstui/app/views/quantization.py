@@ -45,7 +45,7 @@ StudyFn = Callable[..., dict[str, Any]]
 
 
 def run_study(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    from wstui.quant import run_study  # imported on the job's thread (it pulls in numpy)
+    from wstui.engine.study import run_study  # imported on the job's thread (it pulls in numpy)
 
     return run_study(*args, **kwargs)
 
@@ -103,7 +103,7 @@ class QuantizationView(TensorView):
         return node
 
     def study_tensors(self) -> list[Any]:
-        from wstui.quant import study_tensors
+        from wstui.engine.study import study_tensors
 
         return study_tensors(self.app.checkpoint, self.state.refs_list())
 

@@ -1,13 +1,9 @@
-"""The quantization study (`wstui quant`, `Scope.quant_study`): per layer SQNR and both alphas
-under fake quantization, the summary table per setting, and a mixed-precision plan.
-
-The per-matrix work is the `quant_sweep` analyzer, run by the scan engine (worker pool,
-progress, cache); this module only gathers its results into the `wstui.quant/1` document.
-"""
+"""The quantization study's document: `wstui.quant/1` (DESIGN §8) from the sweep's results,
+and its CSV rows."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from analyzers.quant_study import plan, settings_of, summarize
@@ -15,57 +11,6 @@ from wstui._version import __version__
 from wstui.checkpoint.base import Checkpoint, TensorRef
 
 SCHEMA = "wstui.quant/1"
-
-
-def study_tensors(checkpoint: Checkpoint, tensors: Sequence[TensorRef] | None = None) -> list:
-    """The matrices the study covers: analyzable 2-D (or more) tensors with two rows or more."""
-    refs = tensors if tensors is not None else checkpoint.tensors
-    return [
-        r for r in refs
-        if r.analyzable and r.tied_to is None and len(r.shape) >= 2
-        and r.shape[0] >= 2 and r.numel // max(r.shape[0], 1) >= 2
-    ]
-
-
-def study_engine(
-    checkpoint: Checkpoint,
-    *,
-    bits: Sequence[int] = (8, 6, 5, 4, 3, 2),
-    granularity: Sequence[str] = ("tensor", "channel", "group128"),
-    scheme: Sequence[str] = ("sym",),
-    tensors: Sequence[TensorRef] | None = None,
-    device: str = "auto",
-    workers: int | None = None,
-    use_cache: bool = True,
-) -> tuple[Any, dict[str, Any]]:
-    """A scan engine (not started) that sweeps every matrix, and the sweep's spec.
-    Raises ValueError on a bad setting, before any work starts."""
-    from analyzers.quant_sweep import sweep_settings
-    from wstui.scan import ScanEngine
-
-    spec = {"bits": list(bits), "granularity": list(granularity), "scheme": list(scheme)}
-    sweep_settings(spec)
-    engine = ScanEngine(
-        checkpoint, methods=["quant_sweep"], device=device, workers=workers,
-        use_cache=use_cache, options={"quant_sweep": spec},
-        tensors=study_tensors(checkpoint, tensors),
-    )
-    return engine, spec
-
-
-def run_study(
-    checkpoint: Checkpoint,
-    *,
-    on_progress: Callable[[Any], None] | None = None,
-    engine_hook: Callable[[Any], None] | None = None,
-    **settings: Any,
-) -> dict[str, Any]:
-    """Run the sweep over every matrix (blocking) and return the `wstui.quant/1` document.
-    `settings`: the keyword arguments of `study_engine`."""
-    engine, spec = study_engine(checkpoint, **settings)
-    if engine_hook is not None:
-        engine_hook(engine)
-    return study_document(checkpoint, engine.run(on_progress=on_progress), spec)
 
 
 def study_document(checkpoint: Checkpoint, report: Any, spec: Mapping[str, Any]) -> dict:

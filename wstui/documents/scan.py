@@ -1,4 +1,4 @@
-"""Writers for a ScanReport: the `wstui.scan/1` JSON of DESIGN §8, flat records and CSV.
+"""The scan document: a ScanReport as the `wstui.scan/1` JSON of DESIGN §8, flat records, CSV.
 
 Plot arrays (`TensorResult.data`) stay out of the scan JSON: they are for the app's plots and
 the view export, and would make the file a hundred times larger.
@@ -9,15 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from analyzers.core import TensorResult, to_plain
 from wstui import jsonio
 from wstui._version import __version__
+from wstui.checkpoint.base import TensorRef
 
-if TYPE_CHECKING:  # pragma: no cover
-    from wstui.checkpoint.base import TensorRef
-    from wstui.scan import ScanReport
+#: a `wstui.engine.scan.ScanReport` (documents read reports, they never import the engine)
+ScanReport = Any
 
 SCAN_SCHEMA = "wstui.scan/1"
 BASE_COLUMNS = ("name", "hf_name", "kind", "block", "shape", "dtype", "worst_severity",
@@ -66,6 +66,11 @@ def scan_json(report: ScanReport) -> dict[str, Any]:
         "top_issues": [i.to_dict() for i in report.top_issues],
     }
     return jsonio.strict(doc)
+
+
+def write_json(report: ScanReport, path: str | Path) -> Path:
+    """The document, written atomically (`-`: stdout)."""
+    return jsonio.dump(scan_json(report), path)
 
 
 def _scheme_label(item: Mapping[str, Any]) -> str:

@@ -1,11 +1,14 @@
-"""The sensitivity study (`wstui sensitivity`, `Scope.sensitivity`): one function builds the
-`wstui.sensitivity/1` document, so the CLI and the API give the same numbers.
+"""The sensitivity study (`wstui sensitivity`, `Scope.sensitivity`) as a model-scope task on
+the pool: one function builds the `wstui.sensitivity/1` document, so the CLI and the API give
+the same numbers.
 
-Steps: build the causal LM from our readers; tokenize the calibration text; one forward and
-backward with hooks (gradients reduced as they land, Linear input norms for wanda, MLP
-down-projection spikes, residual-stream extremes); optional Hutchinson probes; the two text
-halves for stability; super weights; the perturbation table with its controls; the static
-metrics of the same matrices from the scan engine; the summary.
+Steps, in one model task (the whole model on one worker, every core, progress and cancel
+through the pool): build the causal LM from our readers; tokenize the calibration text; one
+forward and backward with hooks (gradients reduced as they land, Linear input norms for wanda,
+MLP down-projection spikes, residual-stream extremes); optional Hutchinson probes; the two text
+halves for stability; super weights; the perturbation table with its controls. Then, on the
+same pool once the model is gone, the static metrics of the same matrices as tensor tasks of
+a scan (cached like any scan); `wstui.documents.sensitivity` assembles the document.
 """
 
 from __future__ import annotations
@@ -17,17 +20,22 @@ from pathlib import Path
 from typing import Any
 
 from analyzers import sensitivity as S
-from wstui._version import __version__
-from wstui.checkpoint.base import Checkpoint, CheckpointError
+from wstui.checkpoint.base import Checkpoint, CheckpointError, TensorRef
+from wstui.documents.sensitivity import SCHEMA, build_document, csv_rows, massive
+from wstui.engine.model import Cancelled, ModelContext, add_model_task
+from wstui.engine.progress import Progress
+from wstui.engine.scan import ScanEngine
 
-SCHEMA = "wstui.sensitivity/1"
 CONTROLS = ("random_k", "bottom_k")
 #: module names (suffixes) of MLP down-projections across families (HF llama/mistral/qwen/gemma
 #: `mlp.down_proj`, phi `mlp.fc2`, GPT-2 `mlp.c_proj`, GPT-NeoX `mlp.dense_4h_to_h`)
 DOWN_PROJ_SUFFIXES = ("mlp.down_proj", "mlp.fc2", "mlp.c_proj", "mlp.dense_4h_to_h")
-STATIC = ("alpha", "int8_sqnr_db", "stable_rank")
+#: the static metrics' scan: spectra and the per-tensor sym int8 row
+STATIC_METHODS = ("spectral", "quantization")
+STATIC_OPTIONS = {"quant_bits": "8", "quant_schemes": "tensor:sym"}
 
-Progress = Callable[[str], None]
+Say = Callable[[str], None]
+
 
 
 def check_options(*, metrics: Sequence[str], mode: str, perturb: Sequence[str],
@@ -162,40 +170,134 @@ def run_sensitivity(
     stability: bool = True,
     static: bool = True,
     use_cache: bool = True,
-    progress: Progress | None = None,
+    progress: Callable[[str], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    job_hook: Callable[[SensitivityJob], None] | None = None,
 ) -> dict[str, Any]:
-    """The `wstui.sensitivity/1` document for `ckpt`. Bad input raises CheckpointError (one
-    line), a bad setting ValueError."""
-    import torch
-
-    from analyzers.core import pick_device
-    from wstui.lm.build import build_lm
-    from wstui.lm.calibration import calibration_ids
-
+    """The `wstui.sensitivity/1` document for `ckpt` (blocking). Bad input raises
+    CheckpointError (one line), a bad setting ValueError. `progress` gets each step's words,
+    `on_progress` the pool's `Progress`; `job_hook` gets the job before it starts (to cancel
+    it: the call then raises `Cancelled`)."""
     metrics = list(dict.fromkeys(metrics))
     check_options(metrics=metrics, mode=mode, perturb=perturb, controls=controls, seeds=seeds,
                   topk=topk, probes=probes, tokens=tokens, scale=scale)
-    say = progress or (lambda msg: None)
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
+    settings = dict(text=text, tokens=tokens, metrics=metrics, probes=probes, topk=topk,
+                    mode=mode, perturb=list(perturb), scale=scale, controls=list(controls),
+                    seeds=list(seeds), eval_file=eval_file, stability=stability,
+                    static=static)
+    job = SensitivityJob(ckpt, settings, device=device, use_cache=use_cache, say=progress)
+    if job_hook is not None:
+        job_hook(job)
+    job.run(on_progress=on_progress)
+    return job.document()
+
+
+class SensitivityJob(ScanEngine):
+    """The study on one pool: a model-scope task, then the static metrics of the model's
+    matrices as the tensor tasks of a scan (queued by the model task once it knows them)."""
+
+    _kind = "sensitivity"
+
+    def __init__(self, ckpt: Checkpoint, settings: dict[str, Any], *, device: str,
+                 use_cache: bool, say: Say | None = None) -> None:
+        super().__init__(ckpt, methods=list(STATIC_METHODS), device=device,
+                         use_cache=use_cache, tensors=[], options=STATIC_OPTIONS)
+        self.settings = settings
+        self._say = say
+        self.failure: BaseException | None = None
+        self.parts: dict[str, Any] | None = None
+        self.timings: dict[str, float] = {}
+        self._t_start = 0.0
+        self._t_static: float | None = None
+
+    def _plan(self) -> None:
+        super()._plan()
+        self._t_start = time.perf_counter()
+        with self._lock:
+            add_model_task(self, self._study, label="sensitivity", on_error=self._failed)
+            self._phase = "model"
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failure = exc
+
+    def _study(self, mctx: ModelContext) -> None:
+        def say(msg: str) -> None:
+            mctx.step(msg)
+            if self._say is not None:
+                self._say(msg)
+
+        self.parts, refs = _study(self.checkpoint, mctx.device, self.settings, say,
+                                  self.timings)
+        if refs:
+            say("static metrics (alpha, int8 SQNR, stable rank)")
+            self._t_static = time.perf_counter()
+            self.extend(refs)
+
+    def document(self) -> dict[str, Any]:
+        """The document, once the job is done; raises what the study raised."""
+        if self.failure is not None:
+            raise self.failure
+        if self.cancelled or self.parts is None:
+            raise Cancelled("sensitivity study cancelled")
+        static: dict[str, dict[str, float | None]] = {}
+        timings = dict(self.timings)
+        end = self._t_end if self._t_end is not None else time.perf_counter()
+        if self._t_static is not None:
+            static = static_metrics(self.report().entries)
+            timings["static_s"] = end - self._t_static
+        timings["total_s"] = end - self._t_start
+        return build_document(self.parts, static, timings)
+
+
+
+def static_metrics(entries: Sequence[Any]) -> dict[str, dict[str, float | None]]:
+    """alpha, per-tensor sym int8 SQNR and stable rank of the scanned matrices, by HF name."""
+    out: dict[str, dict[str, float | None]] = {}
+    for e in entries:
+        sp = e.result.metrics.get("spectral", {})
+        q = e.result.metrics.get("quantization", {})
+        sq = next((s.get("sqnr_db") for s in q.get("schemes", [])
+                   if s.get("bits") == 8 and s.get("granularity") == "tensor"
+                   and s.get("scheme") == "sym"), None)
+        out[e.ref.hf_name or e.ref.name] = {"alpha": sp.get("alpha"), "int8_sqnr_db": sq,
+                                            "stable_rank": sp.get("stable_rank")}
+    return out
+
+
+def _static_refs(ckpt: Checkpoint, st: _Study) -> list[TensorRef]:
+    """The checkpoint tensors behind the model's 2-D parameters (the static metrics' scan)."""
+    names = {st.tensor_name(key) for key, p in st.params.items() if p.dim() == 2}
+    return [r for r in ckpt.tensors if (r.hf_name or r.name) in names and r.analyzable
+            and r.tied_to is None]
+
+
+def _study(ckpt: Checkpoint, dev: str, settings: dict[str, Any], say: Say,
+           timings: dict[str, float]) -> tuple[dict[str, Any], list[TensorRef]]:
+    """Everything measured on the model (the document's parts) and the tensors whose static
+    metrics are wanted. Runs on the model task's worker."""
+    import torch
+
+    from wstui.lm.build import build_lm
+    from wstui.lm.calibration import calibration_ids
+
+    metrics, probes, k = settings["metrics"], settings["probes"], settings["topk"]
+    seeds, mode = settings["seeds"], settings["mode"]
     evaluator = None
     evalset = None
-    if eval_file is not None:
+    if settings["eval_file"] is not None:
         from wstui.lm.evaluate import read_eval
 
-        evalset = read_eval(eval_file)
-    dev = pick_device(device)
+        evalset = read_eval(settings["eval_file"])
     say("building the model")
     lm = build_lm(ckpt, device=dev)
     timings["build_s"] = lm.build_s
-    cal = calibration_ids(lm.tokenizer, text, tokens)
+    cal = calibration_ids(lm.tokenizer, settings["text"], settings["tokens"])
     ids = cal.ids.to(dev)
     if evalset is not None:
         from wstui.lm.evaluate import Evaluator
 
         evaluator = Evaluator(evalset, lm.tokenizer)
-    st = _Study(ckpt, lm, dev, topk)
-    k = topk
+    st = _Study(ckpt, lm, dev, k)
 
     # 1. baseline perplexity, then one forward+backward with every hook
     t = time.perf_counter()
@@ -244,7 +346,7 @@ def run_sensitivity(
 
     # 2. stability across the two halves of the text
     stab: dict[str, Any] = {"k": k}
-    if stability:
+    if settings["stability"]:
         t = time.perf_counter()
         stab["halves"] = _halves(st, ids, metrics, scores, say)
         stab["seeds"] = _seed_stability(st, k, seeds, hseed_sets, hseed_totals)
@@ -265,16 +367,16 @@ def run_sensitivity(
                        "col": sw["col"], "value": sw["value"], "act_in": sw["act_in"],
                        "act_out": sw["act_out"], "token": sw["token"], "ppl_zeroed": ppl_z,
                        "ppl_ratio": _ratio(ppl_z, base_ppl)})
-    massive = _massive(rec.layers)
     timings["super_weights_s"] = time.perf_counter() - t
 
     # 4. perturbation with controls
     t = time.perf_counter()
-    table = _perturbation(st, ids, scores, metrics, found, perturb, controls, seeds, k, scale,
-                          base_ppl, evaluator, say)
+    table = _perturbation(st, ids, scores, metrics, found, settings["perturb"],
+                          settings["controls"], seeds, k, settings["scale"], base_ppl,
+                          evaluator, say)
     timings["perturbation_s"] = time.perf_counter() - t
 
-    # 5. documents: tensors, top-k, summary
+    # 5. the parts of the document: tensors, top-k
     tensors = []
     for key in st.params:
         rec_t = st.ref_info(key)
@@ -283,54 +385,32 @@ def run_sensitivity(
             rec_t[m] = r.total if r is not None else None
         rec_t["hutchinson_stderr"] = hstderr.get(key) if "hutchinson" in metrics else None
         tensors.append(rec_t)
-    topk_doc = _topk_doc(st, scores, metrics, mode, k)
-    static_vals: dict[str, dict[str, float | None]] = {}
-    if static:
-        t = time.perf_counter()
-        say("static metrics (alpha, int8 SQNR, stable rank)")
-        static_vals = _static_metrics(ckpt, st, device, use_cache)
-        timings["static_s"] = time.perf_counter() - t
-    summary = _summary(tensors, metrics, static_vals)
-    timings["total_s"] = time.perf_counter() - t_start
-    doc: dict[str, Any] = {
-        "schema": SCHEMA,
-        "wstui_version": __version__,
+    parts = {
         "checkpoint": ckpt.summary(),
         "device": dev,
         "model": {"model_type": lm.config.model_type, "num_layers": len(st.layers),
                   "num_heads": lm.num_heads, "num_kv_heads": lm.num_kv_heads,
                   "head_dim": lm.head_dim, "tied": lm.tied},
         "settings": {"metrics": metrics, "probes": probes, "topk": k, "mode": mode,
-                     "perturb": list(perturb), "scale": scale, "controls": list(controls),
-                     "seeds": list(seeds), "spike_ratio": S.SPIKE_RATIO},
+                     "perturb": list(settings["perturb"]), "scale": settings["scale"],
+                     "controls": list(settings["controls"]), "seeds": list(seeds),
+                     "spike_ratio": S.SPIKE_RATIO},
         "text": cal.record(),
         "perplexity": base_ppl,
         "eval": ({**evalset.record(), "accuracy": base_acc} if evalset else None),
         "tensors": tensors,
-        "topk": topk_doc,
+        "topk": _topk_doc(st, scores, metrics, mode, k),
         "super_weights": supers,
-        "massive_activations": massive,
+        "massive_activations": massive(rec.layers),
         "perturbation": table,
         "stability": stab,
-        "summary": summary,
-        "timings": timings,
     }
-    from wstui import jsonio
-
-    return jsonio.strict(doc)
-
-
-def _massive(layers: list[dict[str, Any]]) -> dict[str, Any]:
-    rows = []
-    for r in layers:
-        med = r["median"]
-        rows.append({**r, "ratio": (r["top3"][0] / med) if med > 0 and r["top3"] else None})
-    ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
-    return {"layers": rows, "max_ratio": max(ratios) if ratios else None}
+    refs = _static_refs(ckpt, st) if settings["static"] else []
+    return parts, refs
 
 
 def _halves(st: _Study, ids: Any, metrics: Sequence[str], full: S.ScoreMap,
-            say: Progress) -> dict[str, Any]:
+            say: Say) -> dict[str, Any]:
     """Per metric (gradient ones and wanda): Jaccard of the global top-k and Spearman of the
     per-tensor totals between the first and the second half of the text."""
     import torch
@@ -396,7 +476,7 @@ def _seed_stability(st: _Study, k: int, seeds: Sequence[int],
 def _perturbation(st: _Study, ids: Any, scores: S.ScoreMap, metrics: Sequence[str],
                   found: list[dict[str, Any]], methods: Sequence[str],
                   controls: Sequence[str], seeds: Sequence[int], k: int, scale: float,
-                  base_ppl: float, evaluator: Any, say: Progress) -> list[dict[str, Any]]:
+                  base_ppl: float, evaluator: Any, say: Say) -> list[dict[str, Any]]:
     """Each method on each target set: the top-k by each metric; the controls (random k per
     seed; the bottom k by the first metric); the super weights. Weights restored after each."""
     targets: list[tuple[str, str | None, int | None, list[S.Pick]]] = []
@@ -453,112 +533,6 @@ def _topk_doc(st: _Study, scores: S.ScoreMap, metrics: Sequence[str], mode: str,
     return out
 
 
-def _static_metrics(ckpt: Checkpoint, st: _Study, device: str, use_cache: bool
-                    ) -> dict[str, dict[str, float | None]]:
-    """alpha, per-tensor sym int8 SQNR and stable rank of the model's matrices, from the scan
-    engine (cached like any scan), keyed by HF name."""
-    from wstui.scan import ScanEngine
-
-    names = {st.tensor_name(key) for key, p in st.params.items() if p.dim() == 2}
-    refs = [r for r in ckpt.tensors if (r.hf_name or r.name) in names and r.analyzable
-            and r.tied_to is None]
-    engine = ScanEngine(ckpt, methods=["spectral", "quantization"], device=device,
-                        use_cache=use_cache, tensors=refs,
-                        options={"quant_bits": "8", "quant_schemes": "tensor:sym"})
-    report = engine.run()
-    out: dict[str, dict[str, float | None]] = {}
-    for e in report.entries:
-        sp = e.result.metrics.get("spectral", {})
-        q = e.result.metrics.get("quantization", {})
-        sq = next((s.get("sqnr_db") for s in q.get("schemes", [])
-                   if s.get("bits") == 8 and s.get("granularity") == "tensor"
-                   and s.get("scheme") == "sym"), None)
-        out[e.ref.hf_name or e.ref.name] = {"alpha": sp.get("alpha"), "int8_sqnr_db": sq,
-                                            "stable_rank": sp.get("stable_rank")}
-    return out
-
-
-def _summary(tensors: list[dict[str, Any]], metrics: Sequence[str],
-             static: dict[str, dict[str, float | None]]) -> dict[str, Any]:
-    """Totals and per-weight means by kind and by depth, the Spearman matrix between the
-    sensitivity metrics and the static ones over the matrices, and the blocks clustered by
-    their sensitivity profile."""
-    import numpy as np
-
-    shown = [*metrics, "magnitude"] if "magnitude" not in metrics else list(metrics)
-
-    def group(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        n = sum(r["numel"] for r in rows)
-        g: dict[str, Any] = {"tensors": len(rows), "numel": n}
-        for m in shown:
-            vals = [r[m] for r in rows if r.get(m) is not None]
-            tot = float(sum(vals)) if vals else None
-            g[m] = {"total": tot, "mean": (tot / n) if tot is not None and n else None}
-        return g
-
-    by_kind: dict[str, list[dict[str, Any]]] = {}
-    by_block: dict[int, list[dict[str, Any]]] = {}
-    for r in tensors:
-        by_kind.setdefault(r["kind"], []).append(r)
-        if r["block"] is not None:
-            by_block.setdefault(r["block"], []).append(r)
-    out: dict[str, Any] = {
-        "by_kind": {kind: group(rows) for kind, rows in sorted(by_kind.items())},
-        "by_block": [{"block": b, **group(rows)} for b, rows in sorted(by_block.items())],
-    }
-    mats = [r for r in tensors if len(r["shape"]) == 2 and r["hf_name"] in static]
-    spear: dict[str, dict[str, float | None]] = {}
-    for m in shown:
-        spear[m] = {}
-        for s in STATIC:
-            xs = [r[m] for r in mats]
-            ys = [static[r["hf_name"]][s] for r in mats]
-            pairs = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None]
-            spear[m][s] = S.spearman(*zip(*pairs)) if len(pairs) >= 3 else None
-    out["static"] = {"static_metrics": list(STATIC), "n_matrices": len(mats), "spearman": spear,
-                     "per_tensor": {r["hf_name"]: static[r["hf_name"]] for r in mats}}
-    # blocks by their profile: log10 of the per-weight mean of each metric for each kind
-    blocks = sorted(by_block)
-    kinds = sorted({r["kind"] for b in blocks for r in by_block[b]
-                    if len(r["shape"]) == 2})
-    feats, names = [], []
-    for m in shown:
-        for kind in kinds:
-            col = []
-            for b in blocks:
-                rows = [r for r in by_block[b] if r["kind"] == kind and r.get(m) is not None]
-                n = sum(r["numel"] for r in rows)
-                v = sum(r[m] for r in rows) / n if n else math.nan
-                col.append(math.log10(v) if v > 0 else math.nan)
-            if all(math.isfinite(c) for c in col):
-                feats.append(col)
-                names.append(f"{m}:{kind}")
-    if feats and len(blocks) >= 3:
-        cl = S.cluster_rows(np.asarray(feats, dtype=np.float64).T)
-        out["clusters"] = {"k": cl["k"], "ch": cl["ch"], "features": names,
-                           "blocks": [{"block": b, "cluster": lab}
-                                      for b, lab in zip(blocks, cl["labels"])]}
-    else:
-        out["clusters"] = {"k": None, "ch": None, "features": names, "blocks": []}
-    return out
-
-
-def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per tensor: identity, the per-tensor scores, and the static metrics if any."""
-    static = doc["summary"].get("static", {}).get("per_tensor", {})
-    rows = []
-    for t in doc["tensors"]:
-        row = {k: t.get(k) for k in ("name", "hf_name", "kind", "block")}
-        row["shape"] = "x".join(str(s) for s in t["shape"])
-        row["numel"] = t["numel"]
-        for m in (*S.METRICS, "hutchinson_stderr"):
-            row[m] = t.get(m)
-        for s in STATIC:
-            row[s] = static.get(t["hf_name"], {}).get(s)
-        rows.append(row)
-    return rows
-
-
 def sensitivity_document(path: str | Path, **kwargs: Any) -> dict[str, Any]:
     """Open `path` and run the study (what `Scope.sensitivity` and the CLI both call)."""
     from wstui.checkpoint import open_checkpoint
@@ -567,5 +541,5 @@ def sensitivity_document(path: str | Path, **kwargs: Any) -> dict[str, Any]:
         return run_sensitivity(ckpt, **kwargs)
 
 
-__all__ = ["SCHEMA", "CheckpointError", "check_options", "csv_rows", "run_sensitivity",
-           "sensitivity_document"]
+__all__ = ["SCHEMA", "Cancelled", "CheckpointError", "SensitivityJob", "check_options",
+           "csv_rows", "run_sensitivity", "sensitivity_document"]

@@ -1,0 +1,142 @@
+"""Where a task runs: cores, torch and BLAS thread counts, the device, out-of-memory fallback,
+and loading a tensor for the analyzers (DESIGN §7)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from wstui.checkpoint.base import TensorRef
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (affinity-aware)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def load_tensor(ref: TensorRef) -> Any:
+    """The tensor for the analyzers, float32 on the CPU. A safetensors BF16 tensor is read as
+    stored and widened by `core.bf16_to_float32` (a bit shift in numpy, ten times faster
+    than torch's conversion), once for all the analyzers of the task."""
+    if ref.dtype == "BF16":
+        from wstui.checkpoint.safetensors import SafetensorsReader
+
+        if isinstance(ref.reader, SafetensorsReader):
+            import torch
+
+            from analyzers.core import bf16_to_float32
+
+            return bf16_to_float32(ref.load("cpu", dtype=torch.bfloat16))
+    return ref.load("cpu")
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this torch cannot use (one line, before any work starts)."""
+    kind = device.split(":")[0]
+    if kind == "cpu":
+        return  # every torch has it: no import (a scan served from the cache needs no torch)
+    import torch
+
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available to this torch")
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {device!r}: MPS is not available to this torch")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or mps)")
+
+
+class BlasThreads:
+    """The thread count of the BLAS library numpy brings (OpenBLAS: one pool per process, unlike
+    torch's per-thread setting), switched with threadpoolctl and restored when the job ends.
+    Without threadpoolctl it does nothing. (No analyzer calls scipy's BLAS: importing
+    scipy.linalg only to reach it cost 0.15 s of every fresh `wstui scan`.)"""
+
+    def __init__(self) -> None:
+        self._controller: Any = None
+        self._original: Any = None
+        self._current: int | None = None
+
+    def set(self, n: int) -> None:
+        if n == self._current:
+            return
+        try:
+            if self._controller is None:
+                import numpy  # noqa: F401  (loads its BLAS, so the controller sees it)
+                from threadpoolctl import ThreadpoolController
+
+                self._controller = ThreadpoolController()
+                self._original = self._controller.info()
+            self._controller.limit(limits=n, user_api="blas")
+        except Exception:  # no threadpoolctl, or a BLAS it cannot drive: leave BLAS alone
+            self._controller = False
+        self._current = n
+
+    def restore(self) -> None:
+        if not self._controller or self._original is None or self._current is None:
+            return
+        try:
+            for lib, info in zip(self._controller.lib_controllers, self._original):
+                if info.get("user_api") == "blas":
+                    lib.set_num_threads(info["num_threads"])
+        except Exception:
+            pass
+        self._current = None
+
+
+def warm_up_linalg(device: str) -> None:
+    """Load torch's GPU linear-algebra backend once, from one thread: its lazy loader raises
+    "lazy wrapper should be called at most once" when worker threads race to the first call
+    (seen on an H200: 15 of 57 demo tensors failed their spectral analysis in a fresh process)."""
+    try:
+        import torch
+
+        eye = torch.eye(2, device=device)
+        torch.linalg.eigvalsh(eye)
+        torch.linalg.svdvals(eye)
+    except Exception:  # no usable device: the workers report it per tensor
+        pass
+
+
+def set_threads(n: int) -> None:
+    """torch's intra-op threads for the calling thread (OpenMP/MKL keep them per thread)."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def is_oom(message: str | None) -> bool:
+    if not message:
+        return False
+    low = message.lower()
+    return "outofmemory" in low or "out of memory" in low
+
+
+def to_device(x: Any, device: str) -> tuple[Any, str]:
+    """`x` on `device`, or left on the CPU when the device is out of memory."""
+    try:
+        return x.to(device), device
+    except Exception as exc:
+        if is_oom(f"{type(exc).__name__}: {exc}"):
+            empty_cache()
+            return x, "cpu"
+        raise
+
+
+def to_cpu(x: Any) -> tuple[Any, str]:
+    y = x.to("cpu")
+    del x
+    empty_cache()
+    return y, "cpu"
+
+
+def empty_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
