@@ -342,7 +342,7 @@ def test_demo_opens_the_app(monkeypatch, demo_cache, no_diff):
     from wstui.commands import demo as demo_cmd
 
     calls = []
-    monkeypatch.setattr("wstui.commands._run.open_app",
+    monkeypatch.setattr("wstui.commands.app.open_app",
                         lambda path, **kw: calls.append((Path(path), kw)) or 0)
     args = argparse.Namespace(out=None, no_diff=no_diff, force=False)
     assert demo_cmd.run(args) == 0

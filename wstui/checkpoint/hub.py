@@ -225,7 +225,7 @@ class _Progress:
         if self.on_progress is not None:  # a face draws it (the app's fetch screen)
             self.on_progress(self.done, self.total, self.rate(), self.current)
             return
-        from wstui.render.text import visible  # file names come from the Hub's listing
+        from wstui.safetext import visible  # file names come from the Hub's listing
 
         rate = self.rate()
         left = max(self.total - self.done, 0)

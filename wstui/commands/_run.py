@@ -14,7 +14,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -305,53 +304,3 @@ def finish(engine: Any, *, interrupted: bool, write_failed: Sequence[str],
     return exit_code(interrupted=interrupted,
                      bad=bool(getattr(engine, "error", None) or write_failed),
                      failed=failed_line is not None, findings=findings)
-
-
-# ------------------------------------------------------------------------------ the app
-def open_app(
-    path: str | Path,
-    *,
-    diff: str | Path | None = None,
-    export_dir: str | Path = ".",
-    methods: Sequence[str] | None = None,
-    device: str = "auto",
-    workers: int | None = None,
-    use_cache: bool = True,
-    mouse: bool = True,
-    thresholds: Mapping[str, float] | None = None,
-    tensors: str | None = None,
-    keymap: Mapping[str, str] | None = None,
-) -> int:
-    """Open the app on `path` (and `diff` as B); returns the exit code. Raises CheckpointError
-    for bad input before the app starts. `wstui PATH` and `wstui demo` open it."""
-    from wstui.checkpoint import open_checkpoint
-    from wstui.checkpoint.naming import build_tree
-
-    ckpt = open_checkpoint(path)
-    ckpt_b = open_checkpoint(diff) if diff is not None else None
-    refs = ckpt.tensors
-    if tensors:
-        from wstui.checkpoint.select import select_tensors
-
-        refs = select_tensors(ckpt.tensors, tensors)
-        if not refs:
-            return fail(f"{path}: no tensor matches {tensors!r}")
-    options: dict[str, Any] = {"thresholds": dict(thresholds)} if thresholds else {}
-
-    def engine_factory() -> Any:
-        from wstui.engine.scan import ScanEngine
-
-        return ScanEngine(ckpt, methods=methods, device=device, workers=workers,
-                          use_cache=use_cache, options=options, tensors=refs)
-
-    from wstui.app.app import WstuiApp
-
-    app = WstuiApp(ckpt, build_tree(refs), engine_factory, export_dir=export_dir,
-                   thresholds=thresholds, checkpoint_b=ckpt_b,
-                   diff_kw={"device": device, "use_cache": use_cache}, keymap=keymap)
-    code = app.run(mouse=mouse)
-    engine = app.engine
-    if engine is not None:
-        engine.cancel()
-        print_problems(cache_notices(engine))  # after the app: the terminal is ours again
-    return int(code if code is not None else (app.return_code or 0))

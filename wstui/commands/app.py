@@ -7,11 +7,12 @@ before the terminal switches to the app. Nothing here imports torch.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from wstui import cli
-from wstui.commands._run import EXIT_BAD_INPUT
+from wstui.commands import _args
+from wstui.commands._run import EXIT_BAD_INPUT, cache_notices, fail, print_problems
 
 #: The analyzers `--methods` may name, known without importing them (they import torch, which
 #: the app must not load before its first frame). tests/test_cli_options.py checks this list
@@ -24,17 +25,17 @@ ANALYZER_NAMES = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """`wstui PATH`'s options (the top-level parser adds --version and lists subcommands)."""
-    p.add_argument("path", type=cli.path_arg, nargs="?", help="checkpoint file, folder, or HF "
+    p.add_argument("path", type=_args.path_arg, nargs="?", help="checkpoint file, folder, or HF "
                    "repo id org/name[@rev] (fetched from the Hub when not cached)")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective configuration (thresholds, keys, which file) "
                    "and exit")
-    p.add_argument("--diff", metavar="PATH_B", type=cli.path_arg, default=None,
+    p.add_argument("--diff", metavar="PATH_B", type=_args.path_arg, default=None,
                    help="compare with a second checkpoint")
     p.add_argument("--export-dir", default=".", help="where `e`/`E` write JSON")
     p.add_argument("--no-mouse", action="store_true", help="do not capture the mouse")
-    cli.add_scan_options(p)
-    cli.add_hub_options(p)
+    _args.add_scan_options(p)
+    _args.add_hub_options(p)
 
 
 def check_methods(methods: Sequence[str] | None) -> None:
@@ -64,7 +65,7 @@ def check_export_dir(directory: str | Path) -> None:
 def run(args: argparse.Namespace) -> int:
 
     from wstui.app.keys import binding_table
-    from wstui.commands._run import open_app, say, scan_options
+    from wstui.commands._run import say, scan_options
     from wstui.config import describe, load_config
 
     try:  # the checks of `wstui scan`, before the terminal switches to the app
@@ -125,3 +126,52 @@ def fetch_repos(args: argparse.Namespace) -> None:
                    for a, r in zip(todo, repos)]
     for attr, target in zip(todo, targets):
         setattr(args, attr, target)
+
+
+def open_app(
+    path: str | Path,
+    *,
+    diff: str | Path | None = None,
+    export_dir: str | Path = ".",
+    methods: Sequence[str] | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    use_cache: bool = True,
+    mouse: bool = True,
+    thresholds: Mapping[str, float] | None = None,
+    tensors: str | None = None,
+    keymap: Mapping[str, str] | None = None,
+) -> int:
+    """Open the app on `path` (and `diff` as B); returns the exit code. Raises CheckpointError
+    for bad input before the app starts. `wstui PATH` and `wstui demo` open it."""
+    from wstui.checkpoint import open_checkpoint
+    from wstui.checkpoint.naming import build_tree
+
+    ckpt = open_checkpoint(path)
+    ckpt_b = open_checkpoint(diff) if diff is not None else None
+    refs = ckpt.tensors
+    if tensors:
+        from wstui.checkpoint.select import select_tensors
+
+        refs = select_tensors(ckpt.tensors, tensors)
+        if not refs:
+            return fail(f"{path}: no tensor matches {tensors!r}")
+    options: dict[str, Any] = {"thresholds": dict(thresholds)} if thresholds else {}
+
+    def engine_factory() -> Any:
+        from wstui.engine.scan import ScanEngine
+
+        return ScanEngine(ckpt, methods=methods, device=device, workers=workers,
+                          use_cache=use_cache, options=options, tensors=refs)
+
+    from wstui.app.app import WstuiApp
+
+    app = WstuiApp(ckpt, build_tree(refs), engine_factory, export_dir=export_dir,
+                   thresholds=thresholds, checkpoint_b=ckpt_b,
+                   diff_kw={"device": device, "use_cache": use_cache}, keymap=keymap)
+    code = app.run(mouse=mouse)
+    engine = app.engine
+    if engine is not None:
+        engine.cancel()
+        print_problems(cache_notices(engine))  # after the app: the terminal is ours again
+    return int(code if code is not None else (app.return_code or 0))

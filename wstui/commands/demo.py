@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         _print_paths(paths)
         print("(the app is not available; listing the base model instead)", file=sys.stderr)
         return _list_base(paths.base)
-    from wstui.commands._run import open_app
+    from wstui.commands.app import open_app
 
     diff = None if args.no_diff else paths.finetuned
     return int(open_app(paths.base, diff=diff, export_dir=".") or 0)

@@ -8,16 +8,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from wstui import cli
+from wstui.commands import _args
 from wstui.commands._run import exit_code, print_notes, say, write_outputs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = "List a checkpoint's tensors in layer-tree order; reads no weights."
-    p.add_argument("path", type=cli.path_arg)
+    p.add_argument("path", type=_args.path_arg)
     p.add_argument("--json", metavar="FILE", default=None,
                    help="write wstui.ls/1 JSON (`-`: stdout)")
-    cli.add_hub_options(p)
+    _args.add_hub_options(p)
 
 
 def run(args: argparse.Namespace) -> int:

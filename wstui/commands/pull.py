@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from wstui import cli
 from wstui.checkpoint.base import CheckpointError
+from wstui.commands import _args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "with --allow-bin). Prints the local path.")
     p.add_argument("repo", metavar="org/name[@revision]")
     p.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
-    cli.add_hub_options(p)
+    _args.add_hub_options(p)
 
 
 def repo_text(args: argparse.Namespace) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wstui import cli
+from wstui.commands import _args
 from wstui.commands._run import (
     CsvTable,
     checked_options,
@@ -23,15 +23,15 @@ from wstui.commands._run import (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = "Quantization study: per-layer alpha and SQNR under fake quantization."
-    p.add_argument("path", type=cli.path_arg)
-    p.add_argument("--bits", type=cli.int_list, default=[8, 6, 5, 4, 3, 2])
-    p.add_argument("--granularity", type=cli.csv_list, default=["tensor", "channel", "group128"])
-    p.add_argument("--scheme", type=cli.csv_list, default=["sym"])
+    p.add_argument("path", type=_args.path_arg)
+    p.add_argument("--bits", type=_args.int_list, default=[8, 6, 5, 4, 3, 2])
+    p.add_argument("--granularity", type=_args.csv_list, default=["tensor", "channel", "group128"])
+    p.add_argument("--scheme", type=_args.csv_list, default=["sym"])
     p.add_argument("--json", metavar="FILE", default=None, help="`-`: stdout")
     p.add_argument("--csv", metavar="FILE", default=None, help="`-`: stdout")
     p.add_argument("--quiet", action="store_true")
-    cli.add_scan_options(p)
-    cli.add_hub_options(p)
+    _args.add_scan_options(p)
+    _args.add_hub_options(p)
 
 
 def study_table(doc: dict[str, Any]) -> CsvTable:

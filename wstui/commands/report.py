@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wstui import cli
+from wstui.commands import _args
 from wstui.commands._run import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -48,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worst", type=int, default=5, metavar="N",
                    help="plot the N worst tensors (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress, no summary line")
-    cli.add_scan_options(p)
-    cli.add_hub_options(p)
+    _args.add_scan_options(p)
+    _args.add_hub_options(p)
 
 
 def _check_parent(path: str | None, option: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wstui import cli
+from wstui.commands import _args
 from wstui.commands._run import (
     CsvTable,
     at_fail_on,
@@ -29,15 +29,15 @@ from wstui.commands._run import (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = "Analyze a checkpoint headless: progress on stderr, top issues on stdout."
-    p.add_argument("path", type=cli.path_arg)
-    p.add_argument("--diff", metavar="PATH_B", type=cli.path_arg, default=None)
+    p.add_argument("path", type=_args.path_arg)
+    p.add_argument("--diff", metavar="PATH_B", type=_args.path_arg, default=None)
     p.add_argument("--json", metavar="FILE", default=None, help="`-`: stdout")
     p.add_argument("--csv", metavar="FILE", default=None, help="`-`: stdout")
-    p.add_argument("--top-issues", type=cli.count(0), default=20, metavar="N")
+    p.add_argument("--top-issues", type=_args.count(0), default=20, metavar="N")
     p.add_argument("--fail-on", choices=["info", "warn", "critical"], default=None)
     p.add_argument("--quiet", action="store_true", help="no progress, no tables")
-    cli.add_scan_options(p)
-    cli.add_hub_options(p)
+    _args.add_scan_options(p)
+    _args.add_hub_options(p)
 
 
 def run(args: argparse.Namespace) -> int:

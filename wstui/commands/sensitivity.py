@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wstui import cli
+from wstui.commands import _args
 from wstui.commands._run import (
     CsvTable,
     exit_code,
@@ -27,18 +27,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", metavar="FILE", default=None,
                    help="calibration text (default: the one shipped with wstui)")
     p.add_argument("--tokens", type=int, default=512, metavar="N")
-    p.add_argument("--metrics", type=cli.csv_list, default=["grad_x_weight", "fisher", "wanda"],
+    p.add_argument("--metrics", type=_args.csv_list, default=["grad_x_weight", "fisher", "wanda"],
                    help="grad_x_weight,fisher,wanda,hutchinson,magnitude")
     p.add_argument("--probes", type=int, default=8, metavar="N",
                    help="Rademacher probes per seed for hutchinson")
     p.add_argument("--topk", type=int, default=100, metavar="K")
     p.add_argument("--mode", default="global", help="global, layerwise or head")
-    p.add_argument("--perturb", type=cli.csv_list, default=["zero"],
+    p.add_argument("--perturb", type=_args.csv_list, default=["zero"],
                    help="zero,sign_flip,gauss,bit_flip")
     p.add_argument("--scale", type=float, default=1.0,
                    help="gauss: noise std in units of the tensor's std")
-    p.add_argument("--controls", type=cli.csv_list, default=["random_k", "bottom_k"])
-    p.add_argument("--seeds", type=cli.int_list, default=[0, 1, 2])
+    p.add_argument("--controls", type=_args.csv_list, default=["random_k", "bottom_k"])
+    p.add_argument("--seeds", type=_args.int_list, default=[0, 1, 2])
     p.add_argument("--eval", metavar="FILE", default=None,
                    help="JSONL: ctx/endings/label (multiple choice) or text (last word)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip alpha / int8 SQNR / stable rank for the summary")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress, no tables")
-    cli.add_hub_options(p)
+    _args.add_hub_options(p)
 
 
 def study_table(doc: dict[str, Any]) -> CsvTable:

@@ -12,7 +12,7 @@ import argparse
 import shlex
 import sys
 
-from wstui import cli
+from wstui.commands import _args
 from wstui.commands._run import EXIT_BAD_INPUT, EXIT_OK
 
 
@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
-    cli.add_hub_options(p)
+    _args.add_hub_options(p)
 
 
 def app_command(args: argparse.Namespace) -> str:
