@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from wstui._version import __version__
 
-SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull", "report", "serve", "sensitivity")
+SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull", "report", "serve", "sensitivity", "track")
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: some tensors could not be loaded or analyzed (the rest of the report is there)
@@ -173,6 +173,9 @@ def build_sub_parser(name: str) -> argparse.ArgumentParser:
         p.add_argument("--fail-on", choices=["info", "warn", "critical"], default=None)
         p.add_argument("--quiet", action="store_true", help="no progress, no tables")
         _add_scan_options(p)
+        importlib.import_module("wstui.commands.track").add_cluster_option(p)  # issue 17
+    elif name == "track":
+        importlib.import_module("wstui.commands.track").configure(p)
     elif name == "quant":
         p.description = "Quantization study: per-layer alpha and SQNR under fake quantization."
         p.add_argument("path", type=_path)
@@ -279,7 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from wstui.checkpoint.base import CheckpointError
 
-    module = importlib.import_module(f"wstui.commands.{args.command}")
+    cluster = args.command == "scan" and (getattr(args, "cluster", None) or os.environ.get(
+        "RAY_ADDRESS"))  # `scan --cluster` runs in wstui.commands.track
+    module = importlib.import_module(f"wstui.commands.{'track' if cluster else args.command}")
     from wstui import outfile
 
     try:  # before anything is fetched or read (the commands check again when called directly)
