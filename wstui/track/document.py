@@ -32,36 +32,13 @@ SCAN_SERIES = {
 }
 #: series always present (null-filled when their analyzer did not run)
 REQUIRED = ("alpha", "stable_rank", "spectral_norm", "rel_change_prev", "rel_change_first")
-#: series name -> (against, compare key)
-CHANGE_SERIES = {
-    "rel_change_prev": ("prev", "rel_change"),
-    "rel_change_first": ("first", "rel_change"),
-    "delta_energy_rank_prev": ("prev", "delta_energy_rank_90"),
-    "delta_energy_rank_first": ("first", "delta_energy_rank_90"),
-}
 CSV_COLUMNS = ("step", "tensor", "metric", "value")
 
 
-def _is_matrix(shape: tuple[int, ...]) -> bool:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return len(shape) >= 2 and shape[0] >= 2 and n // max(1, shape[0]) >= 2
-
-
-def _unchanged(shape: tuple[int, ...], delta: bool) -> dict[str, Any]:
-    """What a compare of a tensor with identical values gives."""
-    m: dict[str, Any] = {"rel_change": 0.0}
-    if delta and _is_matrix(shape):
-        m["delta_energy_rank_90"] = 0
-    return m
-
-
 def build(plan: Plan, st: Settings, out: Outcome) -> dict[str, Any]:
-    from wstui.track.run import changed_sets, median
+    from wstui.track.run import median
 
     n_steps = len(plan.steps)
-    changed = [set(c) for c in changed_sets(plan, out.digests)]
     scan_series = [k for k, (a, _) in SCAN_SERIES.items() if a in st.scan_methods]
     change_series = ["rel_change_prev", "rel_change_first"] + (
         ["delta_energy_rank_prev", "delta_energy_rank_first"] if st.delta else [])
@@ -70,46 +47,35 @@ def build(plan: Plan, st: Settings, out: Outcome) -> dict[str, Any]:
     n_analyzed = n_reused = 0
     for name in plan.names:
         ref0 = plan.ref(0, name)
-        shape = tuple(int(s) for s in ref0.shape)
+        chain = out.chains[name]
         series: dict[str, list[Any]] = {k: [None] * n_steps for k in metrics}
         analyzed, findings, errors = [], [], []
         result = None
-        prev_cmp: dict[str, Any] = {}
-        first_cmp: dict[str, Any] = _unchanged(shape, st.delta)
-        for i in range(n_steps):
-            fresh = name in changed[i]
+        for i, change in enumerate(chain):
+            step = plan.steps[i].step
+            fresh = not change.get("same") and "error" not in change
             analyzed.append(fresh)
             n_analyzed += fresh
-            n_reused += not fresh
+            n_reused += bool(change.get("same"))
+            for key in change_series:
+                series[key][i] = change.get(key)
+            if "error" in change:
+                errors.append({"step": step, "analyzer": "change", "message": change["error"]})
+                result = None
+                continue
             if fresh:
                 result = out.scans.get((i, name))
-            if i > 0:
-                if fresh:
-                    prev_cmp = out.compares.get((i, name, "prev"), {})
-                    first_cmp = prev_cmp if i == 1 else out.compares.get((i, name, "first"), {})
-                else:
-                    prev_cmp = _unchanged(shape, st.delta)  # first_cmp stays the previous one
-            cmp = {"prev": prev_cmp if i > 0 else {}, "first": first_cmp}
-            for key, (side, mkey) in CHANGE_SERIES.items():
-                if key in series:
-                    series[key][i] = cmp[side].get(mkey)
-            for side, c in cmp.items():
-                if "error" in c and fresh:
-                    errors.append({"step": plan.steps[i].step, "analyzer": f"compare_{side}",
-                                   "message": c["error"]})
+                if result is not None:
+                    errors += [{"step": step, "analyzer": a, "message": m}
+                               for a, m in result.errors.items()]
             if result is None:
                 continue
             for key in scan_series:
                 analyzer, mkey = SCAN_SERIES[key]
                 series[key][i] = result.metrics.get(analyzer, {}).get(mkey)
-            for f in result.findings:
-                findings.append({"step": plan.steps[i].step, **f.to_dict()})
-            if fresh:
-                for analyzer, message in result.errors.items():
-                    errors.append({"step": plan.steps[i].step, "analyzer": analyzer,
-                                   "message": message})
+            findings += [{"step": step, **f.to_dict()} for f in result.findings]
         entry = {"name": name, "hf_name": ref0.hf_name, "kind": ref0.kind, "block": ref0.block,
-                 "shape": list(shape), "analyzed": analyzed, "series": series,
+                 "shape": [int(s) for s in ref0.shape], "analyzed": analyzed, "series": series,
                  "findings": findings}
         if errors:
             entry["errors"] = errors

@@ -3,10 +3,14 @@ a Ray cluster. Imported only when a cluster is asked for: the local engine never
 
 - Workers read the tensors themselves from storage shared by path (the task carries the path
   and the tensor names, never an array); they need wstui installed (`pip install wstui[ray]`).
-- A task is one tensor of one checkpoint; small tensors of a checkpoint ride together (one
-  task per about `BUNDLE_NUMEL` elements), so a norm vector does not cost a task of its own.
-- Results come back as small documents (the engine's per-analyzer fragments, the compares,
-  the digests) and go into the local result cache under the keys the local run reads: a task
+- A change task is one tensor through every step (one CPU; small tensors ride together, one
+  task per about `BUNDLE_NUMEL` elements). A scan task is tensors of one checkpoint (a big
+  one alone, small ones together up to `SCAN_BUNDLE_NUMEL` elements) and asks for a node's
+  CPUs: the scan engine inside sizes its threads to the cores it sees (a lone big matrix
+  uses all of them), so a task that asked for one CPU ran 2 threads beside another such task
+  on 2 cores, and spin-waiting OpenMP threads made the run 7x slower than local.
+- Results come back as small documents (the engine's per-analyzer fragments, the change
+  chains) and go into the local result cache under the keys the local run reads: a task
   whose results are cached is never submitted again, so a run cut short resumes where it was.
 - A task whose worker dies is retried by Ray (`MAX_RETRIES`); a task on a CUDA device asks for
   a GPU.
@@ -18,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from analyzers.core import TensorResult
@@ -27,8 +32,15 @@ EXTRA_HINT = "--cluster needs Ray, an optional extra: pip install 'wstui[ray]'"
 MAX_RETRIES = 3
 #: small tensors of one checkpoint are bundled into tasks of about this many elements
 BUNDLE_NUMEL = 1 << 20
-#: digest tasks read about this many bytes each
-DIGEST_BYTES = 1 << 28
+#: scan tasks: tensors of one checkpoint up to this many elements
+SCAN_BUNDLE_NUMEL = 1 << 24
+
+
+@dataclass
+class _Settings:
+    scan_methods: list[str]
+    options: dict[str, Any]
+    device: str
 
 
 class ClusterError(ValueError):
@@ -54,6 +66,10 @@ class RayExecutor:
         self._remote = ray.remote(max_retries=max_retries, retry_exceptions=False)(
             task or work.run_task)
         self.submitted = 0
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        #: what a scan task asks for: the CPUs of the smallest node
+        self.node_cpus = max(1, min((int(n["Resources"].get("CPU", 1)) for n in alive),
+                                    default=1))
 
     @classmethod
     @contextlib.contextmanager
@@ -94,8 +110,10 @@ class RayExecutor:
         ray = self.ray
         pending: dict[Any, Mapping[str, Any]] = {}
         for spec in specs:
-            gpu = spec["kind"] == "analyze" and str(spec.get("device", "")).startswith("cuda")
-            ref = self._remote.options(num_cpus=1, num_gpus=1 if gpu else 0).remote(dict(spec))
+            scan = spec["kind"] == "analyze"
+            gpu = scan and str(spec.get("device", "")).startswith("cuda")
+            ref = self._remote.options(num_cpus=self.node_cpus if scan else 1,
+                                       num_gpus=1 if gpu else 0).remote(dict(spec))
             pending[ref] = spec
         self.submitted += len(pending)
         try:
@@ -145,105 +163,81 @@ def bundles(refs: Sequence[Any], limit: int = BUNDLE_NUMEL) -> list[list[str]]:
     return out
 
 
-def _digest_groups(refs: Sequence[Any]) -> list[list[str]]:
-    out: list[list[str]] = []
-    group: list[str] = []
-    size = 0
-    for r in refs:
-        if group and size + r.nbytes > DIGEST_BYTES:
-            out.append(group)
-            group, size = [], 0
-        group.append(r.name)
-        size += r.nbytes
-    if group:
-        out.append(group)
-    return out
-
-
 # ----------------------------------------------------------------------------- wstui track
 def compute_cluster(plan: Any, st: Any, executor: RayExecutor,
                     progress: Callable[[str], None]) -> Any:
-    """The `Outcome` of a run (see `wstui.track.run`), computed by cluster tasks."""
-    from wstui.track.run import Outcome, against, changed_sets
+    """The `Outcome` of a run (see `wstui.track.run`), computed by cluster tasks: the change
+    chains (tensors bundled), then the scans of each step's changed tensors."""
+    from wstui.track.run import Outcome, chain_refs, changed_sets
 
     out = Outcome()
     cache = work.open_cache(st.use_cache)
     t0 = time.perf_counter()
     n_before = executor.submitted
-    specs = []
-    for i, step in enumerate(plan.steps):
-        missing = []
-        for n in plan.names:
-            d = work.cached_digest(cache, plan.ref(i, n))
-            if d is None:
-                missing.append(plan.ref(i, n))
-            else:
-                out.digests[(i, n)] = d
-        specs += [{"kind": "digest", "path": str(step.path), "step": i, "names": g}
-                  for g in _digest_groups(missing)]
+    todo = []
+    for n in plan.names:
+        hit = work.cached_chain(cache, chain_refs(plan, n), delta=st.delta, options=st.options,
+                                device=st.device)
+        if hit is None:
+            todo.append(plan.ref(0, n))
+        else:
+            out.chains[n] = hit
+    paths = [str(s.path) for s in plan.steps]
+    specs = [{"kind": "changes", "paths": paths, "path": paths[0], "names": names,
+              "delta": st.delta, "options": st.options, "device": st.device}
+             for names in bundles(todo)]
 
-    def digest_done(spec: Mapping[str, Any], result: Mapping[str, Any]) -> None:
-        i = spec["step"]
-        for n, d in result["digests"].items():
-            out.digests[(i, n)] = d
-            work.put_digest(cache, plan.ref(i, n), d)
+    def chains_done(spec: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        for n, chain in result["chains"].items():
+            out.chains[n] = chain
+            work.put_chain(cache, chain_refs(plan, n), chain, delta=st.delta,
+                           options=st.options, device=st.device)
 
     if specs:
-        progress(f"hashing on the cluster: {len(specs)} tasks")
-    executor.map(specs, digest_done)
-    changed = changed_sets(plan, out.digests)
+        progress(f"following {len(todo)} tensors on the cluster: {len(specs)} tasks")
+    executor.map(specs, chains_done)
 
     specs = []
     n_cached = 0
-    for i, names in enumerate(changed):
-        todo = []
+    for i, names in enumerate(changed_sets(plan, out.chains)):
+        if not st.scan_methods:
+            break
+        refs = []
         for n in names:
-            ref = plan.ref(i, n)
-            hit = work.cached_scan(cache, ref, st.scan_methods, st.options, st.device)
-            sides = [] if i == 0 else ["prev"] if i == 1 else ["prev", "first"]
-            cmps = {s: work.cached_compare(cache, plan.ref(against(i, s), n), ref,
-                                           delta=st.delta, options=st.options, device=st.device)
-                    for s in sides}
-            if hit is None or any(c is None for c in cmps.values()):
-                todo.append(ref)
-                continue
-            n_cached += 1
-            out.scans[(i, n)] = hit
-            for s, c in cmps.items():
-                out.compares[(i, n, s)] = c
-        for names_ in bundles(todo):
-            specs.append({
-                "kind": "analyze", "path": str(plan.steps[i].path), "step": i, "names": names_,
-                "methods": st.scan_methods, "options": st.options, "device": st.device,
-                "delta": st.delta,
-                "prev": str(plan.steps[i - 1].path) if i >= 1 else None,
-                "first": str(plan.steps[0].path) if i >= 2 else None,
-            })
+            hit = work.cached_scan(cache, plan.ref(i, n), st.scan_methods, st.options,
+                                   st.device)
+            if hit is None:
+                refs.append(plan.ref(i, n))
+            else:
+                n_cached += 1
+                out.scans[(i, n)] = hit
+        specs += [{"kind": "analyze", "path": str(plan.steps[i].path), "step": i,
+                   "names": names_, "methods": st.scan_methods, "options": st.options,
+                   "device": st.device} for names_ in bundles(refs, SCAN_BUNDLE_NUMEL)]
 
     def analyze_done(spec: Mapping[str, Any], result: Mapping[str, Any]) -> None:
         i = spec["step"]
-        for n, entry in result["results"].items():
-            ref = plan.ref(i, n)
-            frags = {m: TensorResult.from_dict(d) for m, d in entry["fragments"].items()}
-            merged = TensorResult(name=ref.name, kind=ref.kind, shape=tuple(ref.shape))
-            for f in frags.values():
-                merged.merge(f)
-            out.scans[(i, n)] = merged
-            work.put_scan(cache, ref, frags, st.options, st.device)
-            for side in ("prev", "first"):
-                if side in entry:
-                    out.compares[(i, n, side)] = entry[side]
-                    work.put_compare(cache, plan.ref(against(i, side), n), ref, entry[side],
-                                     delta=st.delta, options=st.options, device=st.device)
+        for n, frag_dicts in result["results"].items():
+            out.scans[(i, n)] = _land(cache, plan.ref(i, n), frag_dicts, st)
 
     if specs:
-        progress(f"analyzing on the cluster: {len(specs)} tasks")
+        progress(f"scanning on the cluster: {len(specs)} tasks")
     executor.map(specs, analyze_done)
     if cache is not None:
         cache.flush()
-    out.counts = {"tasks": executor.submitted - n_before, "tensor_steps_cached": n_cached,
-                  "cluster_s": time.perf_counter() - t0}
+    out.counts = {"tasks": executor.submitted - n_before, "chains_computed": len(todo),
+                  "scans_cached": n_cached, "cluster_s": time.perf_counter() - t0}
     return out
+
+
+def _land(cache: Any, ref: Any, frag_dicts: Mapping[str, Any], st: Any) -> TensorResult:
+    """A task's fragments: into the local cache (under the scan engine's keys), merged."""
+    frags = {m: TensorResult.from_dict(d) for m, d in frag_dicts.items()}
+    work.put_scan(cache, ref, frags, st.options, st.device)
+    merged = TensorResult(name=ref.name, kind=ref.kind, shape=tuple(ref.shape))
+    for f in frags.values():
+        merged.merge(f)
+    return merged
 
 
 # ----------------------------------------------------------------------------- wstui scan
@@ -263,18 +257,13 @@ def scan_cluster(ckpt: Any, refs: Sequence[Any], *, methods: Sequence[str],
             results[ref.name] = hit
     n_cached = len(results)
     specs = [{"kind": "analyze", "path": str(ckpt.path), "names": names, "methods": list(methods),
-              "options": dict(options), "device": device, "delta": False}
-             for names in bundles(todo)]
+              "options": dict(options), "device": device}
+             for names in bundles(todo, SCAN_BUNDLE_NUMEL)]
+    st = _Settings(list(methods), dict(options), device)
 
     def done(spec: Mapping[str, Any], result: Mapping[str, Any]) -> None:
-        for n, entry in result["results"].items():
-            ref = ckpt.tensor(n)
-            frags = {m: TensorResult.from_dict(d) for m, d in entry["fragments"].items()}
-            merged = TensorResult(name=ref.name, kind=ref.kind, shape=tuple(ref.shape))
-            for f in frags.values():
-                merged.merge(f)
-            results[n] = merged
-            work.put_scan(cache, ref, frags, options, device)
+        for n, frag_dicts in result["results"].items():
+            results[n] = _land(cache, ckpt.tensor(n), frag_dicts, st)
 
     executor.map(specs, done)
     if cache is not None:

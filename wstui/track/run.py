@@ -2,16 +2,16 @@
 
 Why it looks like this:
 - A tensor whose values are those of the previous step (a frozen layer of a fine-tune) is
-  analyzed once: every tensor of every step gets a digest first (cached per file and tensor,
-  so a rerun does not read the weights again), and a step's unchanged tensors take the
-  previous step's results.
-- The changed tensors of a step are scanned by the scan engine (its pool, its cache), then
-  each is compared with the previous and the first step (`analyzers.compare`; rel_change
-  always, the spectrum of ΔW with `delta` in the methods). Both results are cached, so a run
-  cut short redoes nothing that finished.
-- On a cluster (`cluster=ADDRESS`) the same digests, scans and compares run as Ray tasks that
-  read the files themselves; their results are written into the local cache under the keys
-  the local run uses, and the document is assembled from them by the same code.
+  analyzed once. First each tensor is followed through the run, each step read once
+  (`work.change_chain`): equal to the previous step or not (bitwise), and the change against
+  the previous and the first step, from the tensors in hand. A hash per tensor and step cost
+  more than the scans of the changed tensors on the MiniLM run (bench/bench_track.py).
+- Then the changed tensors of each step are scanned by the scan engine (its pool, its cache);
+  a step's unchanged tensors take the previous step's results. Chains and scans are cached,
+  so a run cut short redoes nothing that finished.
+- On a cluster (`cluster=ADDRESS`) the same chains and scans run as Ray tasks that read the
+  files themselves; their results go into the local cache under the keys the local run uses,
+  and the document is assembled from them by the same code.
 """
 
 from __future__ import annotations
@@ -86,112 +86,76 @@ class Settings:
 
 @dataclass
 class Outcome:
-    """What the compute phase produced, by (step index, tensor name)."""
+    """What the compute phase produced: per tensor its change chain (one entry per step, see
+    `work.change_chain`), per (step index, tensor) the scan result of the changed ones."""
 
-    digests: dict[tuple[int, str], str] = field(default_factory=dict)
+    chains: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     scans: dict[tuple[int, str], TensorResult] = field(default_factory=dict)
-    compares: dict[tuple[int, str, str], dict[str, Any]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def changed_sets(plan: Plan, digests: Mapping[tuple[int, str], str]) -> list[list[str]]:
-    """Per step the tensors whose values differ from the previous step's (all at step 0)."""
-    out = [list(plan.names)]
-    for i in range(1, len(plan.steps)):
-        out.append([n for n in plan.names if digests[(i, n)] != digests[(i - 1, n)]])
-    return out
+def changed_sets(plan: Plan, chains: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[list[str]]:
+    """Per step the tensors to analyze: those whose values differ from the previous step's
+    (all at step 0; a step that could not be read is not analyzed)."""
+    return [[n for n in plan.names if not chains[n][i].get("same") and "error" not in chains[n][i]]
+            for i in range(len(plan.steps))]
 
 
-def compare_jobs(plan: Plan, changed: Sequence[Sequence[str]]) -> list[tuple[int, str, str]]:
-    """(step, tensor, against) for every changed tensor after the first step: against the
-    previous step ("prev") and the first ("first"; the same compare at step 1)."""
-    jobs = []
-    for i in range(1, len(plan.steps)):
-        for n in changed[i]:
-            jobs.append((i, n, "prev"))
-            if i > 1:
-                jobs.append((i, n, "first"))
-    return jobs
-
-
-def against(i: int, side: str) -> int:
-    return i - 1 if side == "prev" else 0
+def chain_refs(plan: Plan, name: str) -> list[TensorRef]:
+    return [plan.ref(i, name) for i in range(len(plan.steps))]
 
 
 # ----------------------------------------------------------------------------- local compute
 def compute_local(plan: Plan, st: Settings, progress: Progress) -> Outcome:
     out = Outcome()
     cache = work.open_cache(st.use_cache)
-    # digests: from the cache, else read and hashed on the workers' threads
     todo = []
-    for i in range(len(plan.steps)):
-        for n in plan.names:
-            d = work.cached_digest(cache, plan.ref(i, n))
-            if d is None:
-                todo.append((i, n))
-            else:
-                out.digests[(i, n)] = d
-    progress(f"hashing {len(todo)} tensors" if todo else "digests from the cache")
+    for n in plan.names:
+        hit = work.cached_chain(cache, chain_refs(plan, n), delta=st.delta, options=st.options,
+                                device=st.device)
+        if hit is None:
+            todo.append(n)
+        else:
+            out.chains[n] = hit
+    if todo:
+        progress(f"following {len(todo)} tensors through {len(plan.steps)} steps")
 
-    def hash_one(job: tuple[int, str]) -> str:
-        return work.digest(plan.ref(*job))
+    threads = max(1, work.cpu_count() // max(1, st.workers))
 
-    for job, d in zip(todo, work.thread_map(hash_one, todo, st.workers)):
-        out.digests[job] = d
-        work.put_digest(cache, plan.ref(*job), d)
-    changed = changed_sets(plan, out.digests)
+    def chain_one(name: str) -> list[dict[str, Any]]:
+        work.set_threads(threads)
+        refs = chain_refs(plan, name)
+        chain = work.change_chain(refs, delta=st.delta, options=st.options, device=st.device)
+        work.put_chain(cache, refs, chain, delta=st.delta, options=st.options, device=st.device)
+        return chain
 
+    with _torch_threads(threads):
+        for n, chain in zip(todo, work.thread_map(chain_one, todo, st.workers)):
+            out.chains[n] = chain
     cached = 0
-    for i, names in enumerate(changed):
+    for i, names in enumerate(changed_sets(plan, out.chains)):
         if not names or not st.scan_methods:
             continue
         progress(f"step {plan.steps[i].step}: scanning {len(names)} tensors")
-        refs = [plan.ref(i, n) for n in names]
         results, n_cached = work.scan_tensors(
-            plan.ckpts[i], refs, methods=st.scan_methods, device=st.device,
-            workers=st.workers, use_cache=st.use_cache, options=st.options)
+            plan.ckpts[i], [plan.ref(i, n) for n in names], methods=st.scan_methods,
+            device=st.device, workers=st.workers, use_cache=st.use_cache, options=st.options)
         cached += n_cached
         for n, r in results.items():
             out.scans[(i, n)] = r
-
-    jobs = compare_jobs(plan, changed)
-    need = []
-    for job in jobs:
-        i, n, side = job
-        hit = work.cached_compare(cache, plan.ref(against(i, side), n), plan.ref(i, n),
-                                  delta=st.delta, options=st.options, device=st.device)
-        if hit is None:
-            need.append(job)
-        else:
-            out.compares[job] = hit
-    if need:
-        progress(f"comparing {len(need)} tensors with earlier steps")
-
-    def compare_one(job: tuple[int, str, str]) -> dict[str, Any]:
-        i, n, side = job
-        return work.compare_tensors(plan.ref(against(i, side), n), plan.ref(i, n),
-                                    delta=st.delta, options=st.options, device=st.device)
-
-    with _compare_threads(st.workers):
-        for job, m in zip(need, work.thread_map(compare_one, need, st.workers)):
-            out.compares[job] = m
-            i, n, side = job
-            work.put_compare(cache, plan.ref(against(i, side), n), plan.ref(i, n), m,
-                             delta=st.delta, options=st.options, device=st.device)
     if cache is not None:
         cache.flush()
-    out.counts = {"hashed": len(todo), "scans_cached": cached,
-                  "compares_computed": len(need)}
+    out.counts = {"chains_computed": len(todo), "scans_cached": cached}
     return out
 
 
 @contextlib.contextmanager
-def _compare_threads(workers: int) -> Any:
-    """torch's threads for the compares: cores shared among the workers (put back after)."""
+def _torch_threads(threads: int) -> Any:
+    """torch's threads while the chains run (put back after)."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, work.cpu_count() // max(1, workers)))
+    torch.set_num_threads(threads)
     try:
         yield
     finally:

@@ -3,11 +3,11 @@
 Everything the run needs from them goes through here, so that re-pointing the track onto a
 re-layered engine is a change of this file's imports:
 - `scan_tensors`: a `ScanEngine` over some tensors of one checkpoint (its pool, its cache);
-- `compare_tensors`: `analyzers.compare` of one tensor against the same tensor of an earlier
-  checkpoint (rel_change always; the spectrum of ΔW only with `delta`);
-- `digest`: a hash of a tensor's values, to find the tensors a step did not change;
-- the cache entries of digests and compares, and `scan_cache_key`, where `ScanEngine` keeps a
-  fragment (the cluster writes its results there, so a later local scan finds them);
+- `change_chain`: one tensor through every step, each read once: unchanged or not (bitwise),
+  rel_change against the previous and the first step, and with `delta` the energy rank of ΔW
+  (`analyzers.compare`);
+- the cache rows of the chains, and `scan_cache_key`, where `ScanEngine` keeps a fragment
+  (the cluster writes its results there, so a later local scan finds them);
 - `run_task`: what a cluster worker runs (the same calls, on its own copy of the files).
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -25,15 +26,11 @@ from typing import Any
 from analyzers.core import TensorResult
 from wstui.checkpoint.base import Checkpoint, CheckpointError, TensorRef
 
-#: track's own cache rows (next to the scan's): a tensor's digest, a compare against an earlier step
-DIGEST = "track_digest"
-COMPARE = "track_compare"
-DIGEST_VERSION = "1"
+#: track's own cache rows (next to the scan's): one tensor's change chain through the run
+CHANGE = "track_change"
 #: the ΔW spectra ("delta" in --methods); the rest of the methods are scan analyzers
 DELTA = "delta"
 DEFAULT_METHODS = ("stats", "spectral")
-COMPARE_KEYS = ("rel_change", "cosine", "l2_distance", "delta_stable_rank",
-                "delta_energy_rank_90")
 
 
 # ------------------------------------------------------------------------------- methods
@@ -173,68 +170,65 @@ def scan_tensors(ckpt: Checkpoint, refs: Sequence[TensorRef], *, methods: Sequen
     return {e.ref.name: e.result for e in report.entries}, engine.progress().cached
 
 
-# ------------------------------------------------------------------------------- digests
-_TORCH_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
-
-
-def digest(ref: TensorRef) -> str:
-    """blake2b of the tensor's values as stored (F32/F16/BF16/F64; other types as float32)."""
-    import torch
-
-    dtype = getattr(torch, _TORCH_DTYPES.get(ref.dtype, "float32"))
-    t = ref.load("cpu", dtype=dtype).contiguous().reshape(-1)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr((ref.dtype, tuple(ref.shape))).encode())
-    h.update(t.view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def cached_digest(cache: Any, ref: TensorRef) -> str | None:
-    frag = _get(cache, ref.file, ref.name, DIGEST, DIGEST_VERSION, "")
-    return frag.metrics.get(DIGEST, {}).get("blake2b") if frag is not None else None
-
-
-def put_digest(cache: Any, ref: TensorRef, value: str) -> None:
-    frag = TensorResult(name=ref.name, metrics={DIGEST: {"blake2b": value}})
-    _put(cache, ref.file, ref.name, DIGEST, DIGEST_VERSION, "", frag)
-
-
-# ------------------------------------------------------------------------------- compares
-def compare_version() -> str:
-    """A hash of analyzers/compare.py: a change to it invalidates cached compares."""
-    import importlib
-
-    mod = importlib.import_module("analyzers.compare")
-    try:
-        return "1-" + hashlib.sha256(Path(mod.__file__).read_bytes()).hexdigest()[:12]
-    except OSError:  # pragma: no cover
-        return "1"
-
-
-def _compare_opts(a: TensorRef, delta: bool, options: Mapping[str, Any], device: str) -> str:
+# ------------------------------------------------------------------------------- changes
+def chain_key(refs: Sequence[TensorRef], delta: bool, options: Mapping[str, Any],
+              device: str) -> str:
+    """Options hash of one tensor's change chain: every step's file identity is in it."""
     from wstui.cache import options_hash
 
-    fk = file_key(a.file)
-    other = [fk.path, fk.size, fk.mtime_ns] if fk is not None else str(a.file)
+    files = []
+    for r in refs:
+        fk = file_key(r.file)
+        files.append([fk.path, fk.size, fk.mtime_ns] if fk is not None else str(r.file))
     opts = {k: v for k, v in options.items() if k != "device"}
-    return options_hash({**opts, "against": other, "against_tensor": a.name, "delta": delta,
-                         "device": device_kind(device)})
+    return options_hash({**opts, "files": files, "delta": delta, "device": device_kind(device)})
 
 
-def cached_compare(cache: Any, a: TensorRef, b: TensorRef, *, delta: bool,
-                   options: Mapping[str, Any], device: str) -> dict[str, Any] | None:
-    frag = _get(cache, b.file, b.name, COMPARE, compare_version(),
-                _compare_opts(a, delta, options, device))
-    return dict(frag.metrics.get(COMPARE, {})) if frag is not None else None
+def cached_chain(cache: Any, refs: Sequence[TensorRef], *, delta: bool,
+                 options: Mapping[str, Any], device: str) -> list[dict[str, Any]] | None:
+    frag = _get(cache, refs[0].file, refs[0].name, CHANGE, change_version(),
+                chain_key(refs, delta, options, device))
+    return frag.data.get(CHANGE, {}).get("steps") if frag is not None else None
 
 
-def put_compare(cache: Any, a: TensorRef, b: TensorRef, metrics: Mapping[str, Any], *,
-                delta: bool, options: Mapping[str, Any], device: str) -> None:
-    if "error" in metrics:
+def put_chain(cache: Any, refs: Sequence[TensorRef], chain: Sequence[Mapping[str, Any]], *,
+              delta: bool, options: Mapping[str, Any], device: str) -> None:
+    if any("error" in c for c in chain):
         return
-    frag = TensorResult(name=b.name, metrics={COMPARE: dict(metrics)})
-    _put(cache, b.file, b.name, COMPARE, compare_version(),
-         _compare_opts(a, delta, options, device), frag)
+    frag = TensorResult(name=refs[0].name, data={CHANGE: {"steps": [dict(c) for c in chain]}})
+    _put(cache, refs[0].file, refs[0].name, CHANGE, change_version(),
+         chain_key(refs, delta, options, device), frag)
+
+
+_VERSION: list[str] = []
+
+
+def change_version() -> str:
+    """A hash of this file and analyzers/compare.py: a change to either invalidates cached
+    chains."""
+    import importlib
+
+    if not _VERSION:
+        text = b""
+        for mod in (importlib.import_module("analyzers.compare"),
+                    importlib.import_module(__name__)):
+            with contextlib.suppress(OSError, TypeError):
+                text += Path(mod.__file__).read_bytes()
+        _VERSION.append("1-" + hashlib.sha256(text).hexdigest()[:12])
+    return _VERSION[0]
+
+
+def _bits(t: Any) -> Any:
+    """A float32 tensor's bits (NaN equals NaN, -0.0 differs from 0.0: equality of bytes)."""
+    import torch
+
+    return t.view(torch.int32) if t.dtype == torch.float32 else t
+
+
+def _rel(d_norm: float, a_norm: float) -> float:
+    if a_norm > 0:
+        return d_norm / a_norm
+    return 0.0 if d_norm == 0 else math.inf
 
 
 #: only ΔW's spectrum: the alphas and spectra of A and B are the scan's (issue 17)
@@ -242,32 +236,70 @@ _NO_AB_SPECTRA = {"alpha_a": None, "alpha_b": None, "spectrum_a": [], "spectrum_
                   "spectrum_rank": []}
 
 
-def compare_tensors(a: TensorRef, b: TensorRef, *, delta: bool, options: Mapping[str, Any],
-                    device: str, tb: Any = None) -> dict[str, Any]:
-    """B against A (an earlier step): the `COMPARE_KEYS` of `analyzers.compare`, or
-    `{"error": ...}`. `tb`: B already loaded."""
+def _delta_rank(a: Any, b: Any, options: Mapping[str, Any], device: str) -> Any:
+    """`delta_energy_rank_90` of B - A from `analyzers.compare` (its spectrum of ΔW only)."""
     import analyzers
 
-    try:
-        ta = a.load("cpu")
-        if tb is None:
-            tb = b.load("cpu")
-    except Exception as exc:
-        return {"error": str(exc) if isinstance(exc, CheckpointError) else
-                f"{type(exc).__name__}: {exc}"}
-    opts: dict[str, Any] = {k: v for k, v in options.items() if k != "device"}
-    opts["device"] = device
-    if delta:
-        opts["compare_known_spectra"] = _NO_AB_SPECTRA
-    else:
-        opts["compare_spectral"] = False
-    r = analyzers.compare(ta, tb, name=b.name, kind=b.kind, options=opts)
+    opts = {**{k: v for k, v in options.items() if k != "device"}, "device": device,
+            "compare_known_spectra": _NO_AB_SPECTRA}
+    r = analyzers.compare(a, b, options=opts)
     if "compare" in r.errors:
-        return {"error": r.errors["compare"]}
-    m = r.metrics.get("compare", {})
-    if not m and "compare" in r.skipped:
-        return {"skipped": r.skipped["compare"]}
-    return {k: m[k] for k in COMPARE_KEYS if k in m}
+        raise RuntimeError(r.errors["compare"])
+    return r.metrics.get("compare", {}).get("delta_energy_rank_90")
+
+
+def _is_matrix(ref: TensorRef) -> bool:
+    return len(ref.shape) >= 2 and ref.shape[0] >= 2 and ref.numel // max(1, ref.shape[0]) >= 2
+
+
+def change_chain(refs: Sequence[TensorRef], *, delta: bool, options: Mapping[str, Any],
+                 device: str) -> list[dict[str, Any]]:
+    """One tensor through the run (`refs`: the tensor at each step, in order), each step read
+    once: per step `same` (values bitwise equal to the previous step's), `rel_change_prev`,
+    `rel_change_first` (‖B-A‖_F/‖A‖_F, the definition of `analyzers.compare`), and with
+    `delta` the energy rank of ΔW against the previous and the first step (`analyzers.compare`,
+    matrices only). An unreadable step is `{"error": ...}`, and so is every step after it."""
+    import torch
+
+    with_delta = delta and _is_matrix(refs[0])
+    out: list[dict[str, Any]] = []
+    first = prev = None
+    first_norm = prev_norm = 0.0
+    for i, ref in enumerate(refs):
+        try:
+            w = ref.load("cpu")
+        except Exception as exc:
+            msg = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
+            out.extend({"error": msg} for _ in refs[i:])
+            return out
+        if i == 0:
+            first = prev = w
+            first_norm = prev_norm = float(torch.linalg.vector_norm(w))
+            out.append({"same": False, "rel_change_prev": None, "rel_change_first": 0.0,
+                        **({"delta_energy_rank_first": 0} if with_delta else {})})
+            continue
+        if w.shape == prev.shape and torch.equal(_bits(w), _bits(prev)):
+            step = dict(out[-1])
+            step.update(same=True, rel_change_prev=0.0)
+            if with_delta:
+                step["delta_energy_rank_prev"] = 0
+            out.append(step)
+            continue
+        step = {"same": False,
+                "rel_change_prev": _rel(float(torch.linalg.vector_norm(w - prev)), prev_norm)}
+        step["rel_change_first"] = step["rel_change_prev"] if i == 1 else _rel(
+            float(torch.linalg.vector_norm(w - first)), first_norm)
+        if with_delta:
+            try:
+                step["delta_energy_rank_prev"] = _delta_rank(prev, w, options, device)
+                step["delta_energy_rank_first"] = (
+                    step["delta_energy_rank_prev"] if i == 1 else
+                    _delta_rank(first, w, options, device))
+            except Exception as exc:
+                step["error"] = f"delta: {type(exc).__name__}: {exc}"
+        out.append(step)
+        prev, prev_norm = w, float(torch.linalg.vector_norm(w))
+    return out
 
 
 # ------------------------------------------------------------------------------- threads
@@ -281,6 +313,14 @@ def thread_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> 
         return list(pool.map(fn, items))
 
 
+def set_threads(n: int) -> None:
+    """torch's intra-op threads for the calling thread."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 def cpu_count() -> int:
     from wstui.scan import cpu_count as engine_cpu_count
 
@@ -290,7 +330,7 @@ def cpu_count() -> int:
 # ------------------------------------------------------------------------------- cluster task
 _open_lock = threading.Lock()
 _opened: OrderedDict[str, tuple[Any, Checkpoint]] = OrderedDict()
-_MAX_OPEN = 4
+_MAX_OPEN = 64
 
 
 def _checkpoint(path: str) -> Checkpoint:
@@ -307,38 +347,40 @@ def _checkpoint(path: str) -> Checkpoint:
         ckpt = open_checkpoint(path)
         _opened[path] = (tuple(file_key(f) for f in ckpt.files), ckpt)
         while len(_opened) > _MAX_OPEN:
-            _opened.popitem(last=False)[1].close()
+            _opened.popitem(last=False)[1][1].close()
         return ckpt
 
 
 def run_task(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """One cluster task: tensors of one checkpoint, read by the worker from the shared path.
+    """One cluster task; the worker reads the tensors from the shared paths. Plain values
+    back, small documents, never arrays:
+    - "changes": `spec["paths"]` (every step), `names` -> `{"chains": {name: change_chain}}`;
+    - "analyze": `spec["path"]`, `names` -> `{"results": {name: {method: fragment dict}}}`,
+      the scan engine's fragments, as it caches them."""
+    import time
 
-    `spec["kind"]`: "digest" -> `{"digests": {name: hex}}`; "analyze" -> `{"results": {name:
-    {"fragments": {method: TensorResult dict}, "prev": compare, "first": compare}}}`, with
-    the compares only where `prev`/`first` (checkpoint paths) are given. Plain values only:
-    small documents, never arrays."""
+    t0 = time.perf_counter()
+    out = _run_task(spec)
+    return {**out, "host": os.uname().nodename, "pid": os.getpid(),
+            "task_s": time.perf_counter() - t0}
+
+
+def _run_task(spec: Mapping[str, Any]) -> dict[str, Any]:
+    options, device = spec["options"], spec["device"]
+    if spec["kind"] == "changes":
+        set_threads(1)  # a change task asks for one CPU
+        ckpts = [_checkpoint(p) for p in spec["paths"]]
+        return {"chains": {
+            n: change_chain([ck.tensor(n) for ck in ckpts], delta=spec["delta"],
+                            options=options, device=device) for n in spec["names"]}}
     ckpt = _checkpoint(spec["path"])
     refs = [ckpt.tensor(n) for n in spec["names"]]
-    info = {"host": os.uname().nodename, "pid": os.getpid()}
-    if spec["kind"] == "digest":
-        return {**info, "digests": {r.name: digest(r) for r in refs}}
-    methods, options, device = spec["methods"], spec["options"], spec["device"]
-    results, _ = scan_tensors(ckpt, refs, methods=methods, device=device, workers=1,
+    methods = spec["methods"]
+    results, _ = scan_tensors(ckpt, refs, methods=methods, device=device, workers=None,
                               use_cache=False, options=options)
-    out: dict[str, Any] = {}
-    for ref in refs:
-        entry: dict[str, Any] = {"fragments": {}}
-        if ref.name in results:
-            entry["fragments"] = {m: f.to_dict(with_data=True) for m, f in
-                                  split_result(results[ref.name], methods).items()}
-        for side in ("prev", "first"):
-            if spec.get(side):
-                a = _checkpoint(spec[side]).tensor(ref.name)
-                entry[side] = compare_tensors(a, ref, delta=spec["delta"], options=options,
-                                              device=device)
-        out[ref.name] = entry
-    return {**info, "results": out}
+    return {"results": {
+        n: {m: f.to_dict(with_data=True) for m, f in split_result(r, methods).items()}
+        for n, r in results.items()}}
 
 
 def fragment_from_dict(d: Mapping[str, Any]) -> TensorResult:
