@@ -19,6 +19,7 @@ a Ray cluster. Imported only when a cluster is asked for: the local engine never
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -63,8 +64,13 @@ class RayExecutor:
                  max_retries: int = MAX_RETRIES) -> None:
         self.ray = ray
         self.address = address or "(this process's Ray)"
-        self._remote = ray.remote(max_retries=max_retries, retry_exceptions=False)(
-            task or work.run_task)
+        fn = task or work.run_task
+        if not inspect.isfunction(fn):  # e.g. a functools.partial: Ray wants a function
+            def call(spec: Mapping[str, Any], _fn: Callable[..., Any] = fn) -> Any:
+                return _fn(spec)
+
+            fn = call
+        self._remote = ray.remote(max_retries=max_retries, retry_exceptions=False)(fn)
         self.submitted = 0
         alive = [n for n in ray.nodes() if n.get("Alive")]
         #: what a scan task asks for: the CPUs of the smallest node
