@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -95,7 +94,3 @@ def interpolated_run(base: str | Path, other: str | Path, out: str | Path, *,
                     ((1 - t) * x + t * b[name]).astype(x.dtype)) for name, x in a.items()}
         folders.append(write_step(Path(out), step, w, extras))
     return folders
-
-
-def write_manifest(out: str | Path, info: Mapping[str, object]) -> None:
-    Path(out, "run.json").write_text(json.dumps(dict(info), indent=1))
