@@ -50,7 +50,7 @@ def test_every_finding_code_is_in_the_findings_table() -> None:
 
 def test_every_schema_has_a_page_and_the_readme_links_docs() -> None:
     index = (DOCS / "schemas" / "README.md").read_text()
-    for name in ("scan", "diff", "quant", "ls", "view"):
+    for name in ("scan", "diff", "quant", "ls", "view", "track"):
         assert f"`wstui.{name}/1`" in index and (DOCS / "schemas" / f"{name}.md").is_file()
     readme = (DOCS.parent / "README.md").read_text()
     assert "docs/metrics.md" in readme and "docs/schemas/README.md" in readme

@@ -20,13 +20,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("wstui._version", "wstui.config", "wstui.jsonio", "wstui.outfile",
               "wstui.safetext")),
     ("checkpoint", ("wstui.checkpoint",)),
-    ("lm", ("wstui.lm", "wstui.demo")),
+    ("lm", ("wstui.lm", "wstui.demo", "wstui.demo_run")),
     # documents never import the engine: they build dicts from what it hands them, so the
     # engine's reports can offer `to_dict`/`to_json` without a circle
     ("documents", ("wstui.documents",)),
     ("engine", ("wstui.engine",)),
     ("render", ("wstui.render", "wstui.figures", "wstui.htmlreport")),
-    ("face", ("wstui.app", "wstui.commands", "wstui.api", "wstui.track")),
+    ("face", ("wstui.app", "wstui.commands", "wstui.api")),
     # the entry point and the two commands that launch the TUI (`wstui PATH`, `wstui demo`):
     # the only modules that may import both faces
     ("entry", ("wstui.cli", "wstui.__main__", "wstui.commands.app", "wstui.commands.demo")),

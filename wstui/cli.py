@@ -19,7 +19,8 @@ from typing import Any
 from wstui._version import __version__
 from wstui.commands._run import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, say
 
-SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull", "report", "serve", "sensitivity")
+SUBCOMMANDS = ("scan", "ls", "quant", "demo", "pull", "report", "serve", "sensitivity",
+               "track")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 
 
@@ -79,3 +80,14 @@ def add_hub_options(p: argparse.ArgumentParser) -> None:
                    help="the weight file to fetch and open when a Hub repo holds several GGUFs")
     p.add_argument("--allow-bin", action="store_true",
                    help="fetch PyTorch pickles (.bin) from the Hub (loaded weights_only=True)")
+
+
+def add_cluster_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run the tasks on this Ray cluster (default: $RAY_ADDRESS when set, "
+                        "else here); needs pip install 'wstui[ray]'")
+
+
+def cluster_address(args: argparse.Namespace) -> str | None:
+    """`--cluster ADDRESS`, else `RAY_ADDRESS` from the environment, else None (local)."""
+    return getattr(args, "cluster", None) or os.environ.get("RAY_ADDRESS") or None

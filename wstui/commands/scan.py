@@ -17,9 +17,11 @@ from wstui.commands._run import (
     checked_options,
     diff_engine,
     drive,
+    exit_code,
     fail,
     finish,
     print_notes,
+    print_problems,
     report_console,
     say,
     scan_engine,
@@ -38,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress, no tables")
     _args.add_scan_options(p)
     _args.add_hub_options(p)
+    _args.add_cluster_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +48,14 @@ def run(args: argparse.Namespace) -> int:
         options = checked_options(args)
     except ValueError as exc:
         return fail(exc)
-    return run_diff(args, options) if args.diff else run_scan(args, options)
+    if args.diff:
+        if _args.cluster_address(args):
+            return fail("--cluster does not run --diff (scan A and B on the cluster, then diff "
+                        "here: the spectra come from the cache)")
+        return run_diff(args, options)
+    if _args.cluster_address(args):
+        return run_cluster(args, options)
+    return run_scan(args, options)
 
 
 def scan_table(report: Any) -> CsvTable:
@@ -126,3 +136,65 @@ def run_diff(args: argparse.Namespace, options: dict[str, Any]) -> int:
                          "are in the report)") if n_failed else None,
             interrupted_line=f"interrupted: {n_done} of {n} pairs compared",
             findings=at_fail_on(args, report.top_issues))
+
+
+def run_cluster(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """`wstui scan PATH --cluster ADDRESS`: the scan's tensor tasks on Ray (workers read the
+    tensors from the shared path), the results into the local cache, the report as usual."""
+    import time
+
+    from analyzers.core import TensorResult
+    from wstui.checkpoint import open_checkpoint
+    from wstui.checkpoint.select import select_tensors
+    from wstui.engine import track_work
+    from wstui.engine.ray_exec import RayExecutor, import_ray, scan_cluster
+    from wstui.engine.scan import ReportEntry, ScanReport
+    from wstui.render.scan import render
+
+    try:
+        methods, delta = track_work.split_methods(args.methods)
+        if delta or not methods:
+            raise ValueError("scan --methods takes scan analyzers only")
+        import_ray()
+    except ValueError as exc:
+        return fail(exc)
+    with open_checkpoint(args.path) as ckpt:
+        print_notes(ckpt)
+        refs = select_tensors(ckpt.tensors, args.tensors)
+        if not refs:
+            return fail(f"{args.path}: no tensor matches {args.tensors!r}")
+        t0 = time.perf_counter()
+        try:
+            with RayExecutor.connect(_args.cluster_address(args)) as ex:
+                device = ex.resolve_device(args.device)
+                todo = [r for r in refs if r.analyzable and not r.tied_to]
+                results, cached = scan_cluster(ckpt, todo, methods=methods, options=options,
+                                               device=device, use_cache=not args.no_cache,
+                                               executor=ex)
+        except ValueError as exc:
+            return fail(exc)
+        entries = []
+        for r in refs:
+            res = results.get(r.name)
+            if res is None:  # not analyzable or tied: skipped as the local scan does
+                res = TensorResult(name=r.name, kind=r.kind, shape=tuple(r.shape))
+                why = r.note or f"{r.dtype} tensors are not analyzed"
+                for m in methods:
+                    res.skipped[m] = f"tied to {r.tied_to}" if r.tied_to else why
+            entries.append(ReportEntry(r, res))
+        report = ScanReport(checkpoint=ckpt.summary(), methods=list(methods), device=device,
+                            elapsed_s=time.perf_counter() - t0, entries=entries, complete=True,
+                            options=dict(options))
+        write_failed = write_outputs(args, document=report.to_dict,
+                                     table=lambda: scan_table(report))
+        if not args.quiet:
+            console = report_console(args)
+            console.print(render(report, top=args.top_issues, workers=None, cached=cached,
+                                 width=console.width))
+        print_problems(write_failed)
+        n_failed = sum(1 for e in report.entries if e.result.errors)
+        if n_failed:
+            say(f"{n_failed} of {len(report.entries)} tensors failed to load or analyze (their "
+                "errors are in the report)")
+    return exit_code(bad=bool(write_failed), failed=n_failed > 0,
+                     findings=at_fail_on(args, report.top_issues))

@@ -4,7 +4,6 @@ kind and block, flat records and CSV."""
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from analyzers.core import to_plain
 from wstui import jsonio
 from wstui._version import __version__
+from wstui.documents.numbers import median
 
 #: a `wstui.engine.diff.DiffReport` and a `wstui.engine.matching.DiffPair` (documents read
 #: them, they never import the engine)
@@ -27,10 +27,6 @@ CSV_COLUMNS = ("rank", "name", "name_b", "hf_name", "kind", "block", "shape", "d
                "dtype_b", *COMPARE_KEYS, "findings", "note", "error")
 
 
-def _median(values: Sequence[float]) -> float | None:
-    return float(statistics.median(values)) if values else None
-
-
 def _group_summary(pairs: Sequence[DiffPair]) -> dict[str, Any]:
     rel = [(p.rel_change, p) for p in pairs if p.rel_change is not None
            and math.isfinite(p.rel_change)]
@@ -43,7 +39,7 @@ def _group_summary(pairs: Sequence[DiffPair]) -> dict[str, Any]:
         "n_changed": sum(1 for r, _ in rel if r > CHANGED_REL),
         "mean_rel_change": sum(r for r, _ in rel) / len(rel) if rel else None,
         "max_rel_change": max((r for r, _ in rel), default=None),
-        "median_delta_energy_rank_90": _median(ranks),
+        "median_delta_energy_rank_90": median(ranks),
         "most_changed": top,
     }
 

@@ -131,6 +131,17 @@ class _Work:
     opts_hash: str
 
 
+def options_key(options: Mapping[str, Any], device: str) -> str:
+    """The options part of a scan result's cache key: the options without `device`, plus the
+    device kind (a GPU's float32 Gram is not bit-equal to the CPU's). Whoever writes scan
+    results into the cache from elsewhere (a Ray cluster) uses this key, so that a local scan
+    finds them."""
+    from wstui.engine.cache import options_hash
+
+    opts = {k: v for k, v in options.items() if k != "device"}
+    return options_hash({**opts, "device": device.split(":")[0]})
+
+
 class ScanEngine(Pool):
     """Schedules analyzers over a checkpoint's tensors on the pool's worker threads."""
 
@@ -285,10 +296,7 @@ class ScanEngine(Pool):
         return opts
 
     def _hash(self, opts: Mapping[str, Any]) -> str:
-        from wstui.engine.cache import options_hash
-
-        # The device kind is part of the key: a GPU's float32 Gram is not bit-equal to the CPU's.
-        return options_hash({**opts, "device": self.device.split(":")[0]})
+        return options_key(opts, self.device)
 
     def _fkey(self, ref: TensorRef) -> Any:
         from wstui.engine.cache import FileKey

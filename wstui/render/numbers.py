@@ -4,9 +4,9 @@ HTML/Markdown report and the figures, so that the same metric reads the same eve
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Iterable
 from typing import Any
+
+from wstui.documents.numbers import median  # noqa: F401  (the one median, re-exported)
 
 #: module kinds in reading order (embeddings, attention, MLP, norms, head), for tables/plots
 KIND_ORDER = ("embedding", "position_embedding", "attn_q", "attn_k", "attn_v", "attn_qkv",
@@ -72,9 +72,3 @@ def human_bytes(n: int) -> str:
     raise AssertionError  # pragma: no cover
 
 
-def median(values: Iterable[Any]) -> float | None:
-    """The median of the numbers among `values` (None, bools, strings and NaN left out;
-    infinities count); None when there is none. The per-kind tables of every face use it."""
-    xs = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
-          and not math.isnan(float(v))]
-    return statistics.median(xs) if xs else None
