@@ -64,7 +64,7 @@ def test_the_architecture_page_names_every_layer() -> None:
     pkg = DOCS.parent / "wstui"
     names = ["analyzers/", "commands/_run.py", "commands/_args.py", "add_arguments(parser)"]
     for p in sorted(pkg.iterdir()):
-        if p.name.startswith("_") and p.name != "_version.py" or p.name == "__pycache__":
+        if (p.name.startswith("_") and p.name != "_version.py") or p.name == "__pycache__":
             continue
         if p.is_dir() and (p / "__init__.py").exists():
             names.append(f"wstui/{p.name}/")
