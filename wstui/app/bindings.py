@@ -26,6 +26,8 @@ FINDING = G("next / previous tensor with a finding")
 SORT = G("sort the table by the column under the cursor (again: reverse)")
 STUDY = G("model's or a block's Quantization tab: run the quantization study; next "
           "granularity; free-refit or fixed-xmin α")
+STEP = G("series mode: move the step cursor to the previous / next checkpoint of the run "
+         "(every view shows that checkpoint)")
 EXPORT = G("export the current view (wstui.view/1) / the whole scan (wstui.scan/1; "
            "diff mode: and wstui.diff/1) as JSON")
 
@@ -64,9 +66,13 @@ APP_BINDINGS: list[BindingType] = [
     Binding("L", "toggle_log", "Log", show=False, id="app.log",
             tooltip="log scale: histogram counts or the depth metric"),
     Binding("m", "depth_metric", "Depth metric", show=False, id="app.depth_metric",
-            tooltip="Depth tab: next metric"),
+            tooltip="Depth or Series tab: next metric"),
     Binding("d", "swap_diff", "Swap A/B", show=False, id="app.swap",
             tooltip="diff mode: swap which checkpoint is A (header, plots, Overview, Diff tab)"),
+    Binding("left_square_bracket", "step(-1)", "Prev step", show=False, id="app.step_prev",
+            tooltip="series mode: the previous checkpoint of the run", group=STEP),
+    Binding("right_square_bracket", "step(1)", "Next step", id="app.step_next",
+            tooltip="series mode: the next checkpoint of the run", group=STEP),
     Binding("e", "export_view", "Export view", id="app.export_view",
             tooltip="write this view as wstui.view/1 JSON", group=EXPORT),
     Binding("E", "export_scan", "Export scan", show=False, id="app.export_scan",
