@@ -46,9 +46,9 @@ def test_help_follows_the_config_remaps() -> None:
         return console.export_text()
 
     plain = text(None)
-    assert "1 … 8" in plain and "ctrl+p" in plain and "j, ↓, k, ↑" in plain
+    assert "1 … 9" in plain and "ctrl+p" in plain and "j, ↓, k, ↑" in plain
     remapped = text({"app.tab.table": "t", "tree.down": "ctrl+n"})
-    assert "1, 2, 3, 4, t, 6, 7, 8" in remapped
+    assert "1, 2, 3, 4, t, 6, 7, 8, 9" in remapped
     assert "ctrl+n, k, ↑" in remapped  # a remapped key replaces the binding's keys
 
 

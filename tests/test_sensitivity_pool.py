@@ -4,6 +4,8 @@ pass; the study's cache entry."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -23,7 +25,7 @@ def test_bin_edges_are_near_equal_and_never_empty() -> None:
     assert S.bin_edges(7, 3) == [0, 2, 4, 7]
     assert S.bin_edges(3, 48) == [0, 1, 2, 3]  # fewer items than bins: one bin each
     e = S.bin_edges(49152, 48)
-    assert len(e) == 49 and {b - a for a, b in zip(e, e[1:])} == {1024}
+    assert len(e) == 49 and {b - a for a, b in itertools.pairwise(e)} == {1024}
 
 
 @pytest.mark.parametrize("make", [np.asarray, torch.as_tensor])

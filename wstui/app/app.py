@@ -74,9 +74,11 @@ def tab_labels(width: int, *, with_diff: bool) -> tuple[tuple[str, ...], bool]:
     digits stay: they are the keys that switch tabs."""
     long = tuple(f"{i + 1} {v.label}" for i, v in enumerate(VIEWS))
     short = tuple(f"{i + 1} {v.short}" for i, v in enumerate(VIEWS))
+    tiny = tuple(f"{i + 1} {v.short[:3]}" for i, v in enumerate(VIEWS))  # 80 columns
     room = width - left_width(width)
     shown = [with_diff or not v.needs_pair for v in VIEWS]
-    for labels, pad, tight in ((long, 2, False), (short, 2, False), (short, 1, True)):
+    for labels, pad, tight in ((long, 2, False), (short, 2, False), (short, 1, True),
+                               (tiny, 1, True)):
         if sum(len(label) + pad for label, on in zip(labels, shown) if on) <= room:
             return labels, tight
     return short, True  # narrower still: the bar scrolls to the active tab
@@ -597,6 +599,16 @@ class WstuiApp(App[int]):
     @property
     def quant(self) -> QuantizationView:
         return self.view(Tab.QUANTIZATION)
+
+    # the sensitivity study (`r`, esc, `m` on its tab): its view owns it
+    def action_sens_study(self) -> None:
+        self.view(Tab.SENSITIVITY).start_study()
+
+    def action_sens_cancel(self) -> None:
+        self.view(Tab.SENSITIVITY).cancel_study()
+
+    def action_sens_metric(self) -> None:
+        self.view(Tab.SENSITIVITY).next_metric()
 
     # --- export ------------------------------------------------------------------------------
 

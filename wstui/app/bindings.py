@@ -26,6 +26,7 @@ FINDING = G("next / previous tensor with a finding")
 SORT = G("sort the table by the column under the cursor (again: reverse)")
 STUDY = G("model's or a block's Quantization tab: run the quantization study; next "
           "granularity; free-refit or fixed-xmin α")
+SENS = G("Sensitivity tab: run the sensitivity study (again: cancel); cancel it; next metric")
 EXPORT = G("export the current view (wstui.view/1) / the whole scan (wstui.scan/1; "
            "diff mode: and wstui.diff/1) as JSON")
 
@@ -77,6 +78,12 @@ APP_BINDINGS: list[BindingType] = [
             tooltip="quantization study: next granularity (table and plan)", group=STUDY),
     Binding("a", "quant_alpha", "Alpha", show=False, id="app.quant_alpha",
             tooltip="quantization study: free-refit or fixed-xmin alpha", group=STUDY),
+    Binding("r", "sens_study", "Run study", id="app.sens_study",
+            tooltip="Sensitivity tab: run the sensitivity study (r again cancels)", group=SENS),
+    Binding("escape", "sens_cancel", "Cancel study", show=False, id="app.sens_cancel",
+            tooltip="Sensitivity tab: cancel the running study", group=SENS),
+    Binding("m", "sens_metric", "Metric", show=False, id="app.sens_metric",
+            tooltip="Sensitivity tab: next metric (plot and tables)", group=SENS),
     # Textual adds its own ctrl+p unless the app binds `command_palette`: this one has an id
     Binding("ctrl+p", "command_palette", "palette", show=False, priority=True,
             id="app.palette",

@@ -58,7 +58,10 @@ class WstuiCommands(Provider):
                  f"key {i + 1}") for i, view in enumerate(app.views.values())
                 if app.pairing is not None or not view.needs_pair]
         return [("Run quantization study", app.action_quant_study,
-                 "fake-quantize every matrix, refit alpha, plan bits per layer (r)"), *tabs]
+                 "fake-quantize every matrix, refit alpha, plan bits per layer (r)"),
+                ("Run sensitivity study", app.action_sens_study,
+                 "gradients on a calibration text, super weights, perturbation (r on its tab)"),
+                *tabs]
 
     async def discover(self) -> Hits:
         for name, callback, help_text in self._static():

@@ -16,3 +16,4 @@ class Tab(StrEnum):
     DEPTH = "depth"
     FINDINGS = "findings"
     DIFF = "diff"
+    SENSITIVITY = "sensitivity"
