@@ -16,6 +16,7 @@ and shown again at once when the tab first opens.
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,13 +70,17 @@ class Study:
 
 def run_study(ckpt: Any, *, on_progress: Any, engine_hook: Any, settings: Mapping[str, Any],
               device: str = "cpu", use_cache: bool = True) -> Study:
-    """The study with its heat maps, kept in the cache (on the job's thread: imports torch)."""
+    """The study with its heat maps, kept in the cache (on the job's thread: imports torch).
+    It opens the checkpoint again: its readers are the study's own, since building the model
+    closes a GGUF's file (to drop its pages), which must not happen under the scan's reads."""
+    from wstui.checkpoint import open_checkpoint
     from wstui.engine import sensitivity_cache
     from wstui.engine.sensitivity import run_sensitivity_maps
 
-    doc, maps = run_sensitivity_maps(ckpt, grid=GRID, on_progress=on_progress,
-                                     job_hook=engine_hook, device=device,
-                                     use_cache=use_cache, **settings)
+    with open_checkpoint(ckpt.path) as own:
+        doc, maps = run_sensitivity_maps(own, grid=GRID, on_progress=on_progress,
+                                         job_hook=engine_hook, device=device,
+                                         use_cache=use_cache, **settings)
     if use_cache:
         sensitivity_cache.save(ckpt, cache_settings(settings), doc, maps)
     return Study(doc, maps)
@@ -155,6 +160,7 @@ class SensitivityView(View):
         self.looked_in_cache = False
         self._problem: str | None = None
         self._drawn: tuple[Any, ...] | None = None
+        self._ticker: Any = None  # redraws the status every second while the study runs
         #: tests replace these with stand-ins (and `settings` with a faster study)
         self.study_fn: StudyFn = run_study
         self.load_fn: StudyFn = load_cached
@@ -253,7 +259,14 @@ class SensitivityView(View):
         self.steps_seen = []
         app.bridge.run(STUDY, self.study_fn, app.checkpoint, settings=dict(self.settings),
                        device=device, use_cache=self.use_cache)
+        if self._ticker is None:
+            self._ticker = app.set_interval(1.0, self._tick)
         self._refresh()
+
+    def _tick(self) -> None:
+        """The elapsed time goes on between the study's steps (a step may take a minute)."""
+        if self.running and self.app.active_tab == self.tab:
+            self._draw_status()
 
     def cancel_study(self) -> None:
         job = self.app.bridge.job(STUDY)
@@ -337,8 +350,10 @@ class SensitivityView(View):
         if self.running:
             t.append("running the sensitivity study", style="bold yellow")
             p = self.progress
+            job = self.app.bridge.job(STUDY)
+            if job is not None and job.started_at:
+                t.append(f" · {time.perf_counter() - job.started_at:.0f} s", style="yellow")
             if p is not None:
-                t.append(f" · {p.elapsed_s:.0f} s", style="yellow")
                 if p.current:
                     t.append(f"\n{visible(p.current)}", style="dim")
             else:
