@@ -217,7 +217,7 @@ def _release_gguf_pages(ckpt: Checkpoint) -> None:
 
     for r in ckpt.readers:
         if isinstance(r, GGUFTensorReader):
-            r.close()
+            r.release()  # not close(): the study's static metrics load from it afterwards
 
 
 def causal_lm_problem(ckpt: Checkpoint) -> CheckpointError | None:
