@@ -41,7 +41,7 @@ from wstui.app.messages import JumpToTensor, SortChanged
 from wstui.app.palette import WstuiCommands
 from wstui.app.screens.help import HelpScreen
 from wstui.app.state import Inbox, ScanState
-from wstui.app.tabs import Tab
+from wstui.app.tabs import Tab, digit
 from wstui.app.views import VIEWS, View
 from wstui.app.views.depth import DepthView
 from wstui.app.views.quantization import QuantizationView
@@ -74,11 +74,13 @@ def tab_labels(width: int, *, with_diff: bool, with_run: bool = False
     """(labels, tight) that fit the tab bar at this screen width: long labels where they
     fit, short ones with their digits otherwise; `tight` drops a tab's right padding. The
     digits stay: they are the keys that switch tabs."""
-    long = tuple(f"{i + 1} {v.label}" for i, v in enumerate(VIEWS))
-    short = tuple(f"{i + 1} {v.short}" for i, v in enumerate(VIEWS))
+    long = tuple(f"{digit(i)} {v.label}" for i, v in enumerate(VIEWS))
+    short = tuple(f"{digit(i)} {v.short}" for i, v in enumerate(VIEWS))
+    tiny = tuple(f"{digit(i)} {v.short[:3]}" for i, v in enumerate(VIEWS))  # 80 columns
     room = width - left_width(width)
     shown = [(with_diff or not v.needs_pair) and (with_run or not v.needs_run) for v in VIEWS]
-    for labels, pad, tight in ((long, 2, False), (short, 2, False), (short, 1, True)):
+    for labels, pad, tight in ((long, 2, False), (short, 2, False), (short, 1, True),
+                               (tiny, 1, True)):
         if sum(len(label) + pad for label, on in zip(labels, shown) if on) <= room:
             return labels, tight
     return short, True  # narrower still: the bar scrolls to the active tab
@@ -659,6 +661,16 @@ class WstuiApp(App[int]):
     @property
     def quant(self) -> QuantizationView:
         return self.view(Tab.QUANTIZATION)
+
+    # the sensitivity study (`r`, esc, `m` on its tab): its view owns it
+    def action_sens_study(self) -> None:
+        self.view(Tab.SENSITIVITY).start_study()
+
+    def action_sens_cancel(self) -> None:
+        self.view(Tab.SENSITIVITY).cancel_study()
+
+    def action_sens_metric(self) -> None:
+        self.view(Tab.SENSITIVITY).next_metric()
 
     # --- export ------------------------------------------------------------------------------
 

@@ -382,3 +382,26 @@ def tensor_plots(result: TensorResult) -> dict[str, PlotSpec]:
     """Every per-tensor plot, prepared (called on a worker thread)."""
     specs = [spectrum_plot(result), esd_plot(result), histogram_plot(result), quant_plot(result)]
     return {s.key: s.prepare() for s in specs}
+
+
+def sensitivity_depth_plot(doc: dict[str, Any], metric: str, log: bool = True) -> PlotSpec:
+    """A sensitivity study's per-tensor `metric` (its sum over the tensor's weights) against
+    block index, one line per module kind (a kind with several tensors per block, such as
+    two norms, one line per tensor role), from the `wstui.sensitivity/1` document."""
+    from collections import Counter
+
+    tensors = [t for t in doc.get("tensors", []) if t.get("block") is not None]
+    per_block = Counter((t["kind"], t["block"]) for t in tensors)
+    shared = {kind for (kind, _), n in per_block.items() if n > 1}
+
+    def role(t: dict[str, Any]) -> str:
+        if t["kind"] not in shared:
+            return t["kind"]
+        parts = str(t["hf_name"]).split(".")  # `….input_layernorm.weight`: the module
+        return f"{t['kind']} {parts[-2] if len(parts) > 1 else parts[-1]}"
+
+    rows = [(role(t), int(t["block"]), t.get(metric)) for t in tensors]
+    spec = depth_plot(rows, metric, log)
+    spec.key = "sensitivity_depth"
+    spec.title = f"{metric} (sum over each tensor) by block"
+    return spec
