@@ -732,7 +732,7 @@ def find_super_weights(model: Callable[..., Any], ids: torch.Tensor,
             row, col = s["row"], s["col"]
             if any(z[0] is w and z[1] == row and z[2] == col for z in zeroed):
                 break  # zeroing it did not remove the spike: no further super weight
-            value = float(w[row, col])
+            value = float(w[row, col].detach())  # no grad: a plain number
             found.append({"key": key, "layer": layer, "row": row, "col": col, "value": value,
                           "act_in": s["act_in"], "act_out": s["act_out"],
                           "token": s["token"]})
