@@ -140,3 +140,31 @@ def empty_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+_trim: Any = None
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc's `malloc_trim`; elsewhere
+    nothing happens).
+
+    Why: glibc raises its memory-map threshold whenever a mapped block is freed, so the few-MiB
+    activations and gradients of a backward pass come from the heap, whose freed space glibc
+    keeps. On SmolLM2-135M the study's forward+backward left RSS 800 MB above what was live.
+    Called before each decoder block, it cut the pass's peak RSS from 1.78 to 1.51 GB for
+    0.1-0.4 s of 6 s (a fixed 2 MiB map threshold saved as much but cost 30% of the study)."""
+    global _trim
+    if _trim is None:
+        _trim = False
+        try:
+            import ctypes
+            import ctypes.util
+
+            name = ctypes.util.find_library("c")
+            if name and "libc.so" in name:
+                _trim = ctypes.CDLL(name).malloc_trim
+        except (OSError, AttributeError):  # not glibc: its allocator, its policy
+            pass
+    if _trim:
+        _trim(0)

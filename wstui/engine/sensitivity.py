@@ -322,6 +322,20 @@ def _study(ckpt: Checkpoint, dev: str, settings: dict[str, Any], say: Say,
 
         evaluator = Evaluator(evalset, lm.tokenizer)
     st = _Study(ckpt, lm, dev, k)
+    if dev == "cpu":
+        from wstui.engine.placement import release_freed_memory
+
+        def release(*_: Any) -> None:
+            if torch.is_grad_enabled():  # a backward pass: what a block freed goes back
+                release_freed_memory()
+
+        for layer in st.layers:
+            layer.register_forward_pre_hook(release)
+        step = say
+
+        def say(msg: str) -> None:  # each step starts from what is live, not from the heap
+            release_freed_memory()
+            step(msg)
 
     # 1. baseline perplexity, then one forward+backward with every hook
     t = time.perf_counter()
