@@ -92,6 +92,7 @@ class Reduced:
     bottom_scores: torch.Tensor
     bottom_idx: torch.Tensor
     heads: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    pooled: Pooled | None = None
 
 
 #: score elements computed at a time: a chunk's temporaries (score, its float64 sum, top-k
@@ -127,11 +128,116 @@ def _head_tops(score: torch.Tensor, k: int, split: HeadSplit
     return heads
 
 
+@dataclass
+class Pooled:
+    """A score matrix pooled onto a coarse grid: `values[i, j]` is the max (or sum) of the
+    scores in rows `row_edges[i]:row_edges[i + 1]` and columns `col_edges[j]:col_edges[j + 1]`
+    of the full matrix."""
+
+    values: torch.Tensor
+    row_edges: list[int]
+    col_edges: list[int]
+    how: str = "max"
+
+    def cell_of(self, row: int, col: int) -> tuple[int, int]:
+        """The cell (i, j) that holds weight (row, col)."""
+        import bisect
+
+        return (bisect.bisect_right(self.row_edges, row) - 1,
+                bisect.bisect_right(self.col_edges, col) - 1)
+
+
+POOL_HOWS = ("max", "sum")
+
+
+def bin_edges(n: int, bins: int) -> list[int]:
+    """Edges of min(n, bins) near-equal bins over n items (`edges[i] = i * n // b`): every bin
+    holds n // b or n // b + 1 items, none is empty."""
+    b = max(1, min(int(n), int(bins)))
+    return [i * int(n) // b for i in range(b + 1)]
+
+
+def _bin_index(edges: Sequence[int], lo: int, hi: int, device: Any) -> torch.Tensor:
+    """The bin of each item lo..hi-1 under `edges`."""
+    import torch
+
+    inner = torch.tensor(list(edges[1:-1]), dtype=torch.long, device=device)
+    return torch.bucketize(torch.arange(lo, hi, device=device), inner, right=True)
+
+
+def pool_rows_into(acc: torch.Tensor, rows: torch.Tensor, r0: int, row_edges: Sequence[int],
+                   col_edges: Sequence[int], how: str = "max") -> None:
+    """Pool `rows` (the score rows r0 .. r0 + len(rows) of a matrix) into `acc` (bins x bins,
+    started at -inf for max, 0 for sum): so a matrix can be pooled a block of rows at a time,
+    exactly, whatever the blocks' boundaries."""
+    if how not in POOL_HOWS:
+        raise ValueError(f"pool: unknown {how!r} (one of {', '.join(POOL_HOWS)})")
+    reduce = "amax" if how == "max" else "sum"
+    n, cols = rows.shape
+    x = rows.to(acc.dtype)
+    cidx = _bin_index(col_edges, 0, cols, x.device).expand(n, cols)
+    part = x.new_zeros((n, acc.shape[1])).scatter_reduce_(1, cidx, x, reduce=reduce,
+                                                          include_self=False)
+    ridx = _bin_index(row_edges, r0, r0 + n, x.device)[:, None].expand(n, acc.shape[1])
+    acc.scatter_reduce_(0, ridx, part, reduce=reduce, include_self=True)
+
+
+def new_pool(shape: Sequence[int], grid: tuple[int, int], how: str = "max",
+             device: Any = "cpu") -> Pooled:
+    """An empty pooled map of a (rows, cols) matrix on a grid of at most `grid` cells."""
+    import torch
+
+    rows, cols = int(shape[0]), int(shape[1])
+    re_, ce = bin_edges(rows, grid[0]), bin_edges(cols, grid[1])
+    fill = -math.inf if how == "max" else 0.0
+    values = torch.full((len(re_) - 1, len(ce) - 1), fill, dtype=torch.float32, device=device)
+    return Pooled(values, re_, ce, how)
+
+
+def pool_scores(score: Any, grid: tuple[int, int], how: str = "max") -> Pooled:
+    """A 2-D score matrix max- or sum-pooled onto at most `grid` = (rows, cols) cells of
+    near-equal bins (`bin_edges`): what the app draws as a tensor's heat map. A numpy array
+    (or nested lists) is pooled with numpy, its `values` a numpy array (the app re-pools a
+    stored map without loading torch); a torch tensor with torch. Pooling a pooled map again
+    (max of max, sum of sum) gives the map of the coarser bins (`repool`)."""
+    if how not in POOL_HOWS:
+        raise ValueError(f"pool: unknown {how!r} (one of {', '.join(POOL_HOWS)})")
+    if not hasattr(score, "detach"):
+        import numpy as np
+
+        a = np.asarray(score, dtype=np.float64)
+        if a.ndim != 2:
+            raise ValueError(f"pool_scores: a 2-D matrix is needed, got shape {a.shape}")
+        re_, ce = bin_edges(a.shape[0], grid[0]), bin_edges(a.shape[1], grid[1])
+        ufunc = np.maximum if how == "max" else np.add
+        out = ufunc.reduceat(ufunc.reduceat(a, re_[:-1], axis=0), ce[:-1], axis=1)
+        return Pooled(out, re_, ce, how)
+    import torch
+
+    x = torch.as_tensor(score)
+    if x.dim() != 2:
+        raise ValueError(f"pool_scores: a 2-D matrix is needed, got shape {tuple(x.shape)}")
+    p = new_pool(x.shape, grid, how, x.device)
+    pool_rows_into(p.values, x, 0, p.row_edges, p.col_edges, how)
+    p.values = p.values.cpu()
+    return p
+
+
+def repool(p: Pooled, grid: tuple[int, int]) -> Pooled:
+    """`p` on a coarser grid (at most `grid` cells): its cells pooled again, with the edges in
+    the full matrix's rows and columns."""
+    q = pool_scores(p.values, grid, p.how)
+    return Pooled(q.values, [p.row_edges[i] for i in q.row_edges],
+                  [p.col_edges[j] for j in q.col_edges], p.how)
+
+
 def reduce_rows(fn: Callable[[int, int], torch.Tensor], shape: Sequence[int], k: int,
-                split: HeadSplit | None = None) -> Reduced:
+                split: HeadSplit | None = None, pool: tuple[int, int] | None = None
+                ) -> Reduced:
     """Reduce per-weight scores computed a block of rows at a time (`fn(r0, r1)` gives the
     scores of rows r0:r1), never holding the whole score tensor: sum in float64, top/bottom k
-    per block, then merged (exact: a global top-k weight is in its block's top-k)."""
+    per block, then merged (exact: a global top-k weight is in its block's top-k). `pool`
+    (a matrix only): also its max-pooled map on at most that grid (`pool_scores`)."""
     import torch
 
     rows = int(shape[0]) if len(shape) else 1
@@ -142,8 +248,15 @@ def reduce_rows(fn: Callable[[int, int], torch.Tensor], shape: Sequence[int], k:
     step = max(1, CHUNK // max(cols, 1))
     total = 0.0
     tv, ti, bv, bi = [], [], [], []
+    pooled = None
     for r0 in range(0, rows, step):
-        sc = fn(r0, min(rows, r0 + step)).detach().reshape(-1)
+        block = fn(r0, min(rows, r0 + step)).detach()
+        if pool is not None and len(shape) == 2:
+            if pooled is None:
+                pooled = new_pool(shape, pool, "max", block.device)
+            pool_rows_into(pooled.values, block.reshape(-1, cols), r0, pooled.row_edges,
+                           pooled.col_edges)
+        sc = block.reshape(-1)
         total += float(sc.sum(dtype=torch.float64))
         kk = min(k, sc.numel())
         t = torch.topk(sc, kk, largest=True, sorted=False)
@@ -158,8 +271,10 @@ def reduce_rows(fn: Callable[[int, int], torch.Tensor], shape: Sequence[int], k:
     heads = None
     if split is not None and len(shape) == 2:  # attention matrices: small, scored whole
         heads = _head_tops(fn(0, rows).detach(), k, split)
+    if pooled is not None:
+        pooled.values = pooled.values.cpu()
     return Reduced(total=total, top_scores=top_v, top_idx=top_i, bottom_scores=bot_v,
-                   bottom_idx=bot_i, heads=heads)
+                   bottom_idx=bot_i, heads=heads, pooled=pooled)
 
 
 def reduce_scores(score: torch.Tensor, k: int, split: HeadSplit | None = None) -> Reduced:
@@ -306,10 +421,12 @@ def gradient_scores(model: Callable[..., Any], ids: torch.Tensor,
                     params: Mapping[str, torch.nn.Parameter], *, k: int,
                     splits: Mapping[str, HeadSplit | None] | None = None,
                     metrics: Iterable[str] = GRADIENT_METRICS,
-                    loss_fn: LossFn | None = None) -> tuple[float, ScoreMap]:
+                    loss_fn: LossFn | None = None,
+                    pool: tuple[int, int] | None = None) -> tuple[float, ScoreMap]:
     """(loss, scores): one forward and backward of the mean next-token loss (`loss_fn(ids)`,
     default `next_token_loss(model, ids)`); each gradient is reduced to `grad_x_weight` |g⊙w|
-    and `fisher` g² as soon as it is complete, then freed."""
+    and `fisher` g² as soon as it is complete, then freed. `pool`: each matrix's |g⊙w| also
+    max-pooled onto at most that grid (`Reduced.pooled`, the app's heat map)."""
     import torch
 
     metrics = [m for m in metrics if m in GRADIENT_METRICS]
@@ -332,7 +449,8 @@ def gradient_scores(model: Callable[..., Any], ids: torch.Tensor,
                     else:
                         def fn(a: int, b: int) -> torch.Tensor:
                             return gv[a:b] * gv[a:b]
-                    res[m] = reduce_rows(fn, shape, k, splits.get(key))
+                    res[m] = reduce_rows(fn, shape, k, splits.get(key),
+                                         pool if m == "grad_x_weight" else None)
                 out[key] = res
             p.grad = None
         return fn
@@ -614,7 +732,7 @@ def find_super_weights(model: Callable[..., Any], ids: torch.Tensor,
             row, col = s["row"], s["col"]
             if any(z[0] is w and z[1] == row and z[2] == col for z in zeroed):
                 break  # zeroing it did not remove the spike: no further super weight
-            value = float(w[row, col])
+            value = float(w[row, col].detach())  # no grad: a plain number
             found.append({"key": key, "layer": layer, "row": row, "col": col, "value": value,
                           "act_in": s["act_in"], "act_out": s["act_out"],
                           "token": s["token"]})

@@ -27,20 +27,21 @@ async def test_tab_labels_keep_their_digits_and_fit(width: int) -> None:
     async with app.run_test(size=(width, 24)) as pilot:
         await pilot.pause()
         labels, inside = tab_geometry(app)
-        assert [label.split()[0] for label in labels] == [str(i) for i in range(1, 8)]
+        # every tab but Diff (8, diff mode only)
+        assert [label.split()[0] for label in labels] == [*map(str, range(1, 8)), "9"]
         assert inside, labels
 
 
 @pytest.mark.parametrize("width", [110, 114, 118, 121, 125])
-async def test_diff_mode_shows_all_eight_tabs_from_110_columns(tmp_path: Path,
-                                                               width: int) -> None:
+async def test_diff_mode_shows_all_nine_tabs_from_110_columns(tmp_path: Path,
+                                                              width: int) -> None:
     from test_app_diff import _diff_app
 
     app = _diff_app(tmp_path)
     async with app.run_test(size=(width, 30)) as pilot:
         await pilot.pause()
         labels, inside = tab_geometry(app)
-        assert len(labels) == 8 and labels[-1] == "8 Diff" and inside, labels
+        assert len(labels) == 9 and labels[-2] == "8 Diff" and inside, labels
 
 
 async def test_resize_lays_out_for_the_new_size() -> None:

@@ -27,12 +27,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ("wstui.engine",)),
     ("render", ("wstui.render", "wstui.figures", "wstui.htmlreport")),
     ("face", ("wstui.app", "wstui.commands", "wstui.api")),
-    # the entry point and the two commands that launch the TUI (`wstui PATH`, `wstui demo`):
-    # the only modules that may import both faces
-    ("entry", ("wstui.cli", "wstui.__main__", "wstui.commands.app", "wstui.commands.demo")),
+    # the entry point and the commands that launch the TUI (`wstui PATH`, `wstui demo`,
+    # `wstui track --app`): the only modules that may import both faces
+    ("entry", ("wstui.cli", "wstui.__main__", "wstui.commands.app", "wstui.commands.demo",
+               "wstui.commands.track")),
 ]
 FACES = ("wstui.app", "wstui.commands", "wstui.api")
-ENTRY = ("wstui.cli", "wstui.__main__", "wstui.commands.app", "wstui.commands.demo")
+ENTRY = ("wstui.cli", "wstui.__main__", "wstui.commands.app", "wstui.commands.demo",
+         "wstui.commands.track")
 #: third-party packages a layer must not import
 FORBIDDEN_LIBS = {
     "analyzers": ("textual", "rich"),

@@ -41,7 +41,7 @@ from wstui.app.messages import JumpToTensor, SortChanged
 from wstui.app.palette import WstuiCommands
 from wstui.app.screens.help import HelpScreen
 from wstui.app.state import Inbox, ScanState
-from wstui.app.tabs import Tab
+from wstui.app.tabs import Tab, digit
 from wstui.app.views import VIEWS, View
 from wstui.app.views.depth import DepthView
 from wstui.app.views.quantization import QuantizationView
@@ -54,6 +54,7 @@ from wstui.render.numbers import human_count
 
 if TYPE_CHECKING:  # pragma: no cover
     from wstui.app.bridge import DiffHandle
+    from wstui.app.series import SeriesRun
 
 FLUSH_S = 0.1
 SCOPE_REFRESH_S = 1.0  # tables and depth plots redraw at most this often while results stream
@@ -68,15 +69,18 @@ def left_width(width: int) -> int:
     return min(64, max(26, int(width * 0.36)))
 
 
-def tab_labels(width: int, *, with_diff: bool) -> tuple[tuple[str, ...], bool]:
+def tab_labels(width: int, *, with_diff: bool, with_run: bool = False
+               ) -> tuple[tuple[str, ...], bool]:
     """(labels, tight) that fit the tab bar at this screen width: long labels where they
     fit, short ones with their digits otherwise; `tight` drops a tab's right padding. The
     digits stay: they are the keys that switch tabs."""
-    long = tuple(f"{i + 1} {v.label}" for i, v in enumerate(VIEWS))
-    short = tuple(f"{i + 1} {v.short}" for i, v in enumerate(VIEWS))
+    long = tuple(f"{digit(i)} {v.label}" for i, v in enumerate(VIEWS))
+    short = tuple(f"{digit(i)} {v.short}" for i, v in enumerate(VIEWS))
+    tiny = tuple(f"{digit(i)} {v.short[:3]}" for i, v in enumerate(VIEWS))  # 80 columns
     room = width - left_width(width)
-    shown = [with_diff or not v.needs_pair for v in VIEWS]
-    for labels, pad, tight in ((long, 2, False), (short, 2, False), (short, 1, True)):
+    shown = [(with_diff or not v.needs_pair) and (with_run or not v.needs_run) for v in VIEWS]
+    for labels, pad, tight in ((long, 2, False), (short, 2, False), (short, 1, True),
+                               (tiny, 1, True)):
         if sum(len(label) + pad for label, on in zip(labels, shown) if on) <= room:
             return labels, tight
     return short, True  # narrower still: the bar scrolls to the active tab
@@ -104,10 +108,12 @@ class WstuiApp(App[int]):
         checkpoint_b: Any = None,
         diff_kw: Mapping[str, Any] | None = None,
         keymap: Mapping[str, str] | None = None,
+        series: SeriesRun | None = None,
     ) -> None:
         """`engine_factory` builds the scan engine (called on a thread after the first paint);
         `checkpoint_b` turns on diff mode, `diff_kw` goes to its DiffEngine (device, cache);
-        `keymap` (binding id -> keys, the config file's [keys]) remaps bindings."""
+        `keymap` (binding id -> keys, the config file's [keys]) remaps bindings; `series`
+        turns on series mode (`checkpoint` is then its latest step's)."""
         super().__init__()
         self.keymap = dict(keymap or {})
         if self.keymap:
@@ -116,6 +122,8 @@ class WstuiApp(App[int]):
                 self.COMMAND_PALETTE_BINDING = self.keymap["app.palette"].split(",")[0]
         self.checkpoint = checkpoint
         self.checkpoint_b = checkpoint_b
+        self.series = series
+        self.step_index = series.latest if series is not None else 0  # the step cursor
         self.diff_kw = dict(diff_kw or {})
         self.state = ScanState(root)
         self.inbox = Inbox()
@@ -169,7 +177,7 @@ class WstuiApp(App[int]):
                 yield Input(placeholder="filter: name or glob, enter to keep, esc clears",
                             id="filter")
                 yield LayerTree(self.state.root, self.state.state, id="tree")
-            with TabbedContent(id="tabs", initial=Tab.OVERVIEW):
+            with TabbedContent(id="tabs", initial=Tab.SERIES if self.series else Tab.OVERVIEW):
                 for view in self.views.values():
                     with TabPane(view.title, id=view.tab):
                         yield Lazy(view.body()) if view.lazy else view.body()
@@ -185,10 +193,10 @@ class WstuiApp(App[int]):
             self.notify(note, title="checkpoint note", severity="warning", timeout=15,
                         markup=False)
         self.main_screen.query_one("#filter", Input).display = False
-        if self.pairing is None:
-            for view in self.views.values():
-                if view.needs_pair:
-                    self.main_screen.query_one(TabbedContent).hide_tab(view.tab)
+        for view in self.views.values():
+            if (view.needs_pair and self.pairing is None) or (
+                    view.needs_run and self.series is None):
+                self.main_screen.query_one(TabbedContent).hide_tab(view.tab)
         self.main_screen.query_one(LayerTree).focus()
         self.set_interval(FLUSH_S, self.flush)
         self.refresh_view()
@@ -199,7 +207,8 @@ class WstuiApp(App[int]):
         width = event.size.width
         for view in self.views.values():
             view.resize(width)
-        labels, tight = tab_labels(width, with_diff=self.pairing is not None)
+        labels, tight = tab_labels(width, with_diff=self.pairing is not None,
+                                   with_run=self.series is not None)
         tabs = self.main_screen.query_one(TabbedContent)
         tabs.set_class(tight, "tight")
         for tab, label in zip(self.views, labels):
@@ -211,6 +220,8 @@ class WstuiApp(App[int]):
         if self._bench_log:
             self._bench("first_paint")
         self.bridge.start()
+        if self.series is not None:
+            self.view(Tab.SERIES).start()  # the run's series, beside the latest step's scan
         if self._bench_log:
             self.call_after_refresh(self._bench_expand_all)
 
@@ -284,6 +295,9 @@ class WstuiApp(App[int]):
         else:
             text.append("starting scan…", style="dim")
         text.append("  │ ", style="dim")
+        if self.series is not None:
+            text.append(self.series.where(self.step_index), style="bold magenta")
+            text.append(" │ ", style="dim")
         text.append(self.sub_title, style="bold cyan")
         fmt = getattr(ck, "format", "")
         n_params = getattr(ck, "n_params", None)
@@ -482,6 +496,9 @@ class WstuiApp(App[int]):
         if view.needs_pair and self.pairing is None:
             self.notify(view.needs_pair)
             return
+        if view.needs_run and self.series is None:
+            self.notify(view.needs_run)
+            return
         self.main_screen.query_one(TabbedContent).active = view.tab
         self.call_after_refresh(self._focus_visible)  # the same tab again: no TabActivated
 
@@ -572,6 +589,10 @@ class WstuiApp(App[int]):
         self.refresh_view()
 
     def action_depth_metric(self) -> None:
+        if self.active_tab == Tab.SERIES:
+            self.view(Tab.SERIES).next_metric()
+            self.refresh_view()
+            return
         depth: DepthView = self.view(Tab.DEPTH)
         self.show_depth((depth.index + 1) % len(COLUMNS))
 
@@ -582,6 +603,49 @@ class WstuiApp(App[int]):
             return
         self.swapped = not self.swapped
         self.main_screen.query_one("#header", Static).update(self._header_text())
+        self.refresh_view()
+
+    # --- series mode: the step cursor ---------------------------------------------------------
+
+    def action_step(self, delta: int) -> None:
+        """`[`/`]`: the previous / next checkpoint of the run."""
+        if self.series is None:
+            return
+        index = min(max(self.step_index + delta, 0), self.series.latest)
+        if index == self.step_index:
+            self.notify(f"{'first' if delta < 0 else 'last'} step of the run", timeout=2)
+            return
+        self.set_step(index)
+
+    def set_step(self, index: int) -> None:
+        """Show checkpoint `index` of the run: its tensors under the same tree (the selection
+        and what is open are kept: the names are the same at every step, checked at launch),
+        badges and every view from a scan of it (a new engine: cached results land at once;
+        the scan before is cancelled)."""
+        run = self.series
+        if run is None or index == self.step_index:
+            return
+        self.step_index = index
+        self.checkpoint = run.checkpoints[index]
+        refs = {r.name: r for r in self.checkpoint.tensors}
+        for node in self.state.root.walk():
+            if node.tensor is not None and node.tensor.name in refs:
+                node.tensor = refs[node.tensor.name]
+        self.state = ScanState(self.state.root)
+        self.scan_finished = False
+        self.sub_title = visible(run.name(index))
+        self.inbox = self.bridge.restart_scan(lambda: run.scan_factory(index))
+        node = self.selected_node
+        if node.tensor is not None:
+            self.bridge.prioritize(node.tensor.name)
+        tree = self.main_screen.query_one(LayerTree)
+        tree.state_of = self.state.state
+        for key in list(tree.nodes_by_key):
+            tree.set_state(key, self.state.state(key))
+        for view in self.views.values():
+            view.checkpoint_changed()
+        self.main_screen.query_one("#header", Static).update(self._header_text())
+        self._scope_dirty = True
         self.refresh_view()
 
     # the model's quantization study (`r`, `g`, `a`): its view owns it
@@ -597,6 +661,16 @@ class WstuiApp(App[int]):
     @property
     def quant(self) -> QuantizationView:
         return self.view(Tab.QUANTIZATION)
+
+    # the sensitivity study (`r`, esc, `m` on its tab): its view owns it
+    def action_sens_study(self) -> None:
+        self.view(Tab.SENSITIVITY).start_study()
+
+    def action_sens_cancel(self) -> None:
+        self.view(Tab.SENSITIVITY).cancel_study()
+
+    def action_sens_metric(self) -> None:
+        self.view(Tab.SENSITIVITY).next_metric()
 
     # --- export ------------------------------------------------------------------------------
 
@@ -647,6 +721,8 @@ class WstuiApp(App[int]):
         model it is of."""
         doc = self.active_view.document(self.selected_node)
         doc["checkpoint"] = str(Path(str(getattr(self.checkpoint, "path", ""))).resolve())
+        if self.series is not None:
+            doc["step"] = self.series.steps[self.step_index]
         if self.checkpoint_b is not None:
             doc["checkpoint_b"] = str(Path(str(getattr(self.checkpoint_b, "path", ""))
                                            ).resolve())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from textual.binding import Binding, BindingType
 
-from wstui.app.tabs import Tab
+from wstui.app.tabs import Tab, digit
 
 G = Binding.Group
 
@@ -26,12 +26,15 @@ FINDING = G("next / previous tensor with a finding")
 SORT = G("sort the table by the column under the cursor (again: reverse)")
 STUDY = G("model's or a block's Quantization tab: run the quantization study; next "
           "granularity; free-refit or fixed-xmin α")
+STEP = G("series mode: move the step cursor to the previous / next checkpoint of the run "
+         "(every view shows that checkpoint)")
+SENS = G("Sensitivity tab: run the sensitivity study (again: cancel); cancel it; next metric")
 EXPORT = G("export the current view (wstui.view/1) / the whole scan (wstui.scan/1; "
            "diff mode: and wstui.diff/1) as JSON")
 
 #: the digit keys: one per tab, in tab order
 TAB_BINDINGS: list[BindingType] = [
-    Binding(str(i + 1), f"show_tab('{tab}')", tab.value.capitalize(), show=False,
+    Binding(digit(i), f"show_tab('{tab}')", tab.value.capitalize(), show=False,
             id=f"app.tab.{tab}", group=TABS)
     for i, tab in enumerate(Tab)
 ]
@@ -64,9 +67,13 @@ APP_BINDINGS: list[BindingType] = [
     Binding("L", "toggle_log", "Log", show=False, id="app.log",
             tooltip="log scale: histogram counts or the depth metric"),
     Binding("m", "depth_metric", "Depth metric", show=False, id="app.depth_metric",
-            tooltip="Depth tab: next metric"),
+            tooltip="Depth or Series tab: next metric"),
     Binding("d", "swap_diff", "Swap A/B", show=False, id="app.swap",
             tooltip="diff mode: swap which checkpoint is A (header, plots, Overview, Diff tab)"),
+    Binding("left_square_bracket", "step(-1)", "Prev step", show=False, id="app.step_prev",
+            tooltip="series mode: the previous checkpoint of the run", group=STEP),
+    Binding("right_square_bracket", "step(1)", "Next step", id="app.step_next",
+            tooltip="series mode: the next checkpoint of the run", group=STEP),
     Binding("e", "export_view", "Export view", id="app.export_view",
             tooltip="write this view as wstui.view/1 JSON", group=EXPORT),
     Binding("E", "export_scan", "Export scan", show=False, id="app.export_scan",
@@ -77,6 +84,12 @@ APP_BINDINGS: list[BindingType] = [
             tooltip="quantization study: next granularity (table and plan)", group=STUDY),
     Binding("a", "quant_alpha", "Alpha", show=False, id="app.quant_alpha",
             tooltip="quantization study: free-refit or fixed-xmin alpha", group=STUDY),
+    Binding("r", "sens_study", "Run study", id="app.sens_study",
+            tooltip="Sensitivity tab: run the sensitivity study (r again cancels)", group=SENS),
+    Binding("escape", "sens_cancel", "Cancel study", show=False, id="app.sens_cancel",
+            tooltip="Sensitivity tab: cancel the running study", group=SENS),
+    Binding("m", "sens_metric", "Metric", show=False, id="app.sens_metric",
+            tooltip="Sensitivity tab: next metric (plot and tables)", group=SENS),
     # Textual adds its own ctrl+p unless the app binds `command_palette`: this one has an id
     Binding("ctrl+p", "command_palette", "palette", show=False, priority=True,
             id="app.palette",

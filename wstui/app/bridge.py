@@ -289,6 +289,7 @@ class EngineBridge:
         self.diff = DiffHandle(pairing, inbox.on_compare, diff_options or {}, self._error,
                                **(diff_kw or {})) if pairing is not None else None
         self.jobs: dict[str, Job] = {}
+        self.started = False
 
     def _error(self, message: str) -> None:
         if not self.quitting.is_set():
@@ -299,9 +300,22 @@ class EngineBridge:
 
     def start(self) -> None:
         """Build and start the scan and the diff (each on its own thread)."""
+        self.started = True
         for handle in (self.scan, self.diff):
             if handle is not None:
                 handle.start()
+
+    def restart_scan(self, factory: EngineFactory) -> Inbox:
+        """Series mode: scan another checkpoint. The scan before is cancelled (never waited
+        for) and its late results land in the old inbox, which nobody drains; the new scan
+        gets a new one (returned: the app drains it from now on)."""
+        if self.scan is not None:
+            self.scan.cancel()
+        self.inbox = Inbox()
+        self.scan = EngineHandle(factory, self._start_scan, self._error, "scan")
+        if self.started:
+            self.scan.start()
+        return self.inbox
 
     @property
     def engine(self) -> Any:

@@ -62,13 +62,15 @@ def key_text(key: str) -> str:
 
 
 def _shown(keys: list[str]) -> list[str]:
-    """The keys as shown; a run of three or more digits reads `1 … 8`."""
+    """The keys as shown; a run of three or more digits reads `1 … 8` (`1 … 9, 0` when the
+    tenth tab's 0 follows the 9, as on a keyboard's row)."""
     keys = [key_text(k) for k in keys]
     digits = [k for k in keys if k.isdigit() and len(k) == 1]
-    if len(digits) >= 3 and digits == [str(d) for d in range(int(digits[0]),
-                                                               int(digits[0]) + len(digits))]:
-        at = keys.index(digits[0])
-        keys = [*keys[:at], f"{digits[0]} … {digits[-1]}",
+    zero = digits[-1:] == ["0"] and digits[-2:-1] == ["9"]
+    run = digits[:-1] if zero else digits
+    if len(run) >= 3 and run == [str(d) for d in range(int(run[0]), int(run[0]) + len(run))]:
+        at = keys.index(run[0])
+        keys = [*keys[:at], f"{run[0]} … {run[-1]}" + (", 0" if zero else ""),
                 *[k for k in keys[at:] if k not in digits]]
     return keys
 

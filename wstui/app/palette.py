@@ -12,7 +12,7 @@ from textual.fuzzy import Matcher
 from textual.markup import escape
 
 from wstui.app.format import COLUMNS
-from wstui.app.tabs import Tab
+from wstui.app.tabs import Tab, digit
 from wstui.app.widgets.table import FIXED
 from wstui.render import visible
 
@@ -55,10 +55,13 @@ class WstuiCommands(Provider):
         from the app's registry of views."""
         app = self.wapp
         tabs = [(f"Open tab {view.label}", partial(app.action_show_tab, view.tab),
-                 f"key {i + 1}") for i, view in enumerate(app.views.values())
+                 f"key {digit(i)}") for i, view in enumerate(app.views.values())
                 if app.pairing is not None or not view.needs_pair]
         return [("Run quantization study", app.action_quant_study,
-                 "fake-quantize every matrix, refit alpha, plan bits per layer (r)"), *tabs]
+                 "fake-quantize every matrix, refit alpha, plan bits per layer (r)"),
+                ("Run sensitivity study", app.action_sens_study,
+                 "gradients on a calibration text, super weights, perturbation (r on its tab)"),
+                *tabs]
 
     async def discover(self) -> Hits:
         for name, callback, help_text in self._static():

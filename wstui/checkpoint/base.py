@@ -92,6 +92,14 @@ class SharedFile:
                 os.close(self._fd)
                 self._fd = None
 
+    def release(self) -> None:
+        """Close the descriptor but not the reader: the next load opens the file again. Only
+        when no other thread is reading (a model task runs alone on its pool)."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
 
 def signature(fd: int) -> tuple[int, int]:
     """(size, mtime_ns) of an open file: a reader compares it before each load."""

@@ -247,6 +247,10 @@ class GGUFTensorReader:
     def close(self) -> None:
         self._shared.close()
 
+    def release(self) -> None:
+        """Drop the open file; a later load opens it again (`SharedFile.release`)."""
+        self._shared.release()
+
     def raw(self, ref: TensorRef) -> np.ndarray:
         """The tensor's stored bytes, read into a fresh buffer."""
         off = self._infos[ref.name][0]

@@ -25,13 +25,23 @@ ANALYZER_NAMES = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """`wstui PATH`'s options (the top-level parser adds --version and lists subcommands)."""
+    from wstui.checkpoint.series import ORDERS
+
     p.add_argument("path", type=_args.path_arg, nargs="?", help="checkpoint file, folder, or HF "
                    "repo id org/name[@rev] (fetched from the Hub when not cached)")
+    p.add_argument("more", type=_args.path_arg, nargs="*", metavar="PATH",
+                   help="more checkpoints: with the first, a training run's, opened in series "
+                   "mode (the latest step first; [ and ] move between the steps)")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective configuration (thresholds, keys, which file) "
                    "and exit")
     p.add_argument("--diff", metavar="PATH_B", type=_args.path_arg, default=None,
                    help="compare with a second checkpoint")
+    p.add_argument("--series", action="store_true",
+                   help="PATH is a folder of a training run's checkpoints (checkpoint-N/, "
+                   "step_N.safetensors, epoch-N/, as `wstui track` finds them): series mode")
+    p.add_argument("--order", choices=ORDERS, default="step",
+                   help="series mode: the order of the checkpoints (as `wstui track --order`)")
     p.add_argument("--export-dir", default=".", help="where `e`/`E` write JSON")
     p.add_argument("--no-mouse", action="store_true", help="do not capture the mouse")
     _args.add_scan_options(p)
@@ -79,9 +89,20 @@ def run(args: argparse.Namespace) -> int:
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {args.workers}")
         check_export_dir(args.export_dir)
+        paths = [args.path, *args.more]
+        series = args.series or len(paths) > 1
+        if series and args.diff is not None:
+            raise ValueError("--diff compares two checkpoints; several paths (or --series) "
+                             "open a training run: use one or the other")
     except ValueError as exc:
         say(exc)
         return EXIT_BAD_INPUT
+    if series:  # local checkpoints only: a run is never fetched
+        return open_series(
+            paths, order=args.order, export_dir=args.export_dir, methods=args.methods,
+            device=args.device, workers=args.workers, use_cache=not args.no_cache,
+            mouse=not args.no_mouse, thresholds=thresholds, tensors=args.tensors,
+            keymap=config.keys)
     fetch_repos(args)
     return open_app(
         args.path, diff=args.diff, export_dir=args.export_dir, methods=args.methods,
@@ -175,3 +196,90 @@ def open_app(
         engine.cancel()
         print_problems(cache_notices(engine))  # after the app: the terminal is ours again
     return int(code if code is not None else (app.return_code or 0))
+
+
+def app_keymap() -> dict[str, str]:
+    """The config file's [keys] (raises ValueError, one line, for a bad file)."""
+    from wstui.app.keys import binding_table
+    from wstui.config import load_config
+
+    return dict(load_config(binding_ids=binding_table()).keys)
+
+
+def open_series(paths: Sequence[str | Path], *, mouse: bool = True, **kw: Any) -> int:
+    """Open the app in series mode on a training run (`series_app` says how); returns the
+    exit code. Raises CheckpointError (one line) for bad input before the app starts."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        app = series_app(paths, stack, **kw)
+        code = app.run(mouse=mouse)
+        engine = app.engine
+        if engine is not None:
+            engine.cancel()
+            print_problems(cache_notices(engine))
+    return int(code if code is not None else (app.return_code or 0))
+
+
+def series_app(
+    paths: Sequence[str | Path],
+    stack: Any,
+    *,
+    order: str = "step",
+    export_dir: str | Path = ".",
+    methods: Sequence[str] | None = None,
+    track_methods: Sequence[str] | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    use_cache: bool = True,
+    thresholds: Mapping[str, float] | None = None,
+    tensors: str | None = None,
+    keymap: Mapping[str, str] | None = None,
+    cluster: str | None = None,
+) -> Any:
+    """The app in series mode on a training run, not yet running: `paths` are its
+    checkpoints, or one folder holding them (found and ordered as `wstui track` does); they
+    stay open in `stack` (a `contextlib.ExitStack`). The app opens on the latest step; its
+    Series tab plots the run's `wstui.track/1` (computed with `track_methods`, on `cluster`
+    if given); `methods` are those of each step's scan.
+
+    Bad input raises CheckpointError (one line), with the track's own messages: a checkpoint
+    missing, fewer than two, a name without a step number, checkpoints that do not hold the
+    same tensors with the same shapes; `--tensors` matching nothing raises it too."""
+    from wstui.checkpoint.base import CheckpointError
+    from wstui.checkpoint.naming import build_tree
+    from wstui.checkpoint.select import select_tensors
+    from wstui.checkpoint.series import discover
+    from wstui.engine.track import open_plan
+
+    steps = discover(list(paths), order)
+    options: dict[str, Any] = {"thresholds": dict(thresholds)} if thresholds else {}
+    plan = open_plan(steps, stack)  # every checkpoint's headers, checked against the first
+    latest = plan.ckpts[-1]
+    refs = select_tensors(latest.tensors, tensors) if tensors else latest.tensors
+    if not refs:
+        raise CheckpointError(steps[-1].path, f"no tensor matches {tensors!r}")
+
+    def scan_factory(index: int) -> Any:
+        from wstui.engine.scan import ScanEngine
+
+        ckpt = plan.ckpts[index]
+        chosen = select_tensors(ckpt.tensors, tensors) if tensors else ckpt.tensors
+        return ScanEngine(ckpt, methods=methods, device=device, workers=workers,
+                          use_cache=use_cache, options=options, tensors=chosen)
+
+    def run_track(progress: Any) -> dict[str, Any]:
+        from wstui.engine.track import track
+
+        # the steps as found above, in that order: `given` keeps their numbers
+        return track([s.path for s in steps], order="given", methods=track_methods,
+                     device=device, workers=workers, use_cache=use_cache, options=options,
+                     cluster=cluster, progress=progress)
+
+    from wstui.app.app import WstuiApp
+    from wstui.app.series import SeriesRun
+
+    run = SeriesRun([s.step for s in steps], list(plan.ckpts), scan_factory, run_track)
+    return WstuiApp(latest, build_tree(refs), lambda: scan_factory(run.latest),
+                    export_dir=export_dir, thresholds=thresholds,
+                    keymap=keymap if keymap is not None else app_keymap(), series=run)

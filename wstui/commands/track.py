@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="worker threads (default: cores)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--quiet", action="store_true", help="no progress, no table")
+    p.add_argument("--app", action="store_true",
+                   help="open the run in the app instead (series mode: the latest checkpoint, "
+                   "a Series tab, [ and ] move between the steps)")
     _args.add_cluster_option(p)
 
 
@@ -44,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         options = checked_options(args)
     except ValueError as exc:
         return fail(exc)
+    if args.app:
+        return open_in_app(args, options)
     show = not args.quiet and sys.stderr.isatty()
 
     def progress(msg: str) -> None:
@@ -69,3 +74,22 @@ def run(args: argparse.Namespace) -> int:
         say(f"{n_err} of {len(doc['tensors'])} tensors failed at some step (their errors are "
             "in the JSON)")
     return exit_code(bad=bool(failed), failed=n_err > 0)
+
+
+def open_in_app(args: argparse.Namespace, options: dict[str, object]) -> int:
+    """`--app`: the app in series mode, launched as `wstui CKPT...` launches it (the one
+    command besides `wstui demo` that starts the app, through its launcher)."""
+    from wstui.commands.app import app_keymap, open_series
+
+    if args.json or args.csv:
+        return fail("--app opens the app; --json and --csv write the headless run's files "
+                    "(use one or the other)")
+    try:
+        keymap = app_keymap()
+        cluster = _args.cluster_address(args)
+    except ValueError as exc:
+        return fail(exc)
+    return open_series(args.paths, order=args.order, track_methods=args.methods,
+                       device=args.device, workers=args.workers, use_cache=not args.no_cache,
+                       thresholds=options.get("thresholds"),  # type: ignore[arg-type]
+                       keymap=keymap, cluster=cluster)

@@ -144,12 +144,13 @@ class _Study:
         return S.perplexity(self.fwd, ids)
 
     def gradients(self, ids: Any, metrics: Sequence[str], k: int,
-                  splits: Any = None) -> tuple[float, S.ScoreMap]:
+                  splits: Any = None, pool: tuple[int, int] | None = None
+                  ) -> tuple[float, S.ScoreMap]:
         """One forward+backward, the decoder blocks checkpointed: the activations of one
         block at a time instead of all (the peak-memory target), for one more forward."""
         with S.checkpointed(self.layers):
             return S.gradient_scores(self.fwd, ids, self.params, k=k, splits=splits,
-                                     metrics=metrics, loss_fn=self.loss)
+                                     metrics=metrics, loss_fn=self.loss, pool=pool)
 
 
 def run_sensitivity(
@@ -173,23 +174,42 @@ def run_sensitivity(
     progress: Callable[[str], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     job_hook: Callable[[SensitivityJob], None] | None = None,
+    heatmaps: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The `wstui.sensitivity/1` document for `ckpt` (blocking). Bad input raises
     CheckpointError (one line), a bad setting ValueError. `progress` gets each step's words,
     `on_progress` the pool's `Progress`; `job_hook` gets the job before it starts (to cancel
-    it: the call then raises `Cancelled`)."""
+    it: the call then raises `Cancelled`). `heatmaps` (the app's): each matrix's |g⊙w|
+    max-pooled onto at most that grid, and its own top-k, kept beside the document in
+    `job.maps` (never in it: see `run_sensitivity_maps`)."""
     metrics = list(dict.fromkeys(metrics))
     check_options(metrics=metrics, mode=mode, perturb=perturb, controls=controls, seeds=seeds,
                   topk=topk, probes=probes, tokens=tokens, scale=scale)
     settings = dict(text=text, tokens=tokens, metrics=metrics, probes=probes, topk=topk,
                     mode=mode, perturb=list(perturb), scale=scale, controls=list(controls),
                     seeds=list(seeds), eval_file=eval_file, stability=stability,
-                    static=static)
+                    static=static, heatmaps=heatmaps)
     job = SensitivityJob(ckpt, settings, device=device, use_cache=use_cache, say=progress)
     if job_hook is not None:
         job_hook(job)
     job.run(on_progress=on_progress)
     return job.document()
+
+
+def run_sensitivity_maps(ckpt: Checkpoint, *, grid: tuple[int, int] = (48, 64),
+                         job_hook: Callable[[SensitivityJob], None] | None = None,
+                         **kwargs: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(document, maps): `run_sensitivity` with each matrix's pooled heat map and own top-k
+    (`TensorMaps`, by HF name) handed back beside the document, which stays as the CLI's."""
+    jobs: list[SensitivityJob] = []
+
+    def hook(job: SensitivityJob) -> None:
+        jobs.append(job)
+        if job_hook is not None:
+            job_hook(job)
+
+    doc = run_sensitivity(ckpt, heatmaps=grid, job_hook=hook, **kwargs)
+    return doc, jobs[0].maps
 
 
 class SensitivityJob(ScanEngine):
@@ -206,6 +226,8 @@ class SensitivityJob(ScanEngine):
         self._say = say
         self.failure: BaseException | None = None
         self.parts: dict[str, Any] | None = None
+        #: with settings["heatmaps"]: per matrix (HF name) its pooled |g⊙w| and own top-k
+        self.maps: dict[str, dict[str, Any]] = {}
         self.timings: dict[str, float] = {}
         self._t_start = 0.0
         self._t_static: float | None = None
@@ -227,7 +249,7 @@ class SensitivityJob(ScanEngine):
                 self._say(msg)
 
         self.parts, refs = _study(self.checkpoint, mctx.device, self.settings, say,
-                                  self.timings)
+                                  self.timings, self.maps)
         if refs:
             say("static metrics (alpha, int8 SQNR, stable rank)")
             self._t_static = time.perf_counter()
@@ -272,9 +294,11 @@ def _static_refs(ckpt: Checkpoint, st: _Study) -> list[TensorRef]:
 
 
 def _study(ckpt: Checkpoint, dev: str, settings: dict[str, Any], say: Say,
-           timings: dict[str, float]) -> tuple[dict[str, Any], list[TensorRef]]:
+           timings: dict[str, float], maps: dict[str, dict[str, Any]] | None = None
+           ) -> tuple[dict[str, Any], list[TensorRef]]:
     """Everything measured on the model (the document's parts) and the tensors whose static
-    metrics are wanted. Runs on the model task's worker."""
+    metrics are wanted; with `settings["heatmaps"]`, `maps` filled too (`tensor_maps`). Runs
+    on the model task's worker."""
     import torch
 
     from wstui.lm.build import build_lm
@@ -309,12 +333,15 @@ def _study(ckpt: Checkpoint, dev: str, settings: dict[str, Any], say: Say,
     with S.record(linears=st.linears if "wanda" in metrics else None,
                   downs={key: mod for key, mod, _ in st.downs}, layers=st.layers) as rec:
         if want_grad:
-            _, scores = st.gradients(ids, want_grad, k, st.splits)
+            _, scores = st.gradients(ids, want_grad, k, st.splits,
+                                     pool=settings.get("heatmaps"))
         else:
             scores = {key: {} for key in st.params}
             with torch.inference_mode():
                 st.fwd(ids)
     timings["gradients_s"] = time.perf_counter() - t
+    if settings.get("heatmaps") and maps is not None:
+        maps.update(tensor_maps(st, scores))
     with torch.no_grad():
         if "wanda" in metrics:
             for key, r in S.wanda_scores(st.params, rec.sq_in, k=k, splits=st.splits).items():
@@ -407,6 +434,32 @@ def _study(ckpt: Checkpoint, dev: str, settings: dict[str, Any], say: Say,
     }
     refs = _static_refs(ckpt, st) if settings["static"] else []
     return parts, refs
+
+
+#: how many of a matrix's own top weights the app keeps beside its heat map
+MAP_TOPK = 20
+
+
+def tensor_maps(st: _Study, scores: S.ScoreMap, metric: str = "grad_x_weight"
+                ) -> dict[str, dict[str, Any]]:
+    """Per tensor (HF name): its own top weights by `metric` (`top`: rows as in the
+    document's top-k) and, for a matrix, its |g⊙w| pooled (`values`: rows of floats,
+    `row_edges` and `col_edges` in the matrix's rows and columns, `how`; None for a vector),
+    for the app's tensor and block views."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, sc in scores.items():
+        r = sc.get(metric)
+        if r is None:
+            continue
+        picks = [S.Pick(key, int(i), float(v)) for v, i in
+                 zip(r.top_scores[:MAP_TOPK].tolist(), r.top_idx[:MAP_TOPK].tolist())]
+        p = r.pooled
+        out[st.tensor_name(key)] = {
+            "metric": metric, "how": p.how if p else None,
+            "row_edges": list(p.row_edges) if p else None,
+            "col_edges": list(p.col_edges) if p else None,
+            "values": p.values.tolist() if p else None, "top": st.weight_rows(picks)}
+    return out
 
 
 def _halves(st: _Study, ids: Any, metrics: Sequence[str], full: S.ScoreMap,
@@ -542,4 +595,4 @@ def sensitivity_document(path: str | Path, **kwargs: Any) -> dict[str, Any]:
 
 
 __all__ = ["SCHEMA", "Cancelled", "CheckpointError", "SensitivityJob", "check_options",
-           "csv_rows", "run_sensitivity", "sensitivity_document"]
+           "csv_rows", "run_sensitivity", "run_sensitivity_maps", "sensitivity_document"]

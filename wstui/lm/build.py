@@ -217,7 +217,43 @@ def _release_gguf_pages(ckpt: Checkpoint) -> None:
 
     for r in ckpt.readers:
         if isinstance(r, GGUFTensorReader):
-            r.close()
+            r.release()  # not close(): the study's static metrics load from it afterwards
+
+
+def causal_lm_problem(ckpt: Checkpoint) -> CheckpointError | None:
+    """Why `build_lm` would refuse `ckpt`, found from the headers and the files beside it
+    (no torch, no transformers: the app asks before offering the study), or None when it
+    looks buildable. The messages are `build_lm`'s own; a problem only the build can see (a
+    missing weight, a bad shape) still comes from `build_lm`."""
+    if ckpt.format == "gguf":
+        arch = str(ckpt.metadata.get("general.architecture", ""))
+        if arch not in GGUF_ARCHS:
+            return CheckpointError(ckpt.path, f"GGUF architecture {arch!r}: cannot build a "
+                                   "causal LM config from its metadata (supported: "
+                                   f"{', '.join(GGUF_ARCHS)})")
+        if "tokenizer.ggml.tokens" not in ckpt.metadata.get("gguf.arrays", {}):
+            return CheckpointError(ckpt.files[0], "GGUF has no tokenizer (no "
+                                   "tokenizer.ggml.tokens)")
+        return None
+    cfg = ckpt.config or {}
+    if not cfg:
+        return CheckpointError(ckpt.path, "no config.json: a causal LM cannot be built "
+                               "(needs config.json and tokenizer files beside the weights)")
+    model_type = cfg.get("model_type")
+    if not model_type:
+        return CheckpointError(ckpt.path, "config.json has no model_type")
+    archs = [str(a) for a in cfg.get("architectures") or []]
+    if (archs and not any(a.endswith(CAUSAL_SUFFIXES) for a in archs)) or cfg.get(
+            "is_encoder_decoder"):
+        arch = ",".join(archs) or str(model_type)
+        return CheckpointError(ckpt.path, f"{arch} ({model_type}) is not a causal LM: a "
+                               "forward pass with next-token loss needs a decoder with an LM "
+                               "head")
+    folder = _folder_of(ckpt)
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        return CheckpointError(folder, "no tokenizer files (tokenizer.json, tokenizer.model "
+                               "or vocab.json): a forward pass needs the tokenizer")
+    return None
 
 
 def build_lm(ckpt: Checkpoint, *, device: str = "cpu",

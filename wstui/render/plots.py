@@ -333,7 +333,75 @@ def depth_plot(
                     y_log=log)
 
 
+#: the metrics of a training run's series (`wstui.track/1`) the app plots, with their labels
+SERIES_METRICS: dict[str, str] = {
+    "alpha": "α", "stable_rank": "stable rank", "spectral_norm": "spectral norm",
+    "rel_change_prev": "change vs previous step", "rel_change_first": "change vs first step",
+}
+#: the HTSR bands of α (WeightWatcher's reading): below 2 over-trained, 2 to 6 well trained,
+#: above 6 under-trained; drawn as reference lines at their edges
+ALPHA_BANDS = (2.0, 6.0)
+#: a run with at most this many steps gets a tick at each step
+STEP_TICKS = 8
+
+
+def series_plot(steps: Sequence[int], lines: Sequence[tuple[str, Sequence[Any]]], metric: str,
+                *, cursor: int | None = None, title: str = "") -> PlotSpec:
+    """A metric of a training run against the step: one line per entry of `lines` (a module
+    kind's median, or one tensor's own series; one value per step, None where absent), x =
+    the step numbers, so irregular spacing is kept. For α the HTSR bands (horizontal lines at
+    2 and 6, always on the axis); the step `cursor` (a step number) as a vertical line."""
+    label = SERIES_METRICS.get(metric, metric)
+    series = []
+    for i, (name, values) in enumerate(lines):
+        pts = [(float(x), float(v)) for x, v in zip(steps, values)
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        if pts:
+            series.append(Series(name, [p[0] for p in pts], [p[1] for p in pts], "line",
+                                 PALETTE[i % len(PALETTE)]))
+    bands = metric == "alpha" and bool(series)
+    if bands:
+        series += [Series(f"α={edge:g}", [], [edge], "hline", REFERENCE) for edge in ALPHA_BANDS]
+    if cursor is not None and series:
+        series.append(Series(f"cursor: step {cursor}", [float(cursor)], [], "vline", FIT))
+    spec = PlotSpec("series", title or f"{label} against step", "step", label, series)
+    spec.prepare()
+    if cursor is not None and spec.draw:
+        spec.draw[-1].label = ""  # no legend entry: the caption and the header say the step
+    if spec.x_range is not None and len(steps) <= STEP_TICKS:
+        spec.x_ticks = ([float(s) for s in steps],
+                        [str(s) if abs(s) < 10_000 else tick_label(s) for s in steps])
+    if bands and spec.y_range is not None:  # the bands stay in view, however far the data are
+        lo, hi = min(spec.y_range[0], ALPHA_BANDS[0]), max(spec.y_range[1], ALPHA_BANDS[1])
+        spec.y_range = (lo, hi)
+        spec.y_ticks = linear_ticks(lo, hi)
+    return spec
+
+
 def tensor_plots(result: TensorResult) -> dict[str, PlotSpec]:
     """Every per-tensor plot, prepared (called on a worker thread)."""
     specs = [spectrum_plot(result), esd_plot(result), histogram_plot(result), quant_plot(result)]
     return {s.key: s.prepare() for s in specs}
+
+
+def sensitivity_depth_plot(doc: dict[str, Any], metric: str, log: bool = True) -> PlotSpec:
+    """A sensitivity study's per-tensor `metric` (its sum over the tensor's weights) against
+    block index, one line per module kind (a kind with several tensors per block, such as
+    two norms, one line per tensor role), from the `wstui.sensitivity/1` document."""
+    from collections import Counter
+
+    tensors = [t for t in doc.get("tensors", []) if t.get("block") is not None]
+    per_block = Counter((t["kind"], t["block"]) for t in tensors)
+    shared = {kind for (kind, _), n in per_block.items() if n > 1}
+
+    def role(t: dict[str, Any]) -> str:
+        if t["kind"] not in shared:
+            return t["kind"]
+        parts = str(t["hf_name"]).split(".")  # `….input_layernorm.weight`: the module
+        return f"{t['kind']} {parts[-2] if len(parts) > 1 else parts[-1]}"
+
+    rows = [(role(t), int(t["block"]), t.get(metric)) for t in tensors]
+    spec = depth_plot(rows, metric, log)
+    spec.key = "sensitivity_depth"
+    spec.title = f"{metric} (sum over each tensor) by block"
+    return spec

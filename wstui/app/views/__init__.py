@@ -15,12 +15,14 @@ from wstui.app.views.findings import FindingsView
 from wstui.app.views.histogram import HistogramView
 from wstui.app.views.overview import OverviewView
 from wstui.app.views.quantization import QuantizationView
+from wstui.app.views.sensitivity import SensitivityView
+from wstui.app.views.series import SeriesView
 from wstui.app.views.spectrum import SpectrumView
 from wstui.app.views.table import TableView
 
 _BY_TAB: dict[Tab, type[View]] = {v.tab: v for v in (
     OverviewView, SpectrumView, HistogramView, QuantizationView, TableView, DepthView,
-    FindingsView, DiffView,
+    FindingsView, DiffView, SensitivityView, SeriesView,
 )}
 #: every view in tab order (a Tab without its view fails here, at import)
 VIEWS: tuple[type[View], ...] = tuple(_BY_TAB[tab] for tab in Tab)

@@ -37,6 +37,8 @@ class View:
     lazy: ClassVar[bool] = True
     #: non-empty: the view needs diff mode, and this says so when asked for without it
     needs_pair: ClassVar[str] = ""
+    #: non-empty: the view needs series mode (a training run), and this says so without it
+    needs_run: ClassVar[str] = ""
     #: the widget that takes the focus when the tab opens (a table: j/k must move in it)
     focus: ClassVar[type[Widget] | None] = None
     #: `n`/`N` from this tab show the next tensor here (False: in its Overview)
@@ -82,6 +84,9 @@ class View:
 
     def request_failed(self, name: str, error: str) -> None:
         """The engine refused an on-demand request (`app.bridge.request`) for tensor `name`."""
+
+    def checkpoint_changed(self) -> None:
+        """Series mode moved to another checkpoint: drop what was of the one before."""
 
     def job_progress(self, message: JobProgress) -> None: ...
 

@@ -147,6 +147,14 @@ class QuantizationView(TensorView):
             app.notify("quantization study started: select the model or a block to see it")
         self._refresh()
 
+    def checkpoint_changed(self) -> None:
+        """Series mode: the study and the sweeps asked for were of the checkpoint before."""
+        job = self.app.bridge.job(STUDY)
+        if job is not None and job.running:
+            job.cancel()
+        self.requested.clear()
+        self.doc, self.progress, self.error = None, None, ""
+
     def next_granularity(self) -> None:
         n = len(self.doc["plan"]) if self.doc and self.doc.get("plan") else 1
         self.plan_index = (self.plan_index + 1) % max(n, 1)

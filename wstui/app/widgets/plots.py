@@ -15,8 +15,9 @@ from wstui.render import plain
 from wstui.render.plots import PlotSpec, Series
 
 #: Line markers per series index under NO_COLOR, where colour cannot tell the lines apart;
-#: scatter series always use "dot", which no line uses (the ESD and its fit stay apart).
-MARKERS = ("braille", "+", "x", "*", "o", "sd", "fhd")
+#: scatter series always use "dot", and reference lines "x", which no line uses (the ESD and
+#: its fit stay apart, and so do a line and a threshold or band it crosses).
+MARKERS = ("braille", "+", "*", "o", "sd", "fhd", "hd")
 
 
 class PlotPanel(Vertical):
