@@ -27,11 +27,20 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from analyzers.core import Context, Output, Severity, SkipAnalyzer, finding, register
+from analyzers.core import (
+    Context,
+    Output,
+    Severity,
+    SkipAnalyzer,
+    finding,
+    is_torch,
+    register,
+    to_numpy,
+    xp,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
-    import torch
 
 KINDS = ("embedding", "lm_head")
 ROBUST_Z = -4.0
@@ -136,32 +145,36 @@ def greedy_kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
     return x[centres].astype(np.float64)
 
 
-def lloyd(x: torch.Tensor, starts: torch.Tensor, ks: Sequence[int],
-          iters: int = KMEANS_ITERS) -> dict[int, torch.Tensor]:
+def lloyd(x: Any, starts: Any, ks: Sequence[int],
+          iters: int = KMEANS_ITERS) -> dict[int, Any]:
     """Labels after `iters` Lloyd steps (what scipy's `kmeans2` does) for every k in `ks`
-    at once, k taking the first k rows of `starts`. The centres of all k are stacked so that
-    each step is two matrix products over the rows (distances, then cluster sums) instead of
-    two per k: the rows are read 20 times, not 180. A k whose cluster empties out is dropped
-    (that k does not fit the data)."""
-    import torch
-
+    at once, k taking the first k rows of `starts` (numpy arrays, or torch tensors on any
+    device; the labels come back as the same kind). The centres of all k are stacked so
+    that each step is two matrix products over the rows (distances, then cluster sums)
+    instead of two per k: the rows are read 20 times, not 180. A k whose cluster empties out
+    is dropped (that k does not fit the data)."""
     if not ks:
         return {}
+    b = xp(x)
     offs = [sum(ks[:i]) for i in range(len(ks))]
-    c = torch.cat([starts[:k] for k in ks])
+    c = b.concatenate([starts[:k] for k in ks], axis=0)
     n = x.shape[0]
-    rows = torch.arange(n, device=x.device)
+    rows = b.arange(n, like=x)
     alive = dict.fromkeys(ks, True)
-    labels: dict[int, torch.Tensor] = {}
+    labels: dict[int, Any] = {}
     for _ in range(iters):
-        score = x @ c.T * 2 - (c * c).sum(dim=1)  # nearest centre maximises 2x·c - |c|²
-        onehot = torch.zeros((n, c.shape[0]), dtype=x.dtype, device=x.device)
+        # nearest centre maximises 2x·c - |c|²; centres as rows, so each k's scores are a
+        # contiguous block and its argmax a running maximum over k rows
+        score = c @ x.T
+        score *= 2
+        score -= b.sum(c * c, axis=1)[:, None]
+        onehot = b.zeros((c.shape[0], n), dtype=x.dtype, like=x)
         for k, off in zip(ks, offs):
             if alive[k]:
-                labels[k] = torch.argmax(score[:, off:off + k], dim=1)
-                onehot[rows, off + labels[k]] = 1.0
-        sizes = onehot.sum(dim=0)
-        sums = onehot.T @ x
+                labels[k] = _argmax_rows(score[off:off + k])
+                onehot[off + labels[k], rows] = 1.0
+        sizes = b.sum(onehot, axis=1)
+        sums = onehot @ x
         for k, off in zip(ks, offs):
             if not alive[k]:
                 continue
@@ -173,30 +186,44 @@ def lloyd(x: torch.Tensor, starts: torch.Tensor, ks: Sequence[int],
     return labels
 
 
-def kmeans(m: torch.Tensor, n_sample: int, scores: dict[str, list] | None = None
-           ) -> dict[str, Any]:
-    """Best k by Calinski–Harabasz over k = 2..10 on `n_sample` evenly spaced rows of `m`:
-    Lloyd (10 iterations, float32, on the tensor's device) from greedy k-means++ starts (seed 0).
-    `scores`, when given, receives every k's score (`k`, `ch` lists) for the plot."""
-    import numpy as np
-    import torch
+def _argmax_rows(s: Any) -> Any:
+    """The index of the largest of the k rows of `s` at every column (the first on ties, as
+    argmax), by a running maximum: k passes over contiguous rows, where an argmax down the
+    columns of a (k, n) block would first transpose it."""
+    b = xp(s)
+    best = s[0].clone() if is_torch(s) else s[0].copy()
+    lab = b.zeros(s.shape[1], dtype=b.int64, like=s)
+    for j in range(1, s.shape[0]):
+        better = s[j] > best
+        lab[better] = j
+        b.maximum(best, s[j], out=best)
+    return lab
 
+
+def kmeans(m: Any, n_sample: int, scores: dict[str, list] | None = None) -> dict[str, Any]:
+    """Best k by Calinski–Harabasz over k = 2..10 on `n_sample` evenly spaced rows of `m`:
+    Lloyd (10 iterations, float32, on the matrix's device) from greedy k-means++ starts
+    (seed 0). `scores`, when given, receives every k's score (`k`, `ch` lists) for the plot."""
+    import numpy as np
+
+    b = xp(m)
     rows = m.shape[0]
     none = {"kmeans_k": None, "kmeans_ch": None, "kmeans_sizes": [], "kmeans_rows": n_sample}
     if n_sample < 3:
         return none
     idx = (np.arange(n_sample, dtype=np.float64) * (rows / n_sample)).astype(np.int64)
-    xs = m[torch.from_numpy(idx).to(m.device)].detach()
-    x = xs.cpu().numpy().astype(np.float64)
+    xs = b.take(m, b.asarray(idx, like=m)) if is_torch(m) else m[idx]
+    x = to_numpy(xs).astype(np.float64)
     starts = greedy_kmeans_pp(x, KMEANS_KS[-1], np.random.default_rng(KMEANS_SEED))
     xc = x - x.mean(axis=0)
     total = float(np.einsum("ij,ij->", xc, xc))
-    x32 = xs.to(torch.float32).contiguous()
-    starts32 = torch.from_numpy(starts.astype(np.float32)).to(x32.device)
+    x32 = b.astype(xs, b.float32)
+    starts32 = b.asarray(starts.astype(np.float32), like=m) if is_torch(m) else (
+        starts.astype(np.float32))
     ks = [k for k in KMEANS_KS if k < n_sample and k <= starts.shape[0]]
-    best: tuple[float, int, torch.Tensor] | None = None
+    best: tuple[float, int, Any] | None = None
     for k, labels in sorted(lloyd(x32, starts32, ks).items()):
-        ch = _ch_centered(xc, total, labels.cpu().numpy())
+        ch = _ch_centered(xc, total, to_numpy(labels))
         if math.isnan(ch):
             continue
         if scores is not None:
@@ -207,11 +234,14 @@ def kmeans(m: torch.Tensor, n_sample: int, scores: dict[str, list] | None = None
     if best is None:
         return none
     ch, k, labels = best
-    onehot = torch.nn.functional.one_hot(labels, k).to(torch.float32)
-    c = (onehot.T @ x32) / onehot.sum(dim=0)[:, None]
+    onehot = b.zeros((k, n_sample), dtype=b.float32, like=m)
+    onehot[labels, b.arange(n_sample, like=m)] = 1.0
+    c = (onehot @ x32) / b.sum(onehot, axis=1)[:, None]
     # Nearest centroid for every row of the whole matrix.
-    score = m @ c.T * 2 - (c * c).sum(dim=1)
-    sizes = torch.bincount(score.argmax(dim=1), minlength=k)
+    score = c @ m.T
+    score *= 2
+    score -= b.sum(c * c, axis=1)[:, None]
+    sizes = b.bincount(_argmax_rows(score), minlength=k)
     return {"kmeans_k": k, "kmeans_ch": ch,
             "kmeans_sizes": sorted((int(s) for s in sizes.tolist()), reverse=True),
             "kmeans_rows": n_sample}
@@ -219,23 +249,26 @@ def kmeans(m: torch.Tensor, n_sample: int, scores: dict[str, list] | None = None
 
 @register("embedding", version="3")  # 3: per-k scores in data
 def embedding(ctx: Context) -> Output:
-    import torch
+    import numpy as np
+
+    from analyzers.sparsity import row_norms
 
     if ctx.kind not in KINDS:
         raise SkipAnalyzer(f"kind {ctx.kind or 'unknown'} is not an embedding")
     if not ctx.is_matrix:
         raise SkipAnalyzer("not a matrix")
     m = ctx.matrix()
-    norms_t = torch.linalg.vector_norm(m, dim=1)
-    norms = norms_t.cpu().to(torch.float64).numpy()
+    b = xp(m)
+    norms_t = row_norms(m)
+    norms = to_numpy(norms_t).astype(np.float64)
     metrics = norm_outliers(norms)
-    centroid = m.mean(dim=0)
-    c_norm = float(torch.linalg.vector_norm(centroid))
+    centroid = b.mean(m, axis=0)
+    c_norm = float(b.sqrt(b.sum(centroid * centroid)))
     live = norms_t > 0
     if c_norm > 0 and bool(live.any()):
         dots = m @ centroid  # a vector: zero rows are dropped after, not copied out before
         cos = dots[live] / (norms_t[live] * c_norm)
-        metrics["mean_cosine_to_centroid"] = float(cos.cpu().to(torch.float64).mean())
+        metrics["mean_cosine_to_centroid"] = float(to_numpy(cos).astype(np.float64).mean())
     else:
         metrics["mean_cosine_to_centroid"] = math.nan
     scores: dict[str, list] = {"k": [], "ch": []}

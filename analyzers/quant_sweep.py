@@ -55,21 +55,19 @@ def sweep_settings(spec: Mapping[str, Any] | None) -> list[tuple[int, str, str]]
 
 @register("quant_sweep", version="3", heavy=True, default=False)
 def quant_sweep(ctx: Context) -> Output:
-    import torch
-
     from analyzers.powerlaw import fit_powerlaw, fit_powerlaw_fixed_xmin
-    from analyzers.quantization import _error_row, fake_quantize
+    from analyzers.quantization import _as_matrix, _dot, _error_row, fake_quantize
     from analyzers.spectral import eigenvalues
 
     if not ctx.is_matrix:
         raise SkipAnalyzer("not a matrix")
     settings = sweep_settings(ctx.options.get("quant_sweep"))
-    m = ctx.matrix().contiguous()
+    m = _as_matrix(ctx.matrix())
     # The fit needs the tail: the Gram path's large eigenvalues are exact to rounding, and low
     # bit widths make rank-deficient matrices that would send every setting to a slow SVD.
     base = fit_powerlaw(eigenvalues(m, exact_small=False))
     flat = m.reshape(-1)
-    s_ww = float(torch.dot(flat, flat))
+    s_ww = _dot(flat, flat)
     results = []
     for bits, gran, scheme in settings:
         q = fake_quantize(m, bits, gran, scheme)
@@ -93,7 +91,7 @@ def quant_sweep(ctx: Context) -> Output:
         "alpha": base.alpha,
         "xmin": base.xmin,
         "no_fit_reason": base.reason,
-        "numel": int(m.numel()),
+        "numel": int(m.shape[0] * m.shape[1]),
         "results": results,
     }
     return Output(metrics=metrics)

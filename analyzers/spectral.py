@@ -6,7 +6,7 @@ number within 1e-3 relative below 1e12. The fast path is the float64 Gram matrix
 side (numpy's `bᵀ @ b` is a BLAS `syrk`, half the flops of a product) and its eigenvalues
 (LAPACK `syevd`): 2 to 3 times faster than an SVD. Its relative error on σ_i is about
 ε64·(σ_max/σ_i)²/2, so when its own estimate of the condition number passes `GRAM_MAX_COND`
-the σ are recomputed with a float64 SVD (torch, which like numpy releases the GIL). On CUDA
+the σ are recomputed with a float64 SVD (numpy's LAPACK gesdd, which releases the GIL). On CUDA
 the Gram matrix and its eigenvalues are computed on the device in float64 (float32 is not
 accurate enough); out of memory falls back to the CPU; MPS has no float64: CPU.
 """
@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analyzers.core import Context, Output, Severity, SkipAnalyzer, finding, register
+from analyzers.core import (
+    Context,
+    Output,
+    Severity,
+    SkipAnalyzer,
+    finding,
+    is_torch,
+    register,
+)
 from analyzers.powerlaw import EVALS_THRESH, PowerLawFit, fit_powerlaw
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,52 +42,59 @@ ESD_BINS = 64
 _CHUNK_ELEMENTS = 1 << 23  # rows converted to float64 at a time for the Gram matrix
 
 
-def singular_values(m: torch.Tensor, *, exact_small: bool = True) -> tuple[np.ndarray, str]:
-    """σ of a matrix (more than two dims: reshaped to (shape[0], -1)), float64 descending,
-    and the method that produced them: `gram-cpu`, `gram-cuda`, `svd-cpu` or `svd-cuda`.
+def singular_values(m: Any, *, exact_small: bool = True) -> tuple[np.ndarray, str]:
+    """σ of a matrix (numpy, or torch on any device; more than two dims: reshaped to
+    (shape[0], -1)), float64 descending, and the method that produced them: `gram-cpu`,
+    `gram-cuda`, `svd-cpu` or `svd-cuda`.
 
     `exact_small=False` keeps the Gram path even for an ill-conditioned matrix: the large σ
     stay accurate (absolute error ~ε64·σ_max²), only the small ones lose the contract. That is
     enough for a power-law fit of the tail, and it spares the 3x slower SVD on the
     rank-deficient matrices that low-bit quantization makes."""
-    import torch
+    if m.ndim != 2:
+        m = m.reshape(m.shape[0], math.prod(m.shape[1:]))
+    if is_torch(m):
+        import torch
 
-    if m.dim() != 2:
-        m = m.reshape(m.shape[0], -1)
-    if m.dtype not in (torch.float32, torch.float64):
-        m = m.to(torch.float32)
-    x = m if m.shape[0] >= m.shape[1] else m.T  # tall: the Gram matrix is cols x cols
-    lam, method = None, ""
-    if x.device.type == "cuda":
-        try:
-            lam, method = _gram_eigvals_torch(x), "gram-cuda"
-            if exact_small and _gram_too_coarse(lam):
-                lam = None
-                sv = torch.linalg.svdvals(x.to(torch.float64)).cpu().numpy()
-                return _finish(sv, x.shape), "svd-cuda"
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            lam = None
-        x = x.cpu() if lam is None else x
-    elif x.device.type != "cpu":
-        x = x.cpu()  # MPS has no float64
-    if lam is None:
-        lam, method = _gram_eigvals_cpu(x), "gram-cpu"
-        if exact_small and _gram_too_coarse(lam):
-            sv = torch.linalg.svdvals(x.to(torch.float64)).numpy()
-            return _finish(sv, x.shape), "svd-cpu"
-    return _finish(np.sqrt(np.clip(lam, 0.0, None)), x.shape), method
+        if m.dtype not in (torch.float32, torch.float64):
+            m = m.to(torch.float32)
+        x = m if m.shape[0] >= m.shape[1] else m.T  # tall: the Gram matrix is cols x cols
+        if x.device.type == "cuda":
+            try:
+                lam = _gram_eigvals_torch(x)
+                if exact_small and _gram_too_coarse(lam):
+                    sv = torch.linalg.svdvals(x.to(torch.float64)).cpu().numpy()
+                    return _finish(sv, x.shape), "svd-cuda"
+                return _finish(np.sqrt(np.clip(lam, 0.0, None)), x.shape), "gram-cuda"
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+        x = x.detach().cpu().numpy()  # MPS has no float64
+    else:
+        x = np.asarray(m)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float32)
+        x = x if x.shape[0] >= x.shape[1] else x.T
+    lam = _gram_eigvals_cpu(x)
+    if exact_small and _gram_too_coarse(lam):
+        # LAPACK's gesdd through numpy (it releases the GIL, like the Gram path)
+        sv = np.linalg.svd(np.asarray(x, dtype=np.float64), compute_uv=False)
+        return _finish(sv, x.shape), "svd-cpu"
+    return _finish(np.sqrt(np.clip(lam, 0.0, None)), x.shape), "gram-cpu"
 
 
 def eigenvalues(matrix: Any, *, exact_small: bool = True) -> np.ndarray:
     """λ = σ² of W itself (no 1/N scaling), float64, DESCENDING. Accepts torch or numpy.
     `exact_small`: see `singular_values`."""
-    import torch
+    if not is_torch(matrix):
+        matrix = np.asarray(matrix)
+        if matrix.dtype != np.float32:
+            matrix = matrix.astype(np.float32)
+    else:
+        import torch
 
-    t = matrix if isinstance(matrix, torch.Tensor) else torch.as_tensor(np.asarray(matrix))
-    if t.dtype != torch.float32:
-        t = t.to(torch.float32)
-    sv, _ = singular_values(t, exact_small=exact_small)
+        if matrix.dtype != torch.float32:
+            matrix = matrix.to(torch.float32)
+    sv, _ = singular_values(matrix, exact_small=exact_small)
     return sv * sv
 
 
@@ -226,7 +241,7 @@ def _findings(m: dict[str, Any], ctx: Context) -> list:
 # -- singular value paths -----------------------------------------------------------------
 
 
-def _gram_eigvals_cpu(x: torch.Tensor) -> np.ndarray:
+def _gram_eigvals_cpu(x: np.ndarray) -> np.ndarray:
     """Eigenvalues (ascending) of xᵀx in float64, accumulated over row chunks.
 
     numpy, not scipy: numpy's `bᵀ @ b` (a BLAS syrk) and `eigvalsh` (LAPACK syevd) release
@@ -234,7 +249,7 @@ def _gram_eigvals_cpu(x: torch.Tensor) -> np.ndarray:
     other workers and the app's event loop."""
     rows, cols = int(x.shape[0]), int(x.shape[1])
     step = max(1, _CHUNK_ELEMENTS // max(1, cols))
-    xn = x.detach().numpy()
+    xn = x
     g = None
     for a in range(0, rows, step):
         b = np.asarray(xn[a : a + step], dtype=np.float64, order="C")

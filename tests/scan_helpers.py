@@ -142,13 +142,13 @@ def install_fakes(monkeypatch) -> None:
     @core.register("fstats", version="1")
     def fstats(ctx):
         _log("fstats", ctx.name)
-        t = ctx.tensor
-        return Output(metrics={"mean": float(t.mean()), "numel": int(t.numel())})
+        t = ctx.tensor  # numpy on the CPU (torch on a GPU)
+        return Output(metrics={"mean": float(t.mean()), "numel": int(core.numel(t))})
 
     @core.register("fquant", version="1")
     def fquant(ctx):
         _log("fquant", ctx.name)
-        if ctx.tensor.dim() < 2:
+        if ctx.tensor.ndim < 2:
             raise SkipAnalyzer("1-D tensor")
         return Output(metrics={"schemes": [
             {"bits": 8, "granularity": "tensor", "scheme": "sym", "sqnr_db": 40.0},
@@ -160,7 +160,7 @@ def install_fakes(monkeypatch) -> None:
         _log("fspec", ctx.name)
         if not ctx.is_matrix:
             raise SkipAnalyzer("not a matrix")
-        s = torch.linalg.svdvals(ctx.matrix().double())
+        s = torch.linalg.svdvals(torch.as_tensor(ctx.matrix()).double())
         cond = float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
         out = Output(metrics={"condition_number": cond, "sv_max": float(s[0])},
                      data={"spectrum": s.tolist()})

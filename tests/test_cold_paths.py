@@ -107,3 +107,23 @@ def test_app_first_paint_with_cached_results_imports_no_torch(model: Path,
     )
     run = _run(code, env)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("methods", ["stats,spectral", "stats,sparsity,quantization,embedding"])
+def test_fresh_cpu_scan_of_safetensors_imports_no_torch(model: Path, tmp_path: Path,
+                                                        env: dict[str, str],
+                                                        methods: str) -> None:
+    """A CPU scan computes on numpy arrays read without torch (DESIGN §7; 1.2-1.7 s saved)."""
+    out = tmp_path / "scan.json"
+    code = (
+        "import sys\nfrom wstui.cli import main\n"
+        f"rc = main(['scan', {str(model)!r}, '--no-cache', '--quiet', '--device', 'cpu', "
+        f"'--methods', {methods!r}, '--json', {str(out)!r}])\n"
+        "assert rc in (0, 1), rc\n" + NO_TORCH
+    )
+    run = _run(code, env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert all(not t["errors"] for t in doc["tensors"]), doc["tensors"]
+    q = next(t for t in doc["tensors"] if t["name"].endswith("q_proj.weight"))
+    assert q["metrics"]["stats"]["numel"] == 32 * 32

@@ -4,9 +4,12 @@ tests/data/golden (written by the code before the one-engine refactor, issue 11)
 Timings, paths and the version are dropped; every other value must match. Floats are compared
 to 1e-6 relative: torch's float32 reductions depend on the thread count (one worker against two
 moved a diff's rel_change by 1.3e-7 relative), so bit-identity would test the machine; a refactor
-that changes a computation moves numbers far more than that. Regenerate with
-`WSTUI_REGEN_GOLDEN=1 pytest tests/test_golden_documents.py` only when a change of numbers is
-intended and said so.
+that changes a computation moves numbers far more than that. An SQNR in dB is compared to 1e-5
+dB absolute and a cosine to 1e-6 instead: at 2 bits an SQNR sits near 0 dB, where a relative
+tolerance means nothing (the numpy CPU path's error sums moved 21 such values by at most 4.4e-6
+dB, towards the float64 value, and one 2-bit cosine of 0.41 by 6.4e-7).
+Regenerate with `WSTUI_REGEN_GOLDEN=1 pytest tests/test_golden_documents.py` only when a change
+of numbers is intended and said so.
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ def normalize(value: Any) -> Any:
     return value
 
 
+def _abs_tol(where: str) -> float:
+    """Quantization error metrics near zero: an SQNR in dB to 1e-5 dB, a cosine to 1e-6."""
+    key = where.rsplit(".", 1)[-1]
+    return 1e-5 if "sqnr" in key else 1e-6 if key == "cosine" else 1e-300
+
+
 def assert_same(got: Any, want: Any, where: str = "$") -> None:
     if isinstance(want, dict):
         assert isinstance(got, dict), where
@@ -55,7 +64,8 @@ def assert_same(got: Any, want: Any, where: str = "$") -> None:
         for i, (g, w) in enumerate(zip(got, want)):
             assert_same(g, w, f"{where}[{i}]")
     elif isinstance(want, float) and isinstance(got, float):
-        assert math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-300), f"{where}: {got} != {want}"
+        assert math.isclose(got, want, rel_tol=1e-6, abs_tol=_abs_tol(where)), (
+            f"{where}: {got} != {want}")
     else:
         assert got == want and type(got) is type(want), f"{where}: {got!r} != {want!r}"
 

@@ -218,6 +218,27 @@ def fit_float(path: Path, name: str, t: torch.Tensor, dtype: torch.dtype) -> Non
         )
 
 
+def fit_float32(path: Path, name: str, a: Any) -> None:
+    """`fit_float` for a float64 numpy array about to become float32 (no torch)."""
+    import numpy as np
+
+    if a.dtype != np.float64 or not a.size:
+        return
+    finite = np.abs(a[np.isfinite(a)])
+    amax = float(finite.max()) if finite.size else 0.0
+    info = np.finfo(np.float32)
+    if amax > info.max:
+        raise CheckpointError(
+            path, f"tensor {name}: F64 values up to {amax:.3g} do not fit float32 "
+            f"(max {info.max:.3g}); not analyzed"
+        )
+    if 0 < amax < info.tiny:
+        raise CheckpointError(
+            path, f"tensor {name}: the largest F64 magnitude, {amax:.3g}, is below "
+            f"float32's smallest normal ({info.tiny:.3g}); not analyzed"
+        )
+
+
 class TensorReader(Protocol):
     """A reader that owns open files and can materialise one of its tensors."""
 

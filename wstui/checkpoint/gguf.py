@@ -27,7 +27,7 @@ from wstui.checkpoint.base import (
     SharedFile,
     TensorRef,
     check_unchanged,
-    fit_float,
+    fit_float32,
     open_regular,
     pread_into,
     signature,
@@ -273,11 +273,9 @@ class GGUFTensorReader:
         if t.name == "F32":
             out = raw.view(np.float32)
         elif t.name == "F64":
-            import torch
-
             out = raw.view(np.float64)
             if not keep_f64:
-                fit_float(self.path, ref.name, torch.from_numpy(out), torch.float32)
+                fit_float32(self.path, ref.name, out)
                 out = out.astype(np.float32)
         elif t.name == "F16":
             out = raw.view(np.float16).astype(np.float32)
@@ -287,6 +285,14 @@ class GGUFTensorReader:
                 rows *= d
             out = gguf.quants.dequantize(raw.reshape(rows, -1), t)
         return out.reshape(shape)
+
+    def float32_array(self, ref: TensorRef) -> np.ndarray:
+        """The tensor dequantized, as a float32 numpy array (no torch): what a CPU scan reads."""
+        try:
+            arr = self.array(ref)
+        except (ValueError, OSError) as e:
+            raise CheckpointError(self.path, f"tensor {ref.name}: {e}") from e
+        return np.ascontiguousarray(arr, dtype=np.float32)
 
     def load(self, ref: TensorRef, *, device: str = "cpu", dtype: torch.dtype | None = None,
              hf_layout: bool = False) -> torch.Tensor:

@@ -27,6 +27,7 @@ from wstui.checkpoint.base import (
     TensorRef,
     check_unchanged,
     fit_float,
+    fit_float32,
     open_regular,
     open_shards,
     parse_json,
@@ -223,6 +224,26 @@ class SafetensorsReader:
             raw = out.view(-1).view(torch.uint8).numpy()
             self._read_into(memoryview(raw).cast("B"), self.data_start + begin, ref.name)
         return out
+
+    def float32_array(self, ref: TensorRef) -> Any:
+        """The tensor as a float32 numpy array, without torch (what a CPU scan reads), or None
+        for a dtype numpy cannot widen by itself (FP8: `load` does it). BF16 is the top half
+        of a float32: its bits shifted left by 16 (0.17 ns a value, torch's cast 1.7)."""
+        import numpy as np
+
+        dtype, shape, begin, end = self.entries[ref.name]
+        kinds = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
+        if dtype not in kinds:
+            return None
+        out = np.empty(shape, dtype=kinds[dtype])
+        if end > begin:
+            raw = out.reshape(-1).view(np.uint8)
+            self._read_into(memoryview(raw).cast("B"), self.data_start + begin, ref.name)
+        if dtype == "BF16":
+            return np.left_shift(out, 16, dtype=np.uint32).view(np.float32)
+        if dtype == "F64":
+            fit_float32(self.path, ref.name, out)
+        return out if dtype == "F32" else out.astype(np.float32)
 
     def load(
         self, ref: TensorRef, *, device: str, dtype: torch.dtype | None, hf_layout: bool

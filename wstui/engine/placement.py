@@ -18,18 +18,14 @@ def cpu_count() -> int:
 
 
 def load_tensor(ref: TensorRef) -> Any:
-    """The tensor for the analyzers, float32 on the CPU. A safetensors BF16 tensor is read as
-    stored and widened by `core.bf16_to_float32` (a bit shift in numpy, ten times faster
-    than torch's conversion), once for all the analyzers of the task."""
-    if ref.dtype == "BF16":
-        from wstui.checkpoint.safetensors import SafetensorsReader
-
-        if isinstance(ref.reader, SafetensorsReader):
-            import torch
-
-            from analyzers.core import bf16_to_float32
-
-            return bf16_to_float32(ref.load("cpu", dtype=torch.bfloat16))
+    """The tensor for the analyzers, float32 on the CPU: a numpy array read without torch
+    where the reader can (safetensors F32/F16/BF16/F64, GGUF), so that a CPU scan of those
+    never imports torch (1.2-1.7 s); a torch tensor otherwise (`.bin`/`.pt`, FP8)."""
+    array = getattr(ref.reader, "float32_array", None)
+    if array is not None and ref.analyzable:
+        out = array(ref)
+        if out is not None:
+            return out
     return ref.load("cpu")
 
 
@@ -103,9 +99,13 @@ def warm_up_linalg(device: str) -> None:
 
 
 def set_threads(n: int) -> None:
-    """torch's intra-op threads for the calling thread (OpenMP/MKL keep them per thread)."""
-    import torch
+    """torch's intra-op threads for the calling thread (OpenMP/MKL keep them per thread);
+    nothing to set while torch is not loaded (numpy's BLAS threads are `BlasThreads`)."""
+    import sys
 
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
@@ -118,7 +118,11 @@ def is_oom(message: str | None) -> bool:
 
 
 def to_device(x: Any, device: str) -> tuple[Any, str]:
-    """`x` on `device`, or left on the CPU when the device is out of memory."""
+    """`x` (torch or numpy) on `device`, or left on the CPU when the device is out of memory."""
+    if not hasattr(x, "to"):  # a numpy array
+        import torch
+
+        x = torch.from_numpy(x)
     try:
         return x.to(device), device
     except Exception as exc:
@@ -136,9 +140,10 @@ def to_cpu(x: Any) -> tuple[Any, str]:
 
 
 def empty_cache() -> None:
-    import torch
+    import sys
 
-    if torch.cuda.is_available():
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 

@@ -314,8 +314,7 @@ class Pool(BackgroundJob):
 
     def _worker(self) -> None:
         threads_now = 0
-        import torch  # noqa: F401  (loaded here, not at start: a cached scan needs no torch)
-
+        torch_was = False
         with self._lock:
             self._note_torch_threads()
         try:
@@ -326,9 +325,13 @@ class Pool(BackgroundJob):
                         return
                 self._emit_progress()
                 want = self._threads_for(task)
-                if want != threads_now:
+                torch_now = "torch" in sys.modules  # a CPU scan of safetensors never loads it
+                if want != threads_now or torch_now != torch_was:
+                    if torch_now and not torch_was:
+                        with self._lock:
+                            self._note_torch_threads()
                     set_threads(want)
-                    threads_now = want
+                    threads_now, torch_was = want, torch_now
                 t_task = time.perf_counter()
                 try:
                     task.run(task)

@@ -186,10 +186,9 @@ class ScanEngine(Pool):
     # cancel(), progress(): see Pool and BackgroundJob.
 
     def _before_start(self) -> None:
-        # Without a cache database nothing can come from the cache: load torch now, before
-        # the database file appears (as a scan always did). With one, a scan served wholly
-        # from it never imports torch: the first worker, if any, does.
-        if not self.use_cache or not self._cache_file().exists():
+        # torch is loaded only where it is needed: a GPU, a `.bin`/`.pt` tensor, FP8. A CPU
+        # scan of safetensors or GGUF reads numpy arrays and never imports it.
+        if self.device != "cpu":
             import torch  # noqa: F401
         super()._before_start()
 
