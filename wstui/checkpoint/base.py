@@ -227,12 +227,12 @@ def fit_float32(path: Path, name: str, a: Any) -> None:
     finite = np.abs(a[np.isfinite(a)])
     amax = float(finite.max()) if finite.size else 0.0
     info = np.finfo(np.float32)
-    if amax > info.max:
+    if amax > float(info.max):  # compared as Python floats: no float32 cast to overflow
         raise CheckpointError(
             path, f"tensor {name}: F64 values up to {amax:.3g} do not fit float32 "
             f"(max {info.max:.3g}); not analyzed"
         )
-    if 0 < amax < info.tiny:
+    if 0 < amax < float(info.tiny):
         raise CheckpointError(
             path, f"tensor {name}: the largest F64 magnitude, {amax:.3g}, is below "
             f"float32's smallest normal ({info.tiny:.3g}); not analyzed"
