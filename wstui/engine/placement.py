@@ -98,12 +98,24 @@ def warm_up_linalg(device: str) -> None:
         pass
 
 
-def set_threads(n: int) -> None:
-    """torch's intra-op threads for the calling thread (OpenMP/MKL keep them per thread);
-    nothing to set while torch is not loaded (numpy's BLAS threads are `BlasThreads`)."""
+def loaded_torch() -> Any:
+    """The torch module once some thread has finished importing it, else None. A CPU scan of
+    safetensors never imports torch, but a diff's compare does, on one worker: while that
+    import runs, `"torch" in sys.modules` is already true on the other workers, and the half
+    built module has no `get_num_threads` yet (a worker died of it, and the diff waited for it
+    forever)."""
     import sys
 
     torch = sys.modules.get("torch")
+    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
+        return None
+    return torch
+
+
+def set_threads(n: int) -> None:
+    """torch's intra-op threads for the calling thread (OpenMP/MKL keep them per thread);
+    nothing to set while torch is not loaded (numpy's BLAS threads are `BlasThreads`)."""
+    torch = loaded_torch()
     if torch is None:
         return
     if torch.get_num_threads() != n:
@@ -140,9 +152,7 @@ def to_cpu(x: Any) -> tuple[Any, str]:
 
 
 def empty_cache() -> None:
-    import sys
-
-    torch = sys.modules.get("torch")
+    torch = loaded_torch()
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +31,7 @@ from typing import Any
 
 from analyzers.core import TensorResult
 from wstui.engine.jobs import BackgroundJob
-from wstui.engine.placement import BlasThreads, cpu_count, set_threads
+from wstui.engine.placement import BlasThreads, cpu_count, loaded_torch, set_threads
 from wstui.engine.progress import Progress
 
 #: tensors with at least this many elements run alone, on every core (see module docstring)
@@ -227,8 +226,9 @@ class Pool(BackgroundJob):
 
     # ----------------------------------------------------------------- lifecycle
     def _note_torch_threads(self) -> None:
-        if not self._torch_threads0 and "torch" in sys.modules:
-            self._torch_threads0 = sys.modules["torch"].get_num_threads()
+        torch = loaded_torch()
+        if not self._torch_threads0 and torch is not None:
+            self._torch_threads0 = torch.get_num_threads()
 
     def _before_start(self) -> None:
         self._note_torch_threads()
@@ -315,9 +315,9 @@ class Pool(BackgroundJob):
     def _worker(self) -> None:
         threads_now = 0
         torch_was = False
-        with self._lock:
-            self._note_torch_threads()
-        try:
+        try:  # whatever goes wrong, the finally below counts this worker out
+            with self._lock:
+                self._note_torch_threads()
             while True:
                 with self._lock:
                     task = self._next_task_locked()
@@ -325,7 +325,7 @@ class Pool(BackgroundJob):
                         return
                 self._emit_progress()
                 want = self._threads_for(task)
-                torch_now = "torch" in sys.modules  # a CPU scan of safetensors never loads it
+                torch_now = loaded_torch() is not None  # a CPU scan of safetensors: never
                 if want != threads_now or torch_now != torch_was:
                     if torch_now and not torch_was:
                         with self._lock:
