@@ -27,6 +27,7 @@ from analyzers.core import TensorResult
 from wstui.checkpoint.base import Checkpoint, CheckpointError, TensorRef
 from wstui.checkpoint.series import Step, discover
 from wstui.engine import track_work as work
+from wstui.engine.placement import cpu_count
 
 Progress = Callable[[str], None]
 
@@ -118,7 +119,7 @@ def compute_local(plan: Plan, st: Settings, progress: Progress) -> Outcome:
     if todo:
         progress(f"following {len(todo)} tensors through {len(plan.steps)} steps")
 
-    threads = max(1, work.cpu_count() // max(1, st.workers))
+    threads = max(1, cpu_count() // max(1, st.workers))
 
     def chain_one(name: str) -> list[dict[str, Any]]:
         work.set_threads(threads)
@@ -164,7 +165,7 @@ def _torch_threads(threads: int) -> Any:
 def settings(methods: Sequence[str] | None, device: str, workers: int | None, use_cache: bool,
              options: Mapping[str, Any] | None) -> Settings:
     scan_methods, delta = work.split_methods(methods)
-    return Settings(scan_methods, delta, device, int(workers or work.cpu_count()), use_cache,
+    return Settings(scan_methods, delta, device, int(workers or cpu_count()), use_cache,
                     dict(options or {}))
 
 

@@ -111,7 +111,7 @@ def scan_cache_key(ref: TensorRef, method: str, options: Mapping[str, Any],
     from analyzers import core
     from wstui.engine.scan import options_key
 
-    return core.registry()[method].version, options_key(options, device_kind(device))
+    return core.registry()[method].version, options_key(options, device)
 
 
 def cached_scan(cache: Any, ref: TensorRef, methods: Sequence[str], options: Mapping[str, Any],
@@ -246,10 +246,6 @@ def _delta_rank(a: Any, b: Any, options: Mapping[str, Any], device: str) -> Any:
     return r.metrics.get("compare", {}).get("delta_energy_rank_90")
 
 
-def _is_matrix(ref: TensorRef) -> bool:
-    return len(ref.shape) >= 2 and ref.shape[0] >= 2 and ref.numel // max(1, ref.shape[0]) >= 2
-
-
 def change_chain(refs: Sequence[TensorRef], *, delta: bool, options: Mapping[str, Any],
                  device: str) -> list[dict[str, Any]]:
     """One tensor through the run (`refs`: the tensor at each step, in order), each step read
@@ -259,7 +255,7 @@ def change_chain(refs: Sequence[TensorRef], *, delta: bool, options: Mapping[str
     matrices only). An unreadable step is `{"error": ...}`, and so is every step after it."""
     import torch
 
-    with_delta = delta and _is_matrix(refs[0])
+    with_delta = delta and refs[0].is_matrix
     out: list[dict[str, Any]] = []
     first = prev = None
     first_norm = prev_norm = 0.0
@@ -317,12 +313,6 @@ def set_threads(n: int) -> None:
 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-
-
-def cpu_count() -> int:
-    from wstui.engine.placement import cpu_count as engine_cpu_count
-
-    return engine_cpu_count()
 
 
 # ------------------------------------------------------------------------------- cluster task
