@@ -139,15 +139,47 @@ def test_bounded_residency(fake_registry, tmp_path):
     c.close()
 
 
-def test_big_tensors_run_alone(fake_registry, tmp_path):
+def _big_square(tmp_path, n: int, delay_s: float = 0.05):
     side = int(BIG_NUMEL**0.5) + 1
-    tensors = {f"model.layers.{i}.mlp.up_proj.weight": torch.randn(side, side) for i in range(2)}
+    tensors = {f"model.layers.{i}.mlp.up_proj.weight": torch.randn(side, side) for i in range(n)}
     tensors["model.norm.weight"] = torch.ones(8)
-    c = make_checkpoint(tmp_path / "m", tensors)
-    eng = ScanEngine(c, workers=2, use_cache=False, methods=["fstats"])
+    return make_checkpoint(tmp_path / "m", tensors, delay_s=delay_s)
+
+
+def test_big_tensors_share_the_cpu_within_the_memory_budget(fake_registry, tmp_path):
+    """Elementwise work on big tensors runs side by side on the CPU (numpy uses one core),
+    as many at once as their bytes fit in 4x the largest tensor: two of three equal ones."""
+    c = _big_square(tmp_path, 3)
+    eng = ScanEngine(c, workers=3, use_cache=False, methods=["fstats"])
+    eng.run()
+    assert eng.max_loads_in_flight == 2
+    assert eng.mem_budget == 16.0 * c.tensors[0].numel
+    c.close()
+
+
+def test_a_big_spectrum_that_needs_half_the_budget_runs_alone(fake_registry, tmp_path):
+    """A square big matrix's Gram matrix and eigvalsh workspace are more than half the budget:
+    its spectrum takes every slot (and every core)."""
+    c = _big_square(tmp_path, 2)
+    eng = ScanEngine(c, workers=2, use_cache=False, methods=["fspec"])
     eng.run()
     assert c.readers[0].max_in_flight == 1 or eng.max_loads_in_flight == 1
     c.close()
+
+
+def test_tensor_slots_and_memory():
+    from wstui.engine.pool import tensor_mem, tensor_slots
+
+    n = BIG_NUMEL
+    assert tensor_mem((n,), heavy=False) == 8.0 * n  # the copy and its scratch
+    tall = tensor_mem((n // 4, 4), heavy=True)  # the copy, the float64 chunk, a tiny Gram
+    assert tall == 4.0 * n + 8.0 * n + 3 * 8.0 * 16
+    budget = 16.0 * 4 * n  # the largest tensor has 4n values
+    assert tensor_slots(n - 1, 1e12, 8, "cpu", budget) == 1  # small: one slot, always
+    assert tensor_slots(n, tall, 8, "cpu", budget) == 1  # side by side with others
+    assert tensor_slots(n, tall, 8, "cuda", budget) == 8  # a GPU: alone
+    largest = tensor_mem((n, 4), heavy=True)  # the largest tensor's spectrum
+    assert tensor_slots(4 * n, largest, 8, "cpu", budget) == 8  # over half the budget: alone
 
 
 def test_cancel_stops_quickly_and_keeps_results(fake_registry, tmp_path):

@@ -6,9 +6,15 @@ Why it looks like this:
   diff.py, study.py, model.py) decide which tasks there are and in what order; the pool only
   runs them, always the head of the heap once it has its slots.
 - Threads, not processes: torch and LAPACK release the GIL, and threads share the open files.
-- A small task takes one slot and runs single-threaded beside others; a big one takes every
-  slot and all cores (torch's thread count is set per worker thread, before each task). That
-  bounds memory to about one big tensor at a time, and a lone big matrix still uses every core.
+- A small task takes one slot and runs single-threaded beside others. A task may also carry
+  the bytes it holds while it runs (`mem`); a plan that sets a budget (`mem_budget`) gets
+  tasks started only while their bytes fit in it. A task that takes every slot runs alone on
+  all cores (torch's thread count is set per worker thread, before each task); every other
+  task runs single-threaded. The scan (`tensor_slots`): on the CPU, big tensors run side by
+  side single-threaded while their bytes fit the budget (a 0.5B checkpoint's spectral scan on
+  2 cores: 14.2 s one at a time on both cores, 8.6 s two at a time, since LAPACK's eigvalsh
+  gains little from a second thread), and alone on every core when one needs more than half
+  the budget; on a GPU a big tensor runs alone (device memory).
   A model-scope task takes every slot: the whole model is resident on one worker, alone.
 - `prioritize` moves a unit's pending tasks to the front (the app's selection); a plan may add
   tasks while running (a diff's spectral pass, `request`).
@@ -34,7 +40,8 @@ from wstui.engine.jobs import BackgroundJob
 from wstui.engine.placement import BlasThreads, cpu_count, loaded_torch, set_threads
 from wstui.engine.progress import Progress
 
-#: tensors with at least this many elements run alone, on every core (see module docstring)
+#: tensors with at least this many elements are big: on a GPU they run alone, on every core;
+#: on the CPU they run side by side within the memory budget (see module docstring)
 BIG_NUMEL = 1 << 21
 
 KINDS = ("heavy", "light")
@@ -53,6 +60,33 @@ def task_cost(shape: tuple[int, ...], heavy: bool, n_methods: int = 1) -> float:
         small, large = min(rows, cols), max(rows, cols)
         return float(small) * small * large + 4.0 * small**3 + n
     return 1000.0 * n * n_methods
+
+
+def tensor_mem(shape: tuple[int, ...], heavy: bool) -> float:
+    """Bytes a task on one tensor holds at its peak: the float32 copy, and for a spectrum the
+    float64 row chunk (at most 2^23 values) and the Gram matrix with eigvalsh's workspace
+    (about three small x small float64 matrices); for elementwise work the samples and scratch
+    (a 2^24-value sample with its int32 group index, a k-means sample: at most 4x the tensor
+    or 200 MB)."""
+    dims = [int(s) for s in shape] or [1]
+    n = 1
+    for s in dims:
+        n *= s
+    own = 4.0 * n
+    if heavy and len(dims) >= 2:
+        small = min(dims[0], n // max(1, dims[0]))
+        return own + 8.0 * min(n, 1 << 23) + 3 * 8.0 * small * small
+    return own + min(own, 200e6)
+
+
+def tensor_slots(numel: int, mem: float, workers: int, device: str, budget: float) -> int:
+    """Slots of a task on one tensor: 1, or every slot for a big tensor on a GPU, or for one
+    that needs more than half the CPU memory budget (it runs alone, on all cores)."""
+    if numel < BIG_NUMEL:
+        return 1
+    if device != "cpu" or 2 * mem > budget:
+        return workers
+    return 1
 
 
 def copy_result(r: TensorResult) -> TensorResult:
@@ -80,6 +114,7 @@ class Task:
     slots: int
     run: Callable[[Task], None]
     payload: Any = None
+    mem: float = 0.0  # bytes held while running, against the pool's `mem_budget`
     key: tuple[Any, ...] = ()
     state: str = "pending"  # pending | running | done | dropped
 
@@ -106,6 +141,8 @@ class Pool(BackgroundJob):
         self._bump = itertools.count(1)
         self._early: list[Callable[[], None]] = []
         self._free_slots = self.workers
+        self.mem_budget: float | None = None  # bytes for running tasks' `mem`; None: no limit
+        self._mem_used = 0.0
         self._alive = 0
         self._running: dict[int, Task] = {}
         self._n_tasks = 0
@@ -144,11 +181,11 @@ class Pool(BackgroundJob):
     def _add_task_locked(
         self, unit: str, run: Callable[[Task], None], *, label: str, phase: str, kind: str,
         cost: float, slots: int, prio: tuple[Any, ...], payload: Any = None,
-        counted: bool = False,
+        counted: bool = False, mem: float = 0.0,
     ) -> Task:
         """Queue a task at priority `prio` (lower first). `counted`: its place in the totals
-        was reserved earlier (`_reserve_locked`)."""
-        t = Task(next(self._seq), unit, label, phase, kind, cost, slots, run, payload)
+        was reserved earlier (`_reserve_locked`). `mem`: the bytes it holds while running."""
+        t = Task(next(self._seq), unit, label, phase, kind, cost, slots, run, payload, mem)
         self._pending.setdefault(unit, []).append(t)
         self._push_locked(t, (*prio, t.seq))
         if not counted:
@@ -295,10 +332,11 @@ class Pool(BackgroundJob):
                 return None
             t = self._heap[0][2]
             need = min(t.slots, self.workers)
-            if self._free_slots >= need:
+            if self._free_slots >= need and self._mem_fits_locked(t):
                 heapq.heappop(self._heap)
                 t.state = "running"
                 self._free_slots -= need
+                self._mem_used += t.mem
                 # numpy/scipy's BLAS keeps one thread count for the whole process. Safe to
                 # switch here: a big task runs alone, and small tasks all want the same count.
                 self._blas.set(self._threads_for(t))
@@ -311,6 +349,12 @@ class Pool(BackgroundJob):
                     self._phase = t.phase
                 return t
             self._lock.wait(0.5)
+
+    def _mem_fits_locked(self, t: Task) -> bool:
+        """Whether `t`'s bytes fit beside the running tasks' (a task alone always fits)."""
+        if self.mem_budget is None or not t.mem or not self._running:
+            return True
+        return self._mem_used + t.mem <= self.mem_budget
 
     def _worker(self) -> None:
         threads_now = 0
@@ -341,6 +385,7 @@ class Pool(BackgroundJob):
                     with self._lock:
                         task.state = "done"
                         self._free_slots += min(task.slots, self.workers)
+                        self._mem_used -= task.mem
                         self._running.pop(task.seq, None)
                         self._count_done_locked(task.cost, task.kind,
                                                 time.perf_counter() - t_task)

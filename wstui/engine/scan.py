@@ -24,7 +24,15 @@ from wstui.checkpoint.base import Checkpoint, CheckpointError, TensorRef
 from wstui.checkpoint.select import select_tensors
 from wstui.engine import placement
 from wstui.engine.placement import check_device, cpu_count, warm_up_linalg
-from wstui.engine.pool import BIG_NUMEL, Pool, Task, copy_result, task_cost
+from wstui.engine.pool import (
+    BIG_NUMEL,
+    Pool,
+    Task,
+    copy_result,
+    task_cost,
+    tensor_mem,
+    tensor_slots,
+)
 from wstui.engine.progress import Progress, ScanProgress, describe_eta
 
 __all__ = ["BIG_NUMEL", "Issue", "Progress", "ReportEntry", "ScanEngine", "ScanProgress",
@@ -353,6 +361,7 @@ class ScanEngine(Pool):
         deliveries: list[str] = []
         order = scan_order(self.refs)
         with self._lock:
+            self._fit_budget_locked(self.refs)
             for ref in self.refs:
                 reason = self._skip_reason(ref)
                 if reason is not None:
@@ -399,12 +408,20 @@ class ScanEngine(Pool):
         prio: tuple[Any, ...],
     ) -> Task:
         heavy = any(self._specs[m].heavy for m in methods)
+        mem = tensor_mem(tuple(ref.shape), heavy)
+        self._fit_budget_locked([ref])
         return self._add_task_locked(
             ref.name, self._run_tensor, label=ref.display_name, phase=phase,
             kind="heavy" if heavy else "light", cost=task_cost(ref.shape, heavy, len(methods)),
-            slots=self.workers if ref.numel >= BIG_NUMEL else 1, prio=prio,
-            payload=_Work(ref, methods, opts, h),
+            slots=tensor_slots(ref.numel, mem, self.workers, self.device, self.mem_budget),
+            prio=prio, payload=_Work(ref, methods, opts, h), mem=mem,
         )
+
+    def _fit_budget_locked(self, refs: Sequence[TensorRef]) -> None:
+        """The memory budget of running tasks: DESIGN §7's peak bound less its 300 MB, 4x
+        the largest tensor in float32."""
+        big = max((r.numel for r in refs), default=0)
+        self.mem_budget = max(self.mem_budget or 0.0, 16.0 * big)
 
     def _request_now(self, ref: TensorRef, methods: tuple[str, ...], extra: dict[str, Any],
                      *, front: bool = True) -> None:
