@@ -356,6 +356,20 @@ def thresholds_from(options: Mapping[str, Any] | None) -> dict[str, float]:
 # a CPU scan then never pays the 1.2-1.7 s of `import torch`.
 
 
+def loaded_torch() -> Any:
+    """The torch module once some thread has finished importing it, else None. A CPU scan of
+    safetensors never imports torch, but a diff's compare does, on one worker: while that
+    import runs, `"torch" in sys.modules` is already true on the other workers, and the half
+    built module has no `get_num_threads` yet (a worker died of it, and the diff waited for it
+    forever)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
+        return None
+    return torch
+
+
 def is_torch(x: Any) -> bool:
     """True for a torch tensor (or parameter), without importing torch."""
     return type(x).__module__.partition(".")[0] == "torch"

@@ -127,3 +127,32 @@ def test_fresh_cpu_scan_of_safetensors_imports_no_torch(model: Path, tmp_path: P
     assert all(not t["errors"] for t in doc["tensors"]), doc["tensors"]
     q = next(t for t in doc["tensors"] if t["name"].endswith("q_proj.weight"))
     assert q["metrics"]["stats"]["numel"] == 32 * 32
+
+
+@pytest.mark.parametrize("pays", [False, True])
+def test_torch_is_imported_for_eigvalsh_only_where_it_pays(tmp_path: Path,
+                                                           env: dict[str, str],
+                                                           pays: bool) -> None:
+    """Big Gram matrices go through MKL's eigvalsh (torch), 1.9-2.4x faster than numpy's from
+    n = 1536; the scan imports torch for that, before its workers start, only when the
+    estimated saving is twice the import. One 1024-wide matrix does not pay (a scan of it
+    stays torch-free); with the saving per n³ raised, the same scan imports torch."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "wide.safetensors"
+    save_file({"model.layers.0.mlp.up_proj.weight":
+               rng.standard_normal((1100, 1024), dtype=np.float32)}, str(path))
+    code = (
+        "import sys\nfrom wstui.engine import placement\n"
+        + ("placement.TORCH_EIGH_SAVES_S_PER_N3 = 1.0\n" if pays else "")
+        + "from wstui.api import Scope\n"
+        f"with Scope({str(path)!r}, use_cache=False, device='cpu') as s:\n"
+        "    r = s.scan(methods=['spectral'])\n"
+        "e = r.entries[0].result\n"
+        "assert not e.errors and e.metrics['spectral']['sv_max'] > 0, (e.errors, e.metrics)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    run = _run(code, env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == str(pays)

@@ -306,3 +306,44 @@ def test_cuda_matches_cpu_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> Non
     again, method = singular_values(m.cuda())
     assert method == "gram-cpu"
     np.testing.assert_allclose(again, cpu)
+
+
+def test_eigvalsh_goes_through_torch_for_big_gram_matrices_once_torch_is_loaded(monkeypatch):
+    """MKL's eigvalsh (through torch) from n = 1024 when torch is loaded, numpy's below and
+    when torch is not loaded; both give the same eigenvalues to about 1e-14 relative."""
+    import numpy as np
+    import torch
+
+    from analyzers import spectral
+
+    calls: list[int] = []
+    real = torch.linalg.eigvalsh
+
+    def counting(g):
+        calls.append(int(g.shape[0]))
+        return real(g)
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", counting)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1200, spectral.TORCH_EIGH_MIN))
+    g = x.T @ x
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    big = spectral.eigvalsh_cpu(g)
+    assert calls == [spectral.TORCH_EIGH_MIN]
+    np.testing.assert_allclose(big, np.linalg.eigvalsh(g), rtol=1e-10, atol=1e-9 * big[-1])
+    spectral.eigvalsh_cpu(g[:500, :500])  # small: numpy's
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # mid-size on threads: numpy's
+    spectral.eigvalsh_cpu(g)
+    monkeypatch.setattr(spectral, "loaded_torch", lambda: None)
+    spectral.eigvalsh_cpu(g)
+    assert calls == [spectral.TORCH_EIGH_MIN]
+
+
+def test_torch_eigvalsh_pays_only_for_enough_big_matrices():
+    from wstui.engine.placement import torch_eigvalsh_pays
+
+    assert not torch_eigvalsh_pays([(4864, 896)] * 500)  # below 1024: no gain at all
+    assert not torch_eigvalsh_pays([(1536, 1536), (128,)])  # 0.14 s saved, 1.5 s import
+    assert torch_eigvalsh_pays([(8960, 1536)] * 84)  # a 1.5B model's MLP: ~11 s saved
+    assert not torch_eigvalsh_pays([(4096, 4096)])  # one 7B-sized matrix: 2.7 s < 3 s
+    assert torch_eigvalsh_pays([(4096, 4096), (11008, 4096)])  # two: 5.5 s

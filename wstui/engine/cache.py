@@ -180,11 +180,19 @@ class ResultCache:
             self._notice(f"result cache not used: cannot create {self.path.parent}: "
                          f"{exc.strerror or exc}")
             return
-        try:
-            self._conn = self._connect()
-            return
-        except sqlite3.DatabaseError as exc:
-            err = exc
+        # Two processes opening a new file at once race to switch it to WAL, and SQLite may
+        # answer the loser "locked" at once, without its busy wait: try again until the wait
+        # is spent (a loaded 2-core box lost that race in a test of two concurrent scans).
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            try:
+                self._conn = self._connect()
+                return
+            except sqlite3.DatabaseError as exc:
+                err = exc
+            if not _is_busy(err) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         if self._damaged(err):
             self._start_anew(err)
             return

@@ -4,8 +4,10 @@ and loading a tensor for the analyzers (DESIGN §7)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
+from analyzers.core import loaded_torch
 from wstui.checkpoint.base import TensorRef
 
 
@@ -98,18 +100,45 @@ def warm_up_linalg(device: str) -> None:
         pass
 
 
-def loaded_torch() -> Any:
-    """The torch module once some thread has finished importing it, else None. A CPU scan of
-    safetensors never imports torch, but a diff's compare does, on one worker: while that
-    import runs, `"torch" in sys.modules` is already true on the other workers, and the half
-    built module has no `get_num_threads` yet (a worker died of it, and the diff waited for it
-    forever)."""
-    import sys
+#: Below this size of the Gram matrix numpy's eigvalsh (OpenBLAS's reference LAPACK) is as
+#: fast as torch's (MKL); above it MKL's is faster, by a time that grows as n³ (2 cores, one
+#: thread: n = 896 1.00x, 1536 1.91x, 2048 2.12x, 4096 2.36x: 4.0-4.2e-11 s x n³ saved).
+TORCH_EIGH_SAVES_S_PER_N3 = 4.0e-11
+#: ... so torch is imported for a scan only when that saving is at least twice the import.
+TORCH_IMPORT_S = 1.5
 
-    torch = sys.modules.get("torch")
-    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
-        return None
-    return torch
+
+def torch_eigvalsh_pays(shapes: Iterable[tuple[int, ...]]) -> bool:
+    """Whether the spectra of these matrices save more with MKL's eigvalsh (through torch)
+    than `import torch` costs: twice the import, estimated from the Gram matrices' sizes."""
+    from analyzers.spectral import TORCH_EIGH_MIN
+
+    saved = 0.0
+    for shape in shapes:
+        if len(shape) < 2:
+            continue
+        rows = int(shape[0])
+        cols = 1
+        for s in shape[1:]:
+            cols *= int(s)
+        n = min(rows, cols)
+        if n >= TORCH_EIGH_MIN:
+            saved += TORCH_EIGH_SAVES_S_PER_N3 * float(n) ** 3
+    return saved >= 2 * TORCH_IMPORT_S
+
+
+def import_torch_for_eigvalsh(shapes: Iterable[tuple[int, ...]]) -> bool:
+    """Import torch now, before the workers start, when its eigvalsh pays for the import
+    (`torch_eigvalsh_pays`); the spectral analyzer uses it once loaded. True if loaded."""
+    if loaded_torch() is not None:
+        return True
+    if not torch_eigvalsh_pays(shapes):
+        return False
+    try:
+        import torch  # noqa: F401
+    except Exception:  # no usable torch: numpy's eigvalsh does it, slower
+        return False
+    return True
 
 
 def set_threads(n: int) -> None:

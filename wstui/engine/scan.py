@@ -359,6 +359,7 @@ class ScanEngine(Pool):
                         self.cache_error = f"{type(exc).__name__}: {exc}"
 
         deliveries: list[str] = []
+        spectra: list[tuple[int, ...]] = []  # shapes whose heavy methods will be computed
         order = scan_order(self.refs)
         with self._lock:
             self._fit_budget_locked(self.refs)
@@ -386,7 +387,10 @@ class ScanEngine(Pool):
                     self._add_tensor_task_locked(ref, cheap, opts, h, "cheap", (1, 0, pos))
                 if heavy:
                     self._add_tensor_task_locked(ref, heavy, opts, h, "heavy", (1, 1, pos))
+                    spectra.append(tuple(ref.shape))
             self._phase = "cheap"
+        if self.device == "cpu" and spectra:  # before the workers start (see placement)
+            placement.import_torch_for_eigvalsh(spectra)
         for name in deliveries:
             self._deliver_result(name)
 
