@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,17 +48,26 @@ BIG_NUMEL = 1 << 21
 KINDS = ("heavy", "light")
 
 
-def task_cost(shape: tuple[int, ...], heavy: bool, n_methods: int = 1) -> float:
-    """A task's cost in the ETA's units: a spectrum ~ small²·large + 4·small³ (the Gram and
-    its eigendecomposition), elementwise work ~ 1000 per element and method."""
+def _sizes(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(values, small side, large side) of a tensor seen as a (shape[0], -1) matrix; None for
+    fewer than two dims."""
     dims = [int(s) for s in shape] or [1]
     n = 1
     for s in dims:
         n *= s
-    n = max(1, n)
-    if heavy and len(dims) >= 2:
-        rows, cols = dims[0], n // max(1, dims[0])
-        small, large = min(rows, cols), max(rows, cols)
+    if len(dims) < 2:
+        return None
+    rows, cols = dims[0], n // max(1, dims[0])
+    return n, min(rows, cols), max(rows, cols)
+
+
+def task_cost(shape: tuple[int, ...], heavy: bool, n_methods: int = 1) -> float:
+    """A task's cost in the ETA's units: a spectrum ~ small²·large + 4·small³ (the Gram and
+    its eigendecomposition), elementwise work ~ 1000 per element and method."""
+    sizes = _sizes(shape)
+    n = max(1, math.prod(int(s) for s in shape))
+    if heavy and sizes is not None:
+        _, small, large = sizes
         return float(small) * small * large + 4.0 * small**3 + n
     return 1000.0 * n * n_methods
 
@@ -65,16 +75,13 @@ def task_cost(shape: tuple[int, ...], heavy: bool, n_methods: int = 1) -> float:
 def tensor_mem(shape: tuple[int, ...], heavy: bool) -> float:
     """Bytes a task on one tensor holds at its peak: the float32 copy, and for a spectrum the
     float64 row chunk (at most 2^23 values) and the Gram matrix with eigvalsh's workspace
-    (about three small x small float64 matrices); for elementwise work the samples and scratch
-    (a 2^24-value sample with its int32 group index, a k-means sample: at most 4x the tensor
-    or 200 MB)."""
-    dims = [int(s) for s in shape] or [1]
-    n = 1
-    for s in dims:
-        n *= s
-    own = 4.0 * n
-    if heavy and len(dims) >= 2:
-        small = min(dims[0], n // max(1, dims[0]))
+    (about three small x small float64 matrices); for elementwise work its samples and
+    scratch (a 2^24-value sample with its group index, a k-means sample), counted as the
+    tensor's size again up to 200 MB."""
+    sizes = _sizes(shape)
+    own = 4.0 * max(1, math.prod(int(s) for s in shape))
+    if heavy and sizes is not None:
+        n, small, _ = sizes
         return own + 8.0 * min(n, 1 << 23) + 3 * 8.0 * small * small
     return own + min(own, 200e6)
 
@@ -338,7 +345,8 @@ class Pool(BackgroundJob):
                 self._free_slots -= need
                 self._mem_used += t.mem
                 # numpy/scipy's BLAS keeps one thread count for the whole process. Safe to
-                # switch here: a big task runs alone, and small tasks all want the same count.
+                # switch here: a task with every slot runs alone, and all others want the same
+                # count (one thread each when there are as many workers as cores).
                 self._blas.set(self._threads_for(t))
                 self._pending[t.unit].remove(t)
                 if not self._pending[t.unit]:
