@@ -422,8 +422,9 @@ class ScanEngine(Pool):
         )
 
     def _fit_budget_locked(self, refs: Sequence[TensorRef]) -> None:
-        """The memory budget of running tasks: DESIGN §7's peak bound less its 300 MB, 4x
-        the largest tensor in float32."""
+        """The memory budget of running tasks: 4x the largest tensor in float32, the peak
+        bound the benchmarks hold a scan to (300 MB + 4x the largest tensor; DESIGN §7: peak
+        memory grows with the largest tensor, never with the model) less its 300 MB."""
         big = max((r.numel for r in refs), default=0)
         self.mem_budget = max(self.mem_budget or 0.0, 16.0 * big)
 
