@@ -323,6 +323,20 @@ def _tables(m: Any, granularity: str, scheme: str) -> tuple[Any, Any]:
     raise ValueError(f"unknown granularity {granularity!r} (one of {', '.join(GRANULARITIES)})")
 
 
+def _row_scales(sweep: _Sweep | _SampledSweep, bits: int, granularity: str,
+                scheme: str) -> tuple[Any, Any, bool]:
+    """(lo, scale, clip) of one setting from the sweep's per-group ranges, after checking the
+    setting: what both sweeps need before quantizing."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r} (one of {', '.join(SCHEMES)})")
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"unknown granularity {granularity!r} (one of {', '.join(GRANULARITIES)})")
+    lo, hi = sweep.table(granularity, scheme)
+    scale = _scale(lo, hi, bits, scheme)
+    return lo, scale, _clip_needed(scale)
+
+
 class _Sweep:
     """Quantizes one tensor at many settings, block of rows by block of rows, into one
     scratch buffer. The per-group scales of a (granularity, scheme) come from one table of
@@ -353,15 +367,8 @@ class _Sweep:
         key = (int(bits), granularity, scheme)
         if key in self.rows:
             return self.rows[key]
-        if scheme not in SCHEMES:
-            raise ValueError(f"unknown scheme {scheme!r} (one of {', '.join(SCHEMES)})")
-        if granularity not in GRANULARITIES:
-            raise ValueError(
-                f"unknown granularity {granularity!r} (one of {', '.join(GRANULARITIES)})")
         b = xp(self.m)
-        lo_t, hi_t = self.table(granularity, scheme)
-        scale_t = _scale(lo_t, hi_t, key[0], scheme)
-        clip = _clip_needed(scale_t)
+        lo_t, scale_t, clip = _row_scales(self, *key)
         s_ee = s_we = max_err = 0.0
         cols = self.m.shape[1]
         full = cols // GROUP_SIZE * GROUP_SIZE
@@ -477,15 +484,8 @@ class _SampledSweep:
         key = (int(bits), granularity, scheme)
         if key in self.rows:
             return self.rows[key]
-        if scheme not in SCHEMES:
-            raise ValueError(f"unknown scheme {scheme!r} (one of {', '.join(SCHEMES)})")
-        if granularity not in GRANULARITIES:
-            raise ValueError(
-                f"unknown granularity {granularity!r} (one of {', '.join(GRANULARITIES)})")
         b = xp(self.m)
-        lo_g, hi_g = self.table(granularity, scheme)
-        scale_g = _scale(lo_g, hi_g, key[0], scheme)
-        clip = _clip_needed(scale_g)
+        lo_g, scale_g, clip = _row_scales(self, *key)
         n_s = numel(self.sample)
         buf = b.empty(min(CHUNK, n_s), dtype=b.float32, like=self.m)
         s_ee = s_we = max_err = 0.0

@@ -100,6 +100,18 @@ def warm_up_linalg(device: str) -> None:
         pass
 
 
+def matrix_sizes(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(values, small side, large side) of a tensor seen as a (shape[0], -1) matrix, the
+    small side being its Gram matrix's size; None for fewer than two dims."""
+    if len(shape) < 2:
+        return None
+    rows = int(shape[0])
+    cols = 1
+    for s in shape[1:]:
+        cols *= int(s)
+    return rows * cols, min(rows, cols), max(rows, cols)
+
+
 #: Below this size of the Gram matrix numpy's eigvalsh (OpenBLAS's reference LAPACK) is as
 #: fast as torch's (MKL); above it MKL's is faster, by a time that grows as n³ (2 cores, one
 #: thread: n = 896 1.00x, 1536 1.91x, 2048 2.12x, 4096 2.36x: 4.0-4.2e-11 s x n³ saved).
@@ -115,15 +127,9 @@ def torch_eigvalsh_pays(shapes: Iterable[tuple[int, ...]]) -> bool:
 
     saved = 0.0
     for shape in shapes:
-        if len(shape) < 2:
-            continue
-        rows = int(shape[0])
-        cols = 1
-        for s in shape[1:]:
-            cols *= int(s)
-        n = min(rows, cols)
-        if n >= TORCH_EIGH_MIN:
-            saved += TORCH_EIGH_SAVES_S_PER_N3 * float(n) ** 3
+        sizes = matrix_sizes(shape)
+        if sizes is not None and sizes[1] >= TORCH_EIGH_MIN:
+            saved += TORCH_EIGH_SAVES_S_PER_N3 * float(sizes[1]) ** 3
     return saved >= 2 * TORCH_IMPORT_S
 
 

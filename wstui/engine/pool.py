@@ -38,7 +38,13 @@ from typing import Any
 
 from analyzers.core import TensorResult
 from wstui.engine.jobs import BackgroundJob
-from wstui.engine.placement import BlasThreads, cpu_count, loaded_torch, set_threads
+from wstui.engine.placement import (
+    BlasThreads,
+    cpu_count,
+    loaded_torch,
+    matrix_sizes,
+    set_threads,
+)
 from wstui.engine.progress import Progress
 
 #: tensors with at least this many elements are big: on a GPU they run alone, on every core;
@@ -48,23 +54,10 @@ BIG_NUMEL = 1 << 21
 KINDS = ("heavy", "light")
 
 
-def _sizes(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
-    """(values, small side, large side) of a tensor seen as a (shape[0], -1) matrix; None for
-    fewer than two dims."""
-    dims = [int(s) for s in shape] or [1]
-    n = 1
-    for s in dims:
-        n *= s
-    if len(dims) < 2:
-        return None
-    rows, cols = dims[0], n // max(1, dims[0])
-    return n, min(rows, cols), max(rows, cols)
-
-
 def task_cost(shape: tuple[int, ...], heavy: bool, n_methods: int = 1) -> float:
     """A task's cost in the ETA's units: a spectrum ~ small²·large + 4·small³ (the Gram and
     its eigendecomposition), elementwise work ~ 1000 per element and method."""
-    sizes = _sizes(shape)
+    sizes = matrix_sizes(shape)
     n = max(1, math.prod(int(s) for s in shape))
     if heavy and sizes is not None:
         _, small, large = sizes
@@ -78,7 +71,7 @@ def tensor_mem(shape: tuple[int, ...], heavy: bool) -> float:
     (about three small x small float64 matrices); for elementwise work its samples and
     scratch (a 2^24-value sample with its group index, a k-means sample), counted as the
     tensor's size again up to 200 MB."""
-    sizes = _sizes(shape)
+    sizes = matrix_sizes(shape)
     own = 4.0 * max(1, math.prod(int(s) for s in shape))
     if heavy and sizes is not None:
         n, small, _ = sizes
